@@ -1,0 +1,168 @@
+//! Loading a GGUF into llama.cpp and starting its decode thread.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::{send_logs_to_tracing, LogOptions};
+use shelf_engine::{
+    EngineError, GenerateRequest, Generation, GpuLayers, LoadConfig, LoadedModel, ModelInfo, Token,
+};
+
+use crate::decode::{self, Job};
+
+/// llama.cpp's process-wide backend; it may be initialised only once.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            send_logs_to_tracing(LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|reason| EngineError::Load {
+            path: Default::default(),
+            reason: format!("llama.cpp backend failed to start: {reason}"),
+        })
+}
+
+/// A short description of the compiled-in backends, e.g. `cpu` or `cuda`.
+pub fn backend_description() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "metal") {
+        "metal"
+    } else if cfg!(feature = "vulkan") {
+        "vulkan"
+    } else {
+        "cpu"
+    }
+}
+
+/// The entry point: loads models.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LlamaEngine;
+
+impl LlamaEngine {
+    /// Load a GGUF file and start its decode thread.
+    ///
+    /// The file is checked by shelf's own GGUF reader first, so a truncated or
+    /// foreign file gets a precise error instead of reaching llama.cpp.
+    pub fn load(&self, path: &Path, config: &LoadConfig) -> Result<LlamaModelHandle, EngineError> {
+        let load_error = |reason: String| EngineError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let gguf = shelf_gguf::Gguf::open(path).map_err(|e| load_error(without_path(&e, path)))?;
+        let backend = backend()?;
+        let gpu_layers = match config.gpu_layers {
+            GpuLayers::Auto if backend.supports_gpu_offload() => u32::MAX,
+            GpuLayers::Auto => 0,
+            GpuLayers::Count(n) => n,
+        };
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
+            load_error(format!("llama.cpp could not load it ({e}); see the log above"))
+        })?;
+        let model = Arc::new(model);
+        let info = model_info(&model, &gguf, config, gpu_layers);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread_model = Arc::clone(&model);
+        let context_params = context_params(config, &info);
+        thread::Builder::new()
+            .name("shelf-decode".into())
+            .spawn(move || decode::run(backend, &thread_model, context_params, queue, ready_tx))
+            .map_err(|e| load_error(format!("cannot start the decode thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(load_error(reason)),
+            Err(_) => return Err(load_error("the decode thread exited during start-up".into())),
+        }
+        Ok(LlamaModelHandle { model, info, jobs })
+    }
+}
+
+/// `GgufError`'s message starts with the path; the engine error adds it itself.
+fn without_path(error: &shelf_gguf::GgufError, path: &Path) -> String {
+    let text = error.to_string();
+    let prefix = format!("{}: ", path.display());
+    text.strip_prefix(&prefix).map(str::to_string).unwrap_or(text)
+}
+
+fn model_info(model: &LlamaModel, gguf: &shelf_gguf::Gguf, config: &LoadConfig, gpu_layers: u32) -> ModelInfo {
+    let n_ctx_train = model.n_ctx_train();
+    let n_ctx = config
+        .ctx
+        .unwrap_or_else(|| n_ctx_train.min(LoadConfig::DEFAULT_MAX_CTX))
+        .max(16);
+    let threads = config.threads.unwrap_or_else(default_threads);
+    let vocab = model.vocab();
+    let special = |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
+    ModelInfo {
+        architecture: gguf.architecture().unwrap_or("unknown").to_string(),
+        n_params: model.n_params(),
+        size_bytes: model.size(),
+        n_ctx,
+        n_ctx_train,
+        n_vocab: u32::try_from(model.n_vocab()).unwrap_or(0),
+        gpu_layers: gpu_layers.min(model.n_layer() + 1),
+        threads,
+        chat_template: gguf.get_str(shelf_gguf::KEY_CHAT_TEMPLATE).map(str::to_string),
+        bos_token: special(vocab.bos()),
+        eos_token: special(vocab.eos()),
+    }
+}
+
+fn default_threads() -> u32 {
+    thread::available_parallelism().map_or(4, |n| n.get() as u32)
+}
+
+fn context_params(config: &LoadConfig, info: &ModelInfo) -> LlamaContextParams {
+    let threads = i32::try_from(info.threads).unwrap_or(i32::MAX);
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(info.n_ctx))
+        .with_n_batch(config.batch)
+        .with_n_ubatch(config.batch)
+        .with_n_seq_max(1)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+}
+
+/// A loaded model: shared for tokenization, with one decode thread behind it.
+pub struct LlamaModelHandle {
+    model: Arc<LlamaModel>,
+    info: ModelInfo,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LoadedModel for LlamaModelHandle {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<Token>, EngineError> {
+        let vocab = self.model.vocab();
+        let add_bos = vocab.should_add_bos();
+        let mut tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
+        // Templates that write `{{ bos_token }}` themselves would otherwise get two.
+        if add_bos && tokens.len() >= 2 && tokens[0] == vocab.bos() && tokens[1] == vocab.bos() {
+            tokens.remove(0);
+        }
+        Ok(tokens.into_iter().map(|t| Token(t.0)).collect())
+    }
+
+    fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        request.validate(self.info.n_ctx)?;
+        let (generation, sink) = Generation::channel();
+        self.jobs
+            .send(Job { request, sink })
+            .map_err(|_| EngineError::Unavailable)?;
+        Ok(generation)
+    }
+}

@@ -1,0 +1,47 @@
+//! Building llama.cpp's sampler chain from [`SamplingParams`].
+//!
+//! Sampling stays inside llama.cpp: copying the logits to Rust every token
+//! costs measurable decode speed on small models.
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use shelf_engine::SamplingParams;
+
+/// llama.cpp's "pick a random seed" value.
+const RANDOM_SEED: u32 = u32::MAX;
+
+/// A chain in llama.cpp's own order: penalties, top-k, top-p, min-p,
+/// temperature, then the final pick.
+pub fn chain(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
+    let mut stages = Vec::new();
+    if has_penalties(params) {
+        stages.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            i32::try_from(params.repeat_last_n).unwrap_or(i32::MAX),
+            params.repeat_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        ));
+    }
+    if params.is_greedy() {
+        stages.push(LlamaSampler::greedy());
+        return LlamaSampler::chain_simple(stages);
+    }
+    if params.top_k > 0 {
+        stages.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
+    }
+    if params.top_p < 1.0 {
+        stages.push(LlamaSampler::top_p(params.top_p, 1));
+    }
+    if params.min_p > 0.0 {
+        stages.push(LlamaSampler::min_p(params.min_p, 1));
+    }
+    stages.push(LlamaSampler::temp(params.temperature));
+    stages.push(LlamaSampler::dist(params.seed.unwrap_or(RANDOM_SEED)));
+    LlamaSampler::chain_simple(stages)
+}
+
+/// Whether the penalties stage does anything (and so needs the prompt's history).
+pub fn has_penalties(params: &SamplingParams) -> bool {
+    params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0
+}

@@ -1,0 +1,150 @@
+//! What comes back from a generation: a stream of events, ending in one
+//! [`Event::Done`] or [`Event::Failed`].
+
+use tokio::sync::mpsc;
+
+use crate::{CancelToken, EngineError};
+
+/// One step of a generation's progress.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Generated text: whole UTF-8 characters, with stop strings held back.
+    Text(String),
+    /// The generation finished; nothing follows.
+    Done(Completion),
+    /// The generation failed; nothing follows.
+    Failed(EngineError),
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens`, or the context window filled up.
+    Length,
+    /// The caller cancelled it.
+    Cancelled,
+}
+
+/// Token counts, as OpenAI reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// Wall-clock time spent in prefill and decode.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// Time to process the prompt, up to the first sampled token.
+    pub prefill_ms: f64,
+    /// Time spent producing tokens after the first.
+    pub decode_ms: f64,
+    /// Tokens produced in `decode_ms` (completion tokens less the first).
+    pub decoded_tokens: u32,
+}
+
+impl Timings {
+    /// Prompt tokens per second.
+    pub fn prefill_tps(&self, prompt_tokens: u32) -> f64 {
+        per_second(prompt_tokens, self.prefill_ms)
+    }
+
+    /// Generated tokens per second, excluding the first token (which rides on prefill).
+    pub fn decode_tps(&self) -> f64 {
+        per_second(self.decoded_tokens, self.decode_ms)
+    }
+}
+
+fn per_second(tokens: u32, ms: f64) -> f64 {
+    if ms > 0.0 {
+        f64::from(tokens) * 1000.0 / ms
+    } else {
+        0.0
+    }
+}
+
+/// How a generation ended, with its accounting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Completion {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+/// The caller's end of a generation. Dropping it cancels the work, so a
+/// client that goes away frees the model at its next token.
+#[derive(Debug)]
+pub struct Generation {
+    events: mpsc::UnboundedReceiver<Event>,
+    cancel: CancelToken,
+}
+
+/// The engine's end of a generation.
+#[derive(Debug)]
+pub struct GenerationSink {
+    events: mpsc::UnboundedSender<Event>,
+    cancel: CancelToken,
+}
+
+impl Generation {
+    /// A connected pair: the caller keeps the [`Generation`], the engine the sink.
+    pub fn channel() -> (Generation, GenerationSink) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancelToken::new();
+        (
+            Generation {
+                events: rx,
+                cancel: cancel.clone(),
+            },
+            GenerationSink { events: tx, cancel },
+        )
+    }
+
+    /// The next event; `None` after the last.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event, blocking the thread (for non-async callers).
+    pub fn blocking_next(&mut self) -> Option<Event> {
+        self.events.blocking_recv()
+    }
+
+    /// A token that cancels this generation, for use from another task.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    /// Collect the whole text and the completion, for non-streamed callers.
+    pub async fn collect(mut self) -> Result<(String, Completion), EngineError> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event {
+                Event::Text(piece) => text.push_str(&piece),
+                Event::Done(completion) => return Ok((text, completion)),
+                Event::Failed(error) => return Err(error),
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl GenerationSink {
+    /// Whether the caller cancelled or went away.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled() || self.events.is_closed()
+    }
+
+    /// Send an event; `false` when the caller has gone away.
+    pub fn send(&self, event: Event) -> bool {
+        self.events.send(event).is_ok()
+    }
+}

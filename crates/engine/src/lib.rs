@@ -1,0 +1,72 @@
+//! The engine interface: what a loaded model can do, independent of llama.cpp.
+//!
+//! This crate owns the request and event types, sampling parameters,
+//! cancellation, stop-string matching and chat-template rendering. It knows no
+//! C++, no HTTP and no store: `shelf-engine-llama` implements [`LoadedModel`]
+//! on llama.cpp, and [`fake::FakeModel`] implements it deterministically for
+//! tests of the layers above.
+
+mod cancel;
+mod error;
+pub mod fake;
+mod generation;
+mod request;
+mod stop;
+pub mod template;
+mod utf8;
+
+pub use cancel::CancelToken;
+pub use error::EngineError;
+pub use generation::{Completion, Event, FinishReason, Generation, GenerationSink, Timings, Usage};
+pub use request::{GenerateRequest, GpuLayers, LoadConfig, SamplingParams};
+pub use stop::{StopMatcher, StopOutcome};
+pub use utf8::Utf8Decoder;
+
+/// A token id in a model's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(pub i32);
+
+/// Facts about a loaded model that the layers above need.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// `general.architecture`, e.g. `llama`.
+    pub architecture: String,
+    /// Parameter count.
+    pub n_params: u64,
+    /// Size of the weights in bytes.
+    pub size_bytes: u64,
+    /// Context window this instance was created with.
+    pub n_ctx: u32,
+    /// Tokens in the vocabulary.
+    pub n_vocab: u32,
+    /// Context length the model was trained with.
+    pub n_ctx_train: u32,
+    /// Layers offloaded to a GPU.
+    pub gpu_layers: u32,
+    /// Threads used for decoding.
+    pub threads: u32,
+    /// The Jinja chat template from the GGUF, if any.
+    pub chat_template: Option<String>,
+    /// Text of the BOS token, passed to templates as `bos_token`.
+    pub bos_token: String,
+    /// Text of the EOS token, passed to templates as `eos_token`.
+    pub eos_token: String,
+}
+
+/// A model loaded into memory, ready to generate.
+///
+/// Implementations own one decode thread per model; [`LoadedModel::submit`]
+/// only enqueues. Tokenization runs on the caller's thread, so request
+/// preparation never waits behind decoding.
+pub trait LoadedModel: Send + Sync {
+    /// What the model is and how it was loaded.
+    fn info(&self) -> &ModelInfo;
+
+    /// Tokenize text, adding BOS where the model wants it and parsing special
+    /// tokens (templates emit them as text).
+    fn tokenize(&self, text: &str) -> Result<Vec<Token>, EngineError>;
+
+    /// Queue a generation. Events arrive on the returned [`Generation`];
+    /// dropping it cancels the work.
+    fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
+}

@@ -1,0 +1,224 @@
+//! What callers ask of the engine: how to load a model and what to generate.
+
+use crate::{EngineError, Token};
+
+/// How many layers go to the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuLayers {
+    /// Every layer when a GPU backend is compiled in, none otherwise.
+    #[default]
+    Auto,
+    /// Exactly this many (clamped to the model's layer count by llama.cpp).
+    Count(u32),
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadConfig {
+    /// Decode threads; `None` means one per available CPU.
+    pub threads: Option<u32>,
+    /// Context window in tokens; `None` means the model's trained length,
+    /// capped at [`LoadConfig::DEFAULT_MAX_CTX`] to keep KV memory modest.
+    pub ctx: Option<u32>,
+    /// Layers to offload to a GPU.
+    pub gpu_layers: GpuLayers,
+    /// Most prompt tokens decoded in one llama.cpp batch.
+    pub batch: u32,
+}
+
+impl LoadConfig {
+    /// The context window used when none is asked for and the model allows it.
+    pub const DEFAULT_MAX_CTX: u32 = 4096;
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            ctx: None,
+            gpu_layers: GpuLayers::Auto,
+            batch: 512,
+        }
+    }
+}
+
+/// Sampling settings, applied inside llama.cpp's sampler chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (deterministic) decoding.
+    pub temperature: f32,
+    /// Nucleus sampling threshold in (0, 1]; 1 disables it.
+    pub top_p: f32,
+    /// Keep the k most likely tokens; 0 disables it.
+    pub top_k: u32,
+    /// Drop tokens below `min_p` × the top probability; 0 disables it.
+    pub min_p: f32,
+    /// Multiplicative penalty on recently seen tokens; 1 disables it.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub repeat_last_n: u32,
+    /// OpenAI's frequency penalty in [-2, 2].
+    pub frequency_penalty: f32,
+    /// OpenAI's presence penalty in [-2, 2].
+    pub presence_penalty: f32,
+    /// Seed for the random sampler; `None` draws one.
+    pub seed: Option<u32>,
+}
+
+impl Default for SamplingParams {
+    /// llama.cpp's defaults.
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding: always the most likely token.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this samples greedily, and so deterministically.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    /// Check every value is in range, naming the first that is not.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let check = |ok: bool, param: &'static str, reason: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(EngineError::InvalidParam {
+                    param,
+                    reason: reason.to_string(),
+                })
+            }
+        };
+        check(
+            self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature),
+            "temperature",
+            "must be between 0 and 100",
+        )?;
+        check(
+            self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0,
+            "top_p",
+            "must be greater than 0 and at most 1",
+        )?;
+        check(
+            self.min_p.is_finite() && (0.0..=1.0).contains(&self.min_p),
+            "min_p",
+            "must be between 0 and 1",
+        )?;
+        check(
+            self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,
+            "repeat_penalty",
+            "must be greater than 0",
+        )?;
+        check(
+            self.frequency_penalty.is_finite() && (-2.0..=2.0).contains(&self.frequency_penalty),
+            "frequency_penalty",
+            "must be between -2 and 2",
+        )?;
+        check(
+            self.presence_penalty.is_finite() && (-2.0..=2.0).contains(&self.presence_penalty),
+            "presence_penalty",
+            "must be between -2 and 2",
+        )
+    }
+}
+
+/// One generation: a tokenized prompt and how to continue it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    /// The prompt, already templated and tokenized.
+    pub prompt: Vec<Token>,
+    /// How to pick each next token.
+    pub sampling: SamplingParams,
+    /// Stop after this many generated tokens; `None` runs to the end of the context.
+    pub max_tokens: Option<u32>,
+    /// Stop when the output contains any of these; the match is not emitted.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl GenerateRequest {
+    /// A request with default sampling and no limits.
+    pub fn new(prompt: Vec<Token>) -> Self {
+        Self {
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+
+    /// Checks that hold whatever the model: a non-empty prompt and valid sampling.
+    pub fn validate(&self, n_ctx: u32) -> Result<(), EngineError> {
+        if self.prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        // One slot of the window must stay free for the first generated token.
+        if self.prompt.len() >= n_ctx as usize {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: self.prompt.len(),
+                n_ctx,
+            });
+        }
+        self.sampling.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(SamplingParams::default().validate(), Ok(()));
+        assert_eq!(SamplingParams::greedy().validate(), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_param() {
+        let cases: [(SamplingParams, &str); 5] = [
+            (SamplingParams { temperature: -1.0, ..Default::default() }, "temperature"),
+            (SamplingParams { temperature: f32::NAN, ..Default::default() }, "temperature"),
+            (SamplingParams { top_p: 0.0, ..Default::default() }, "top_p"),
+            (SamplingParams { min_p: 1.5, ..Default::default() }, "min_p"),
+            (SamplingParams { presence_penalty: 3.0, ..Default::default() }, "presence_penalty"),
+        ];
+        for (params, expected) in cases {
+            match params.validate() {
+                Err(EngineError::InvalidParam { param, .. }) => assert_eq!(param, expected),
+                other => panic!("{params:?}: expected an error about {expected}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prompt_must_leave_room_in_the_window() {
+        let request = GenerateRequest::new(vec![Token(1); 8]);
+        assert_eq!(request.validate(9), Ok(()));
+        assert_eq!(
+            request.validate(8),
+            Err(EngineError::PromptTooLong { prompt_tokens: 8, n_ctx: 8 })
+        );
+        assert_eq!(GenerateRequest::new(vec![]).validate(8), Err(EngineError::EmptyPrompt));
+    }
+}

@@ -1,0 +1,205 @@
+//! Chat prompts: rendering a conversation with the model's own Jinja template.
+//!
+//! GGUF files carry the Hugging Face chat template in
+//! `tokenizer.chat_template`. It is rendered here with minijinja and Python
+//! string methods, as `transformers` would. A model with no template gets
+//! [`FALLBACK_TEMPLATE`] (ChatML) and the caller is told, so it can warn.
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with this role and content.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The format used for models whose GGUF has no chat template: ChatML, as
+/// llama.cpp also falls back to.
+pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Stop strings that end a turn in the fallback format, for models whose
+/// vocabulary has no ChatML end-of-turn token.
+pub const FALLBACK_STOPS: [&str; 2] = ["<|im_end|>", "<|im_start|>"];
+
+/// A parsed chat template, ready to render.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+    /// Whether this is [`FALLBACK_TEMPLATE`] rather than the model's own.
+    pub is_fallback: bool,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("is_fallback", &self.is_fallback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Parse the model's template, or the fallback when it has none.
+    pub fn new(
+        source: Option<&str>,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self, crate::EngineError> {
+        let is_fallback = source.is_none();
+        let source = source.unwrap_or(FALLBACK_TEMPLATE).to_string();
+        let mut env = Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat", source)
+            .map_err(|e| crate::EngineError::Template(describe(&e)))?;
+        Ok(Self {
+            env,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+            is_fallback,
+        })
+    }
+
+    /// The built-in ChatML fallback.
+    pub fn fallback(bos_token: &str, eos_token: &str) -> Self {
+        // A constant template that `fallback_is_chatml` renders: it always parses.
+        #[allow(clippy::expect_used)]
+        Self::new(None, bos_token, eos_token).expect("the fallback chat template parses")
+    }
+
+    /// Render a conversation into prompt text, ending with the opening of the
+    /// assistant's turn when `add_generation_prompt` is set.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, crate::EngineError> {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                Value::from_iter([
+                    ("role", Value::from(m.role.as_str())),
+                    ("content", Value::from(m.content.as_str())),
+                ])
+            })
+            .collect();
+        let context = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        };
+        self.env
+            .get_template("chat")
+            .and_then(|t| t.render(context))
+            .map_err(|e| crate::EngineError::Template(describe(&e)))
+    }
+}
+
+fn raise_exception(message: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// Templates that print today's date call this; a fixed UTC date keeps
+/// prompts reproducible without reading the clock's timezone.
+fn strftime_now(format: String) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    const MONTHS: [&str; 12] = [
+        "January", "February", "March", "April", "May", "June", "July", "August", "September",
+        "October", "November", "December",
+    ];
+    let month_name = MONTHS[(month - 1) as usize];
+    format
+        .replace("%d", &format!("{day:02}"))
+        .replace("%m", &format!("{month:02}"))
+        .replace("%Y", &year.to_string())
+        .replace("%B", month_name)
+        .replace("%b", &month_name[..3])
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn describe(error: &Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(source: Option<&str>, messages: &[(&str, &str)]) -> String {
+        let template = ChatTemplate::new(source, "<s>", "</s>").unwrap();
+        let messages: Vec<_> = messages.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect();
+        template.render(&messages, true).unwrap()
+    }
+
+    #[test]
+    fn fallback_is_chatml() {
+        assert_eq!(
+            render(None, &[("user", "hi")]),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn python_string_methods_and_special_tokens_work() {
+        let source = "{{ bos_token }}{% for m in messages %}[{{ m.role | upper }}] {{ m.content.strip() }}{% if not loop.last %}\n{% endif %}{% endfor %}{{ eos_token }}";
+        assert_eq!(
+            render(Some(source), &[("system", " be brief "), ("user", "hi")]),
+            "<s>[SYSTEM] be brief\n[USER] hi</s>"
+        );
+    }
+
+    #[test]
+    fn raise_exception_becomes_a_template_error() {
+        let source = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}";
+        let template = ChatTemplate::new(Some(source), "", "").unwrap();
+        let err = template
+            .render(&[ChatMessage::new("assistant", "x")], true)
+            .unwrap_err();
+        assert!(err.to_string().contains("first must be user"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_template_is_an_error_not_a_panic() {
+        assert!(ChatTemplate::new(Some("{% for %}"), "", "").is_err());
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_781), (2026, 11, 24));
+    }
+}

@@ -1,0 +1,146 @@
+//! One error type for every handler, rendered in OpenAI's error shape.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shelf_api::openai::{ErrorBody, ErrorDetail};
+use shelf_engine::EngineError;
+use shelf_scheduler::HostError;
+
+/// Everything a request can fail with, each mapped to one status code.
+#[derive(Debug)]
+pub enum AppError {
+    /// 400: the body is not JSON, or not the right shape.
+    Malformed { message: String, param: Option<String> },
+    /// 400: the prompt does not fit the model's context.
+    ContextLength(String),
+    /// 404: no such model.
+    ModelNotFound(String),
+    /// 404: no such route.
+    RouteNotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 413: the body is over the limit.
+    TooLarge,
+    /// 422: well-formed, but a value is out of range or unsupported.
+    Invalid { message: String, param: Option<String> },
+    /// 503: the model is loading.
+    Loading(String),
+    /// 500: the model could not be loaded; the message names the file.
+    LoadFailed(String),
+    /// 500: something unexpected; details are logged, not sent.
+    Internal(String),
+}
+
+impl AppError {
+    pub fn invalid(message: impl Into<String>, param: &str) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            param: Some(param.to_string()),
+        }
+    }
+
+    fn parts(self) -> (StatusCode, &'static str, Option<&'static str>, String, Option<String>) {
+        use StatusCode as S;
+        match self {
+            Self::Malformed { message, param } => (S::BAD_REQUEST, "invalid_request_error", None, message, param),
+            Self::ContextLength(message) => (
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                message,
+                Some("messages".into()),
+            ),
+            Self::ModelNotFound(model) => (
+                S::NOT_FOUND,
+                "invalid_request_error",
+                Some("model_not_found"),
+                format!("The model '{model}' does not exist; `shelf list` shows the models available"),
+                Some("model".into()),
+            ),
+            Self::RouteNotFound => (S::NOT_FOUND, "invalid_request_error", Some("unknown_url"), "Unknown request URL".into(), None),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"), "Method not allowed for this URL".into(), None),
+            Self::TooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("request_too_large"),
+                "The request body is larger than the server accepts".into(),
+                None,
+            ),
+            Self::Invalid { message, param } => (S::UNPROCESSABLE_ENTITY, "invalid_request_error", Some("invalid_value"), message, param),
+            Self::Loading(model) => (
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("model_loading"),
+                format!("The model '{model}' is loading; retry shortly"),
+                None,
+            ),
+            Self::LoadFailed(message) => (S::INTERNAL_SERVER_ERROR, "server_error", Some("model_load_failed"), message, None),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (S::INTERNAL_SERVER_ERROR, "server_error", None, "The server had an error processing the request".into(), None)
+            }
+        }
+    }
+
+    /// Status and OpenAI body.
+    fn render(self) -> (StatusCode, ErrorBody) {
+        let (status, kind, code, message, param) = self.parts();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message,
+                kind: kind.into(),
+                param,
+                code: code.map(Into::into),
+            },
+        };
+        (status, body)
+    }
+
+    /// The JSON body alone, for errors inside a stream.
+    pub fn body(self) -> ErrorBody {
+        self.render().1
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let retry = matches!(self, Self::Loading(_));
+        let (status, body) = self.render();
+        let mut response = (status, Json(body)).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<HostError> for AppError {
+    fn from(error: HostError) -> Self {
+        match error {
+            HostError::NotFound(model) => Self::ModelNotFound(model),
+            HostError::Loading(model) => Self::Loading(model),
+            HostError::Load(e) => Self::LoadFailed(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for AppError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::PromptTooLong { .. } => Self::ContextLength(error.to_string()),
+            EngineError::EmptyPrompt => Self::invalid(error.to_string(), "messages"),
+            EngineError::InvalidParam { param, .. } => Self::invalid(error.to_string(), param),
+            EngineError::Template(_) => Self::Malformed {
+                message: error.to_string(),
+                param: Some("messages".into()),
+            },
+            EngineError::Load { .. } => Self::LoadFailed(error.to_string()),
+            EngineError::Unavailable => Self::Loading("requested".into()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP server: routes, handlers, errors and streaming.
+//!
+//! This is the only crate that knows HTTP. Requests are parsed into wire
+//! types (`shelf-api`), validated and converted to engine requests here, on
+//! the HTTP threads; raw JSON never reaches the engine. Which model is
+//! resident is the scheduler's business, not this crate's.
+
+mod convert;
+mod error;
+mod json;
+mod openai;
+mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shelf_scheduler::ModelHost;
+use tokio::net::TcpListener;
+
+pub use error::AppError;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Request bodies above this get 413.
+    pub max_body_bytes: usize,
+    /// After a shutdown signal, how long in-flight responses may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 << 20,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The resident models.
+    pub host: Arc<ModelHost>,
+}
+
+/// The router, without a socket: tests drive it with `oneshot`.
+pub fn app(state: AppState, config: &ServerConfig) -> Router {
+    Router::new()
+        .route("/", get(|| async { "shelf is running\n" }))
+        .route("/health", get(openai::health))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .fallback(|| async { AppError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then let in-flight responses finish for
+/// up to `config.drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let router = app(state, &config);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let drain_deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(config.drain_timeout).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// `{"status": ...}` for `/health`.
+fn status_body(status: &str) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": status }))
+}

@@ -1,0 +1,271 @@
+//! OpenAI-compatible handlers: chat completions, completions, models, health.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shelf_api::openai as wire;
+use shelf_engine::template::FALLBACK_STOPS;
+use shelf_engine::{GenerateRequest, Generation};
+use shelf_scheduler::Resident;
+
+use crate::stream::{self, ChunkFormat};
+use crate::{convert, json, status_body, AppError, AppState};
+
+/// What OpenAI's completions API does when `max_tokens` is absent.
+const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+const FINGERPRINT: &str = "shelf";
+
+/// `GET /health`: 200 when ready, 503 while a model loads.
+pub async fn health(State(state): State<AppState>) -> Response {
+    if state.host.is_loading() {
+        (StatusCode::SERVICE_UNAVAILABLE, status_body("loading model")).into_response()
+    } else {
+        status_body("ok").into_response()
+    }
+}
+
+/// `GET /v1/models`: every model the store offers.
+pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::ModelList>, AppError> {
+    let host = Arc::clone(&state.host);
+    let names = tokio::task::spawn_blocking(move || host.list())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+    let created = now();
+    Ok(Json(wire::ModelList {
+        object: "list",
+        data: names
+            .into_iter()
+            .map(|id| wire::Model { id, object: "model", created, owned_by: "shelf" })
+            .collect(),
+    }))
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let request: wire::ChatCompletionRequest = json::parse(body)?;
+    let messages = convert::messages(&request.messages)?;
+    let sampling = convert::sampling(&request.sampling)?;
+    let user_stops = convert::stops(&request.sampling)?;
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    let ignore_eos = request.sampling.ignore_eos;
+    let generation = start(&state, &request.model, move |resident| {
+        let prompt = resident.template.render(&messages, true)?;
+        let mut engine_request = GenerateRequest::new(resident.model.tokenize(&prompt)?);
+        engine_request.sampling = sampling;
+        engine_request.max_tokens = max_tokens;
+        engine_request.stop = user_stops;
+        engine_request.ignore_eos = ignore_eos;
+        if resident.template.is_fallback {
+            engine_request.stop.extend(FALLBACK_STOPS.map(String::from));
+        }
+        Ok(engine_request)
+    })
+    .await?;
+    let format = ChatFormat { id: new_id("chatcmpl"), created: now(), model: request.model };
+    if request.stream {
+        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(stream::sse(generation, format, include_usage).into_response());
+    }
+    let (text, completion) = generation.collect().await?;
+    Ok(Json(wire::ChatCompletion {
+        id: format.id,
+        object: "chat.completion",
+        created: format.created,
+        model: format.model,
+        choices: vec![wire::ChatChoice {
+            index: 0,
+            message: wire::AssistantMessage { role: "assistant", content: text },
+            logprobs: None,
+            finish_reason: convert::finish_reason(completion.finish_reason),
+        }],
+        usage: convert::usage(completion.usage),
+        system_fingerprint: FINGERPRINT,
+    })
+    .into_response())
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let request: wire::CompletionRequest = json::parse(body)?;
+    let prompt = match request.prompt {
+        wire::Prompt::One(text) => text,
+        wire::Prompt::Many(mut texts) if texts.len() == 1 => texts.remove(0),
+        wire::Prompt::Many(_) => {
+            return Err(AppError::invalid("prompt must be one string (batches are not supported)", "prompt"))
+        }
+    };
+    if prompt.is_empty() {
+        return Err(AppError::invalid("prompt must not be empty", "prompt"));
+    }
+    let sampling = convert::sampling(&request.sampling)?;
+    let stops = convert::stops(&request.sampling)?;
+    let max_tokens = request.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
+    let echo = request.echo.then(|| prompt.clone());
+    let ignore_eos = request.sampling.ignore_eos;
+    let generation = start(&state, &request.model, move |resident| {
+        let mut engine_request = GenerateRequest::new(resident.model.tokenize(&prompt)?);
+        engine_request.sampling = sampling;
+        engine_request.max_tokens = Some(max_tokens);
+        engine_request.stop = stops;
+        engine_request.ignore_eos = ignore_eos;
+        Ok(engine_request)
+    })
+    .await?;
+    let format = TextFormat { id: new_id("cmpl"), created: now(), model: request.model };
+    if request.stream {
+        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(stream::sse(generation, format, include_usage).into_response());
+    }
+    let (text, completion) = generation.collect().await?;
+    let text = echo.map_or(text.clone(), |prompt| prompt + &text);
+    let mut body = format.chunk(vec![wire::TextChoice {
+        index: 0,
+        text,
+        logprobs: None,
+        finish_reason: Some(convert::finish_reason(completion.finish_reason)),
+    }]);
+    body.usage = Some(Some(convert::usage(completion.usage)));
+    Ok(Json(body).into_response())
+}
+
+/// Resolve the model, then template, tokenize and submit off the async
+/// threads (long prompts take milliseconds to tokenize).
+async fn start(
+    state: &AppState,
+    model: &str,
+    build: impl FnOnce(&Resident) -> Result<GenerateRequest, shelf_engine::EngineError> + Send + 'static,
+) -> Result<Generation, AppError> {
+    if model.is_empty() {
+        return Err(AppError::invalid("model must not be empty", "model"));
+    }
+    let resident = state.host.get(model).await?;
+    let generation = tokio::task::spawn_blocking(move || {
+        let request = build(&resident)?;
+        resident.model.submit(request)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
+    Ok(generation)
+}
+
+struct ChatFormat {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl ChatFormat {
+    fn chunk(&self, delta: wire::Delta, finish_reason: Option<&'static str>) -> wire::ChatCompletionChunk {
+        wire::ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: FINGERPRINT,
+            choices: vec![wire::ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+            usage: None,
+        }
+    }
+}
+
+impl ChunkFormat for ChatFormat {
+    type Chunk = wire::ChatCompletionChunk;
+
+    fn start(&self) -> Option<Self::Chunk> {
+        let delta = wire::Delta { role: Some("assistant"), content: Some(String::new()) };
+        Some(self.chunk(delta, None))
+    }
+
+    fn text(&self, text: String) -> Self::Chunk {
+        self.chunk(wire::Delta { role: None, content: Some(text) }, None)
+    }
+
+    fn finish(&self, reason: &'static str) -> Self::Chunk {
+        self.chunk(wire::Delta::default(), Some(reason))
+    }
+
+    fn usage(&self, usage: wire::Usage) -> Self::Chunk {
+        let mut chunk = self.chunk(wire::Delta::default(), None);
+        chunk.choices.clear();
+        chunk.usage = Some(Some(usage));
+        chunk
+    }
+
+    fn with_usage_field(chunk: &mut Self::Chunk) {
+        chunk.usage.get_or_insert(None);
+    }
+}
+
+struct TextFormat {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl TextFormat {
+    fn chunk(&self, choices: Vec<wire::TextChoice>) -> wire::TextCompletion {
+        wire::TextCompletion {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: FINGERPRINT,
+            choices,
+            usage: None,
+        }
+    }
+
+    fn choice(text: String, finish_reason: Option<&'static str>) -> Vec<wire::TextChoice> {
+        vec![wire::TextChoice { index: 0, text, logprobs: None, finish_reason }]
+    }
+}
+
+impl ChunkFormat for TextFormat {
+    type Chunk = wire::TextCompletion;
+
+    fn start(&self) -> Option<Self::Chunk> {
+        None
+    }
+
+    fn text(&self, text: String) -> Self::Chunk {
+        self.chunk(Self::choice(text, None))
+    }
+
+    fn finish(&self, reason: &'static str) -> Self::Chunk {
+        self.chunk(Self::choice(String::new(), Some(reason)))
+    }
+
+    fn usage(&self, usage: wire::Usage) -> Self::Chunk {
+        let mut chunk = self.chunk(Vec::new());
+        chunk.usage = Some(Some(usage));
+        chunk
+    }
+
+    fn with_usage_field(chunk: &mut Self::Chunk) {
+        chunk.usage.get_or_insert(None);
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A unique id: the prefix, the time in nanoseconds and a process counter.
+fn new_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{prefix}-{nanos:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+}

@@ -1,0 +1,241 @@
+//! The command line: flags, their env vars, and conversion to configs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use shelf_engine::{GpuLayers, LoadConfig, SamplingParams};
+
+/// Every environment variable shelf reads, with what it sets. This table is
+/// the source for docs/configuration.md (a test keeps them in step).
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("SHELF_THREADS", "CPU threads for decoding (`--threads`); default: all available CPUs"),
+    ("SHELF_CTX", "Context window in tokens (`--ctx`); default: the model's trained length, at most 4096"),
+    ("SHELF_GPU_LAYERS", "Layers to offload to the GPU, or `auto` (`--gpu-layers`); default: `auto`, all layers when a GPU backend is built in"),
+    ("SHELF_MODELS", "The model store directory (`--models-dir`); default: `~/.shelf/models`"),
+    ("SHELF_ADDR", "Address `shelf serve` listens on (`--addr`); default: `127.0.0.1:11435`"),
+    ("SHELF_LOG", "Log filter, in tracing's `EnvFilter` syntax, e.g. `debug`; default: `info` for serve, `warn` otherwise"),
+];
+
+/// Parse the command line, with the environment table in `--help`.
+pub fn parse() -> Cli {
+    let command = Cli::command().after_long_help(env_help());
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn env_help() -> String {
+    let mut text = String::from("Environment variables:\n");
+    for (name, description) in ENV_VARS {
+        text.push_str(&format!("  {name}\n      {}\n", description.replace('`', "")));
+    }
+    text
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "shelf", version, about = "A private AI server for open-weights models")]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Globals {
+    /// CPU threads for decoding [default: all available CPUs]
+    #[arg(long, global = true, env = "SHELF_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// Context window in tokens [default: the model's, at most 4096]
+    #[arg(long, global = true, env = "SHELF_CTX", value_parser = clap::value_parser!(u32).range(16..))]
+    pub ctx: Option<u32>,
+    /// Layers to offload to the GPU: a number or `auto`
+    #[arg(long, global = true, env = "SHELF_GPU_LAYERS", default_value = "auto", value_parser = parse_gpu_layers)]
+    pub gpu_layers: GpuLayers,
+    /// The model store directory [default: ~/.shelf/models]
+    #[arg(long, global = true, env = "SHELF_MODELS")]
+    pub models_dir: Option<PathBuf>,
+}
+
+impl Globals {
+    /// How to load models, from the global options.
+    pub fn load_config(&self) -> LoadConfig {
+        LoadConfig {
+            threads: self.threads,
+            ctx: self.ctx,
+            gpu_layers: self.gpu_layers,
+            ..LoadConfig::default()
+        }
+    }
+
+    /// The store directory.
+    pub fn models_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.models_dir {
+            return Ok(dir.clone());
+        }
+        let home = std::env::var_os("HOME")
+            .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --models-dir or set SHELF_MODELS"))?;
+        Ok(PathBuf::from(home).join(".shelf").join("models"))
+    }
+}
+
+fn parse_gpu_layers(text: &str) -> Result<GpuLayers, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(GpuLayers::Auto);
+    }
+    text.parse::<u32>()
+        .map(GpuLayers::Count)
+        .map_err(|_| format!("'{text}' is not a number of layers or 'auto'"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Chat with a model in the terminal, or answer one prompt and exit
+    Run(RunArgs),
+    /// Serve the OpenAI-compatible API
+    Serve(ServeArgs),
+    /// Measure prefill and decode speed, as llama-bench does
+    Bench(BenchArgs),
+    /// Copy a GGUF file into the store
+    Import(ImportArgs),
+    /// List the models in the store
+    #[command(alias = "ls")]
+    List,
+    /// Remove a model from the store
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A .gguf path or a model name in the store
+    pub model: String,
+    /// Answer this prompt and exit; without it, start an interactive chat
+    pub prompt: Option<String>,
+    /// A system message to start the conversation with
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Stop after this many tokens per answer
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Print prefill and decode speed after each answer
+    #[arg(long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Sampling flags for `run`.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// 0 is greedy and deterministic
+    #[arg(long, default_value_t = SamplingParams::default().temperature)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = SamplingParams::default().top_p)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = SamplingParams::default().top_k)]
+    pub top_k: u32,
+    #[arg(long, default_value_t = SamplingParams::default().min_p)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = SamplingParams::default().repeat_penalty)]
+    pub repeat_penalty: f32,
+    #[arg(long)]
+    pub seed: Option<u32>,
+    /// Stop when the answer contains this (repeatable)
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplingParams::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; loopback unless you open it up
+    #[arg(long, env = "SHELF_ADDR", default_value = "127.0.0.1:11435")]
+    pub addr: SocketAddr,
+    /// Load this model (a name in the store or a .gguf path) at start-up;
+    /// a path is served under its file name without `.gguf`
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Most models resident at once
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_loaded: u32,
+    /// Largest request body accepted, in bytes
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight responses get to finish after SIGINT or SIGTERM
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A .gguf path or a model name in the store
+    pub model: String,
+    /// Prompt tokens for the prefill test (0 skips it)
+    #[arg(long, default_value_t = 512)]
+    pub pp: u32,
+    /// Generated tokens for the decode test (0 skips it)
+    #[arg(long, default_value_t = 128)]
+    pub tg: u32,
+    /// Repetitions of each test
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reps: u32,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The GGUF file to import
+    pub file: PathBuf,
+    /// Name to store it under [default: the file name without .gguf]
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The model to remove
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ENV_VARS;
+
+/// The environment table as markdown, as docs/configuration.md carries it.
+fn env_table_markdown() -> String {
+    let mut table = String::from("| variable | what it sets |\n| --- | --- |\n");
+    for (name, description) in ENV_VARS {
+        table.push_str(&format!("| `{name}` | {description} |\n"));
+    }
+    table
+}
+
+
+    /// docs/configuration.md must carry the table this binary prints.
+    #[test]
+    fn configuration_doc_has_the_env_table() {
+        let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let doc = std::fs::read_to_string(doc_path).unwrap_or_default();
+        let table = env_table_markdown();
+        assert!(
+            doc.contains(&table),
+            "docs/configuration.md is out of date; it must contain:\n{table}"
+        );
+    }
+}

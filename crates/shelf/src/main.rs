@@ -1,0 +1,60 @@
+//! The `shelf` binary: command-line parsing, configuration and wiring.
+//!
+//! This is the only crate that reads the environment or builds the engine
+//! into the rest: it turns flags and env vars into each crate's config
+//! struct, then hands over. It is not a library.
+
+mod bench;
+mod catalog;
+mod cli;
+mod run;
+mod serve;
+mod store_cmds;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
+    let globals = cli.globals;
+    match cli.command {
+        cli::Command::Run(args) => run::run(&globals, args).await,
+        cli::Command::Serve(args) => serve::serve(&globals, args).await,
+        cli::Command::Bench(args) => bench::bench(&globals, args).await,
+        cli::Command::Import(args) => store_cmds::import(&globals, args),
+        cli::Command::List => store_cmds::list(&globals),
+        cli::Command::Rm(args) => store_cmds::rm(&globals, args),
+    }
+}
+
+/// Logs go to stderr. `SHELF_LOG` takes a tracing filter; the default keeps
+/// llama.cpp's chatter out of the way. Prompt text is never logged.
+fn init_logging(cli: &cli::Cli) {
+    let default = match cli.command {
+        cli::Command::Serve(_) => "info,llama-cpp-2=warn",
+        _ => "warn,llama-cpp-2=error",
+    };
+    let filter = std::env::var("SHELF_LOG").unwrap_or_else(|_| default.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

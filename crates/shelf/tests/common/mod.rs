@@ -1,0 +1,99 @@
+//! Helpers for driving the real `shelf` binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// The binary under test.
+pub fn shelf() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shelf"));
+    command.env_remove("SHELF_MODELS").env_remove("SHELF_ADDR").env("SHELF_THREADS", "2").env("SHELF_LOG", "warn,llama-cpp-2=error");
+    command
+}
+
+/// Run `shelf` with arguments and collect its output.
+pub fn shelf_output(args: &[&str], models_dir: &Path) -> Output {
+    shelf()
+        .args(args)
+        .arg("--models-dir")
+        .arg(models_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shelf")
+}
+
+/// Tests that time the model share the machine's two cores one at a time.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A `shelf serve` process on a free loopback port, killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub models_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Serve `model` (a path), preloaded, with extra flags.
+    pub fn start(model: &Path, extra: &[&str]) -> Server {
+        let models_dir = tempfile::tempdir().unwrap();
+        let mut child = shelf()
+            .args(["serve", "--addr", "127.0.0.1:0", "--ctx", "1024", "--model"])
+            .arg(model)
+            .arg("--models-dir")
+            .arg(models_dir.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn shelf serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("shelf listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        // The second line comes once the preloaded model is ready.
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("shelf ready"), "the server did not get ready: {line:?}");
+        Server { child, base, models_dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A copy of a real model, cut in half.
+pub fn truncated_copy(model: &Path, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(model).unwrap();
+    let path = dir.join("truncated.gguf");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    path
+}
