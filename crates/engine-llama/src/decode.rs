@@ -127,7 +127,11 @@ impl Decoder<'_, '_> {
     }
 
     /// Decode the prompt in batch-sized chunks. `false` if cancelled.
-    fn prefill(&mut self, prompt: &[LlamaToken], sink: &GenerationSink) -> Result<bool, EngineError> {
+    fn prefill(
+        &mut self,
+        prompt: &[LlamaToken],
+        sink: &GenerationSink,
+    ) -> Result<bool, EngineError> {
         let chunk_len = self.ctx.n_batch() as usize;
         for (i, chunk) in prompt.chunks(chunk_len).enumerate() {
             if sink.is_cancelled() {

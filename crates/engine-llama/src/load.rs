@@ -67,7 +67,9 @@ impl LlamaEngine {
         };
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
-            load_error(format!("llama.cpp could not load it ({e}); see the log above"))
+            load_error(format!(
+                "llama.cpp could not load it ({e}); see the log above"
+            ))
         })?;
         let model = Arc::new(model);
         let info = model_info(&model, &gguf, config, gpu_layers);
@@ -82,7 +84,11 @@ impl LlamaEngine {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(load_error(reason)),
-            Err(_) => return Err(load_error("the decode thread exited during start-up".into())),
+            Err(_) => {
+                return Err(load_error(
+                    "the decode thread exited during start-up".into(),
+                ))
+            }
         }
         Ok(LlamaModelHandle { model, info, jobs })
     }
@@ -92,10 +98,17 @@ impl LlamaEngine {
 fn without_path(error: &shelf_gguf::GgufError, path: &Path) -> String {
     let text = error.to_string();
     let prefix = format!("{}: ", path.display());
-    text.strip_prefix(&prefix).map(str::to_string).unwrap_or(text)
+    text.strip_prefix(&prefix)
+        .map(str::to_string)
+        .unwrap_or(text)
 }
 
-fn model_info(model: &LlamaModel, gguf: &shelf_gguf::Gguf, config: &LoadConfig, gpu_layers: u32) -> ModelInfo {
+fn model_info(
+    model: &LlamaModel,
+    gguf: &shelf_gguf::Gguf,
+    config: &LoadConfig,
+    gpu_layers: u32,
+) -> ModelInfo {
     let n_ctx_train = model.n_ctx_train();
     let n_ctx = config
         .ctx
@@ -103,7 +116,8 @@ fn model_info(model: &LlamaModel, gguf: &shelf_gguf::Gguf, config: &LoadConfig, 
         .max(16);
     let threads = config.threads.unwrap_or_else(default_threads);
     let vocab = model.vocab();
-    let special = |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
+    let special =
+        |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
     ModelInfo {
         architecture: gguf.architecture().unwrap_or("unknown").to_string(),
         n_params: model.n_params(),
@@ -113,7 +127,9 @@ fn model_info(model: &LlamaModel, gguf: &shelf_gguf::Gguf, config: &LoadConfig, 
         n_vocab: u32::try_from(model.n_vocab()).unwrap_or(0),
         gpu_layers: gpu_layers.min(model.n_layer() + 1),
         threads,
-        chat_template: gguf.get_str(shelf_gguf::KEY_CHAT_TEMPLATE).map(str::to_string),
+        chat_template: gguf
+            .get_str(shelf_gguf::KEY_CHAT_TEMPLATE)
+            .map(str::to_string),
         bos_token: special(vocab.bos()),
         eos_token: special(vocab.eos()),
     }

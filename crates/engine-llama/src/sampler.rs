@@ -28,7 +28,9 @@ pub fn chain(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
         return LlamaSampler::chain_simple(stages);
     }
     if params.top_k > 0 {
-        stages.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
+        stages.push(LlamaSampler::top_k(
+            i32::try_from(params.top_k).unwrap_or(i32::MAX),
+        ));
     }
     if params.top_p < 1.0 {
         stages.push(LlamaSampler::top_p(params.top_p, 1));
@@ -43,5 +45,7 @@ pub fn chain(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
 
 /// Whether the penalties stage does anything (and so needs the prompt's history).
 pub fn has_penalties(params: &SamplingParams) -> bool {
-    params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0
+    params.repeat_penalty != 1.0
+        || params.frequency_penalty != 0.0
+        || params.presence_penalty != 0.0
 }

@@ -1,5 +1,7 @@
 //! The llama.cpp engine against real small models.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,9 +24,15 @@ fn load(name: &str, ctx: u32) -> LlamaModelHandle {
 
 fn chat_prompt(model: &LlamaModelHandle, user: &str) -> GenerateRequest {
     let info = model.info();
-    let template =
-        ChatTemplate::new(info.chat_template.as_deref(), &info.bos_token, &info.eos_token).unwrap();
-    let text = template.render(&[ChatMessage::new("user", user)], true).unwrap();
+    let template = ChatTemplate::new(
+        info.chat_template.as_deref(),
+        &info.bos_token,
+        &info.eos_token,
+    )
+    .unwrap();
+    let text = template
+        .render(&[ChatMessage::new("user", user)], true)
+        .unwrap();
     let mut request = GenerateRequest::new(model.tokenize(&text).unwrap());
     request.sampling = SamplingParams::greedy();
     request
@@ -50,7 +58,10 @@ fn greedy_chat_is_deterministic_and_accounted() {
     let (second, _) = collect(model.submit(request.clone()).unwrap());
     assert!(!first.trim().is_empty());
     assert_eq!(first, second, "greedy output must repeat exactly");
-    assert_eq!(completion.usage.prompt_tokens as usize, request.prompt.len());
+    assert_eq!(
+        completion.usage.prompt_tokens as usize,
+        request.prompt.len()
+    );
     assert!(completion.usage.completion_tokens <= 24);
     assert!(completion.timings.prefill_ms > 0.0);
 }
@@ -77,7 +88,10 @@ fn stop_strings_cut_the_output() {
     let (cut, completion) = collect(model.submit(request).unwrap());
     assert_eq!(completion.finish_reason, FinishReason::Stop);
     assert!(!cut.contains('4'), "{cut}");
-    assert!(full.starts_with(&cut), "{cut:?} is not a prefix of {full:?}");
+    assert!(
+        full.starts_with(&cut),
+        "{cut:?} is not a prefix of {full:?}"
+    );
 }
 
 #[test]
@@ -101,7 +115,10 @@ fn prompt_longer_than_context_is_a_typed_error() {
     let model = load(SMOLLM2, 64);
     let request = chat_prompt(&model, &"word ".repeat(200));
     match model.submit(request) {
-        Err(EngineError::PromptTooLong { n_ctx: 64, prompt_tokens }) => assert!(prompt_tokens > 64),
+        Err(EngineError::PromptTooLong {
+            n_ctx: 64,
+            prompt_tokens,
+        }) => assert!(prompt_tokens > 64),
         other => panic!("expected PromptTooLong, got {other:?}"),
     }
     // The model still works afterwards.
@@ -124,7 +141,11 @@ fn dropping_the_generation_frees_the_model_within_a_token() {
     let started = Instant::now();
     collect(model.submit(next).unwrap());
     // 800 tokens would take seconds; a freed model answers in well under one.
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -166,13 +187,19 @@ fn corrupt_files_are_load_errors_naming_the_file() {
     let text = dir.path().join("notes.gguf");
     std::fs::write(&text, "this is not a model").unwrap();
     let message = load_error(&text);
-    assert!(message.contains("notes.gguf") && message.contains("not a GGUF"), "{message}");
+    assert!(
+        message.contains("notes.gguf") && message.contains("not a GGUF"),
+        "{message}"
+    );
 
     let truncated = dir.path().join("half.gguf");
     let bytes = std::fs::read(path(SMOLLM2)).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let message = load_error(&truncated);
-    assert!(message.contains("half.gguf") && message.contains("truncated"), "{message}");
+    assert!(
+        message.contains("half.gguf") && message.contains("truncated"),
+        "{message}"
+    );
 
     let message = load_error(&dir.path().join("missing.gguf"));
     assert!(message.contains("missing.gguf"), "{message}");

@@ -132,7 +132,13 @@ mod tests {
         let (text, completion) = generate(GenerateRequest::new(vec![Token(1); 3]));
         assert_eq!(text, "hello world");
         assert_eq!(completion.finish_reason, FinishReason::Stop);
-        assert_eq!(completion.usage, Usage { prompt_tokens: 3, completion_tokens: 11 });
+        assert_eq!(
+            completion.usage,
+            Usage {
+                prompt_tokens: 3,
+                completion_tokens: 11
+            }
+        );
     }
 
     #[test]
@@ -140,12 +146,18 @@ mod tests {
         let mut request = GenerateRequest::new(vec![Token(1)]);
         request.max_tokens = Some(4);
         let (text, completion) = generate(request.clone());
-        assert_eq!((text.as_str(), completion.finish_reason), ("hell", FinishReason::Length));
+        assert_eq!(
+            (text.as_str(), completion.finish_reason),
+            ("hell", FinishReason::Length)
+        );
 
         request.max_tokens = None;
         request.stop = vec![" w".into()];
         let (text, completion) = generate(request);
-        assert_eq!((text.as_str(), completion.finish_reason), ("hello", FinishReason::Stop));
+        assert_eq!(
+            (text.as_str(), completion.finish_reason),
+            ("hello", FinishReason::Stop)
+        );
     }
 
     #[test]

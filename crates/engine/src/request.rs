@@ -197,11 +197,41 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_param() {
         let cases: [(SamplingParams, &str); 5] = [
-            (SamplingParams { temperature: -1.0, ..Default::default() }, "temperature"),
-            (SamplingParams { temperature: f32::NAN, ..Default::default() }, "temperature"),
-            (SamplingParams { top_p: 0.0, ..Default::default() }, "top_p"),
-            (SamplingParams { min_p: 1.5, ..Default::default() }, "min_p"),
-            (SamplingParams { presence_penalty: 3.0, ..Default::default() }, "presence_penalty"),
+            (
+                SamplingParams {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    min_p: 1.5,
+                    ..Default::default()
+                },
+                "min_p",
+            ),
+            (
+                SamplingParams {
+                    presence_penalty: 3.0,
+                    ..Default::default()
+                },
+                "presence_penalty",
+            ),
         ];
         for (params, expected) in cases {
             match params.validate() {
@@ -217,8 +247,14 @@ mod tests {
         assert_eq!(request.validate(9), Ok(()));
         assert_eq!(
             request.validate(8),
-            Err(EngineError::PromptTooLong { prompt_tokens: 8, n_ctx: 8 })
+            Err(EngineError::PromptTooLong {
+                prompt_tokens: 8,
+                n_ctx: 8
+            })
         );
-        assert_eq!(GenerateRequest::new(vec![]).validate(8), Err(EngineError::EmptyPrompt));
+        assert_eq!(
+            GenerateRequest::new(vec![]).validate(8),
+            Err(EngineError::EmptyPrompt)
+        );
     }
 }

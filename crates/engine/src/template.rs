@@ -122,8 +122,18 @@ fn strftime_now(format: String) -> String {
         .unwrap_or(0);
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let month_name = MONTHS[(month - 1) as usize];
     format
@@ -161,7 +171,10 @@ mod tests {
 
     fn render(source: Option<&str>, messages: &[(&str, &str)]) -> String {
         let template = ChatTemplate::new(source, "<s>", "</s>").unwrap();
-        let messages: Vec<_> = messages.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect();
+        let messages: Vec<_> = messages
+            .iter()
+            .map(|(r, c)| ChatMessage::new(*r, *c))
+            .collect();
         template.render(&messages, true).unwrap()
     }
 

@@ -195,7 +195,11 @@ fn parse(reader: impl Read, file_size: u64) -> Result<Gguf, Problem> {
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         Some((_, v)) => match v.as_u64() {
             Some(a) if a > 0 && a.is_power_of_two() => a,
-            _ => return Err(Problem::Invalid("general.alignment is not a power of two".into())),
+            _ => {
+                return Err(Problem::Invalid(
+                    "general.alignment is not a power of two".into(),
+                ))
+            }
         },
         None => DEFAULT_ALIGNMENT,
     };
@@ -223,7 +227,7 @@ fn check_tensor_data(
 ) -> Result<(), Problem> {
     let available = file_size.saturating_sub(data_offset);
     for t in tensors {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(Problem::Invalid(format!(
                 "tensor {} is not aligned to {alignment} bytes",
                 t.name
@@ -256,7 +260,9 @@ impl<R: Read> Bounded<R> {
 
     fn fill(&mut self, buf: &mut [u8], what: &str) -> Result<(), Problem> {
         if (buf.len() as u64) > self.remaining() {
-            return Err(Problem::Truncated(format!("the file ends inside the {what}")));
+            return Err(Problem::Truncated(format!(
+                "the file ends inside the {what}"
+            )));
         }
         self.inner.read_exact(buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => {
@@ -270,11 +276,16 @@ impl<R: Read> Bounded<R> {
 
     fn skip(&mut self, n: u64, what: &str) -> Result<(), Problem> {
         if n > self.remaining() {
-            return Err(Problem::Truncated(format!("the file ends inside the {what}")));
+            return Err(Problem::Truncated(format!(
+                "the file ends inside the {what}"
+            )));
         }
-        let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink()).map_err(Problem::Io)?;
+        let copied =
+            io::copy(&mut (&mut self.inner).take(n), &mut io::sink()).map_err(Problem::Io)?;
         if copied != n {
-            return Err(Problem::Truncated(format!("the file ends inside the {what}")));
+            return Err(Problem::Truncated(format!(
+                "the file ends inside the {what}"
+            )));
         }
         self.pos += n;
         Ok(())
@@ -347,7 +358,9 @@ impl<R: Read> Bounded<R> {
 
     fn array_value(&mut self, key: &str, depth: u32) -> Result<Value, Problem> {
         if depth > 0 {
-            return Err(Problem::Invalid(format!("{key}: nested arrays are not supported")));
+            return Err(Problem::Invalid(format!(
+                "{key}: nested arrays are not supported"
+            )));
         }
         let ty = self.u32("array type")?;
         let len = self.u64("array length")?;
@@ -367,7 +380,10 @@ impl<R: Read> Bounded<R> {
                     return Err(Problem::Invalid(format!("{key}: array of type {ty}")));
                 }
             }
-            return Ok(Value::Array { len, values: Vec::new() });
+            return Ok(Value::Array {
+                len,
+                values: Vec::new(),
+            });
         }
         let mut values = Vec::with_capacity(len as usize);
         for _ in 0..len {
@@ -380,7 +396,9 @@ impl<R: Read> Bounded<R> {
         let name = self.string("tensor name")?;
         let n_dims = self.u32("tensor dimension count")?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(Problem::Invalid(format!("tensor {name} has {n_dims} dimensions")));
+            return Err(Problem::Invalid(format!(
+                "tensor {name} has {n_dims} dimensions"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {

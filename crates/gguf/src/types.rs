@@ -116,7 +116,7 @@ impl GgmlType {
 
     /// Bytes taken by `elements` values of this type, if the count is whole blocks.
     pub fn bytes_for(&self, elements: u64) -> Option<u64> {
-        if elements % self.block_elems != 0 {
+        if !elements.is_multiple_of(self.block_elems) {
             return None;
         }
         (elements / self.block_elems).checked_mul(self.block_bytes)

@@ -1,5 +1,7 @@
 //! The reader against hand-built files: good ones parse, hostile ones fail cleanly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use shelf_gguf::{Gguf, GgufError, Value};
 
 /// Builds a GGUF v3 file byte by byte.
@@ -13,7 +15,13 @@ struct Builder {
 
 impl Builder {
     fn new() -> Self {
-        Self { kv: vec![], n_kv: 0, tensors: vec![], n_tensors: 0, data: 0 }
+        Self {
+            kv: vec![],
+            n_kv: 0,
+            tensors: vec![],
+            n_tensors: 0,
+            data: 0,
+        }
     }
     fn string(buf: &mut Vec<u8>, s: &str) {
         buf.extend((s.len() as u64).to_le_bytes());
@@ -87,7 +95,11 @@ fn every_truncation_is_an_error() {
     let bytes = sample();
     for len in 0..bytes.len() {
         let result = Gguf::parse_bytes(&bytes[..len]);
-        assert!(result.is_err(), "a file cut to {len} of {} bytes parsed", bytes.len());
+        assert!(
+            result.is_err(),
+            "a file cut to {len} of {} bytes parsed",
+            bytes.len()
+        );
     }
 }
 

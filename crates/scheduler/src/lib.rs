@@ -25,7 +25,8 @@ pub trait Catalog: Send + Sync {
 }
 
 /// Loads a model file. Blocking: it is called on a blocking thread.
-pub type Loader = dyn Fn(&std::path::Path) -> Result<Arc<dyn LoadedModel>, EngineError> + Send + Sync;
+pub type Loader =
+    dyn Fn(&std::path::Path) -> Result<Arc<dyn LoadedModel>, EngineError> + Send + Sync;
 
 /// A loaded model, with what the server needs next to it.
 pub struct Resident {
@@ -69,7 +70,10 @@ type LoadOutcome = Option<Result<(), EngineError>>;
 
 enum Slot {
     Loading,
-    Ready { resident: Arc<Resident>, last_used: Instant },
+    Ready {
+        resident: Arc<Resident>,
+        last_used: Instant,
+    },
 }
 
 /// Owns the set of resident models.
@@ -133,7 +137,10 @@ impl ModelHost {
     fn ready_or_loading(&self, name: &str) -> Result<Option<Arc<Resident>>, HostError> {
         let mut slots = lock(&self.slots);
         match slots.get_mut(name) {
-            Some(Slot::Ready { resident, last_used }) => {
+            Some(Slot::Ready {
+                resident,
+                last_used,
+            }) => {
                 *last_used = Instant::now();
                 Ok(Some(Arc::clone(resident)))
             }
@@ -175,8 +182,18 @@ impl ModelHost {
                 Ok(model) => {
                     tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
                     let template = template_for(&name, model.as_ref());
-                    let resident = Arc::new(Resident { name: name.clone(), model, template });
-                    guard.insert(name, Slot::Ready { resident, last_used: Instant::now() });
+                    let resident = Arc::new(Resident {
+                        name: name.clone(),
+                        model,
+                        template,
+                    });
+                    guard.insert(
+                        name,
+                        Slot::Ready {
+                            resident,
+                            last_used: Instant::now(),
+                        },
+                    );
                     Ok(())
                 }
                 Err(error) => {
@@ -190,7 +207,6 @@ impl ModelHost {
         });
         Ok(rx)
     }
-
 }
 
 /// Drop least recently used ready models until one more fits.
@@ -211,7 +227,11 @@ fn evict_for_one_more(slots: &mut HashMap<String, Slot>, max_loaded: usize) {
 
 fn template_for(name: &str, model: &dyn LoadedModel) -> ChatTemplate {
     let info = model.info();
-    let own = ChatTemplate::new(info.chat_template.as_deref(), &info.bos_token, &info.eos_token);
+    let own = ChatTemplate::new(
+        info.chat_template.as_deref(),
+        &info.bos_token,
+        &info.eos_token,
+    );
     let template = match own {
         Ok(template) => template,
         Err(error) => {
@@ -226,5 +246,7 @@ fn template_for(name: &str, model: &dyn LoadedModel) -> ChatTemplate {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

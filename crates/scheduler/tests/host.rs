@@ -1,5 +1,7 @@
 //! The model host with a fake engine: loading, errors, eviction.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -12,7 +14,10 @@ struct Names(Vec<&'static str>);
 
 impl Catalog for Names {
     fn resolve(&self, name: &str) -> Result<Option<PathBuf>, String> {
-        Ok(self.0.contains(&name).then(|| PathBuf::from(format!("/models/{name}.gguf"))))
+        Ok(self
+            .0
+            .contains(&name)
+            .then(|| PathBuf::from(format!("/models/{name}.gguf"))))
     }
     fn list(&self) -> Result<Vec<String>, String> {
         Ok(self.0.iter().map(|s| s.to_string()).collect())
@@ -23,7 +28,10 @@ fn fake_loader(loads: Arc<AtomicUsize>) -> Arc<Loader> {
     Arc::new(move |path: &Path| {
         loads.fetch_add(1, Ordering::SeqCst);
         if path.ends_with("broken.gguf") {
-            return Err(EngineError::Load { path: path.into(), reason: "not a GGUF".into() });
+            return Err(EngineError::Load {
+                path: path.into(),
+                reason: "not a GGUF".into(),
+            });
         }
         Ok(Arc::new(FakeModel::new("ok", 64)) as Arc<dyn LoadedModel>)
     })
@@ -62,7 +70,11 @@ async fn a_failed_load_is_reported_and_can_be_retried() {
     let (host, loads) = host(vec!["broken"], 1);
     assert!(matches!(host.get("broken").await, Err(HostError::Load(_))));
     assert!(matches!(host.get("broken").await, Err(HostError::Load(_))));
-    assert_eq!(loads.load(Ordering::SeqCst), 2, "a failure must not stick as 'loading'");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "a failure must not stick as 'loading'"
+    );
     assert!(!host.is_loading());
 }
 
@@ -86,12 +98,19 @@ async fn requests_during_a_load_get_loading() {
         gate.lock().unwrap().recv().ok();
         Ok(Arc::new(FakeModel::new("ok", 64)) as Arc<dyn LoadedModel>)
     });
-    let host = Arc::new(ModelHost::new(Arc::new(Names(vec!["a"])), loader, HostConfig::default()));
+    let host = Arc::new(ModelHost::new(
+        Arc::new(Names(vec!["a"])),
+        loader,
+        HostConfig::default(),
+    ));
     let first = tokio::spawn({
         let host = Arc::clone(&host);
         async move { host.get("a").await.map(|r| r.name.clone()) }
     });
-    tokio::task::spawn_blocking(move || started.recv()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || started.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(host.is_loading());
     assert!(matches!(host.get("a").await, Err(HostError::Loading(_))));
     release.send(()).unwrap();

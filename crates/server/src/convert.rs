@@ -24,7 +24,9 @@ pub fn sampling(fields: &SamplingFields) -> Result<SamplingParams, AppError> {
         min_p: fields.min_p.unwrap_or(defaults.min_p),
         repeat_penalty: fields.repeat_penalty.unwrap_or(defaults.repeat_penalty),
         repeat_last_n: defaults.repeat_last_n,
-        frequency_penalty: fields.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+        frequency_penalty: fields
+            .frequency_penalty
+            .unwrap_or(defaults.frequency_penalty),
         presence_penalty: fields.presence_penalty.unwrap_or(defaults.presence_penalty),
         // -1 is llama.cpp's "random"; other values keep their low 32 bits.
         seed: fields.seed.filter(|&s| s != -1).map(|s| s as u32),
@@ -35,9 +37,16 @@ pub fn sampling(fields: &SamplingFields) -> Result<SamplingParams, AppError> {
 
 /// Stop strings from `stop`, bounded in number.
 pub fn stops(fields: &SamplingFields) -> Result<Vec<String>, AppError> {
-    let stops = fields.stop.clone().map(wire::Stop::into_vec).unwrap_or_default();
+    let stops = fields
+        .stop
+        .clone()
+        .map(wire::Stop::into_vec)
+        .unwrap_or_default();
     if stops.len() > MAX_STOPS {
-        return Err(AppError::invalid(format!("at most {MAX_STOPS} stop strings are supported"), "stop"));
+        return Err(AppError::invalid(
+            format!("at most {MAX_STOPS} stop strings are supported"),
+            "stop",
+        ));
     }
     Ok(stops)
 }
@@ -45,7 +54,10 @@ pub fn stops(fields: &SamplingFields) -> Result<Vec<String>, AppError> {
 /// The conversation, with text parts joined; other part types are 422.
 pub fn messages(messages: &[wire::ChatMessage]) -> Result<Vec<ChatMessage>, AppError> {
     if messages.is_empty() {
-        return Err(AppError::invalid("messages must contain at least one message", "messages"));
+        return Err(AppError::invalid(
+            "messages must contain at least one message",
+            "messages",
+        ));
     }
     messages
         .iter()
@@ -53,7 +65,11 @@ pub fn messages(messages: &[wire::ChatMessage]) -> Result<Vec<ChatMessage>, AppE
         .map(|(i, message)| {
             if !ROLES.contains(&message.role.as_str()) {
                 return Err(AppError::invalid(
-                    format!("unknown role '{}'; expected one of {}", message.role, ROLES.join(", ")),
+                    format!(
+                        "unknown role '{}'; expected one of {}",
+                        message.role,
+                        ROLES.join(", ")
+                    ),
                     &format!("messages[{i}].role"),
                 ));
             }

@@ -11,7 +11,10 @@ use shelf_scheduler::HostError;
 #[derive(Debug)]
 pub enum AppError {
     /// 400: the body is not JSON, or not the right shape.
-    Malformed { message: String, param: Option<String> },
+    Malformed {
+        message: String,
+        param: Option<String>,
+    },
     /// 400: the prompt does not fit the model's context.
     ContextLength(String),
     /// 404: no such model.
@@ -23,7 +26,10 @@ pub enum AppError {
     /// 413: the body is over the limit.
     TooLarge,
     /// 422: well-formed, but a value is out of range or unsupported.
-    Invalid { message: String, param: Option<String> },
+    Invalid {
+        message: String,
+        param: Option<String>,
+    },
     /// 503: the model is loading.
     Loading(String),
     /// 500: the model could not be loaded; the message names the file.
@@ -40,10 +46,24 @@ impl AppError {
         }
     }
 
-    fn parts(self) -> (StatusCode, &'static str, Option<&'static str>, String, Option<String>) {
+    fn parts(
+        self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        Option<&'static str>,
+        String,
+        Option<String>,
+    ) {
         use StatusCode as S;
         match self {
-            Self::Malformed { message, param } => (S::BAD_REQUEST, "invalid_request_error", None, message, param),
+            Self::Malformed { message, param } => (
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                message,
+                param,
+            ),
             Self::ContextLength(message) => (
                 S::BAD_REQUEST,
                 "invalid_request_error",
@@ -55,11 +75,25 @@ impl AppError {
                 S::NOT_FOUND,
                 "invalid_request_error",
                 Some("model_not_found"),
-                format!("The model '{model}' does not exist; `shelf list` shows the models available"),
+                format!(
+                    "The model '{model}' does not exist; `shelf list` shows the models available"
+                ),
                 Some("model".into()),
             ),
-            Self::RouteNotFound => (S::NOT_FOUND, "invalid_request_error", Some("unknown_url"), "Unknown request URL".into(), None),
-            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"), "Method not allowed for this URL".into(), None),
+            Self::RouteNotFound => (
+                S::NOT_FOUND,
+                "invalid_request_error",
+                Some("unknown_url"),
+                "Unknown request URL".into(),
+                None,
+            ),
+            Self::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                Some("method_not_allowed"),
+                "Method not allowed for this URL".into(),
+                None,
+            ),
             Self::TooLarge => (
                 S::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
@@ -67,7 +101,13 @@ impl AppError {
                 "The request body is larger than the server accepts".into(),
                 None,
             ),
-            Self::Invalid { message, param } => (S::UNPROCESSABLE_ENTITY, "invalid_request_error", Some("invalid_value"), message, param),
+            Self::Invalid { message, param } => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                Some("invalid_value"),
+                message,
+                param,
+            ),
             Self::Loading(model) => (
                 S::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -75,10 +115,22 @@ impl AppError {
                 format!("The model '{model}' is loading; retry shortly"),
                 None,
             ),
-            Self::LoadFailed(message) => (S::INTERNAL_SERVER_ERROR, "server_error", Some("model_load_failed"), message, None),
+            Self::LoadFailed(message) => (
+                S::INTERNAL_SERVER_ERROR,
+                "server_error",
+                Some("model_load_failed"),
+                message,
+                None,
+            ),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                (S::INTERNAL_SERVER_ERROR, "server_error", None, "The server had an error processing the request".into(), None)
+                (
+                    S::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    None,
+                    "The server had an error processing the request".into(),
+                    None,
+                )
             }
         }
     }

@@ -25,7 +25,11 @@ const FINGERPRINT: &str = "shelf";
 /// `GET /health`: 200 when ready, 503 while a model loads.
 pub async fn health(State(state): State<AppState>) -> Response {
     if state.host.is_loading() {
-        (StatusCode::SERVICE_UNAVAILABLE, status_body("loading model")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            status_body("loading model"),
+        )
+            .into_response()
     } else {
         status_body("ok").into_response()
     }
@@ -42,7 +46,12 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::Mod
         object: "list",
         data: names
             .into_iter()
-            .map(|id| wire::Model { id, object: "model", created, owned_by: "shelf" })
+            .map(|id| wire::Model {
+                id,
+                object: "model",
+                created,
+                owned_by: "shelf",
+            })
             .collect(),
     }))
 }
@@ -71,7 +80,11 @@ pub async fn chat_completions(
         Ok(engine_request)
     })
     .await?;
-    let format = ChatFormat { id: new_id("chatcmpl"), created: now(), model: request.model };
+    let format = ChatFormat {
+        id: new_id("chatcmpl"),
+        created: now(),
+        model: request.model,
+    };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
         return Ok(stream::sse(generation, format, include_usage).into_response());
@@ -84,7 +97,10 @@ pub async fn chat_completions(
         model: format.model,
         choices: vec![wire::ChatChoice {
             index: 0,
-            message: wire::AssistantMessage { role: "assistant", content: text },
+            message: wire::AssistantMessage {
+                role: "assistant",
+                content: text,
+            },
             logprobs: None,
             finish_reason: convert::finish_reason(completion.finish_reason),
         }],
@@ -104,7 +120,10 @@ pub async fn completions(
         wire::Prompt::One(text) => text,
         wire::Prompt::Many(mut texts) if texts.len() == 1 => texts.remove(0),
         wire::Prompt::Many(_) => {
-            return Err(AppError::invalid("prompt must be one string (batches are not supported)", "prompt"))
+            return Err(AppError::invalid(
+                "prompt must be one string (batches are not supported)",
+                "prompt",
+            ))
         }
     };
     if prompt.is_empty() {
@@ -124,7 +143,11 @@ pub async fn completions(
         Ok(engine_request)
     })
     .await?;
-    let format = TextFormat { id: new_id("cmpl"), created: now(), model: request.model };
+    let format = TextFormat {
+        id: new_id("cmpl"),
+        created: now(),
+        model: request.model,
+    };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
         return Ok(stream::sse(generation, format, include_usage).into_response());
@@ -168,14 +191,23 @@ struct ChatFormat {
 }
 
 impl ChatFormat {
-    fn chunk(&self, delta: wire::Delta, finish_reason: Option<&'static str>) -> wire::ChatCompletionChunk {
+    fn chunk(
+        &self,
+        delta: wire::Delta,
+        finish_reason: Option<&'static str>,
+    ) -> wire::ChatCompletionChunk {
         wire::ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
             system_fingerprint: FINGERPRINT,
-            choices: vec![wire::ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+            choices: vec![wire::ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
             usage: None,
         }
     }
@@ -185,12 +217,21 @@ impl ChunkFormat for ChatFormat {
     type Chunk = wire::ChatCompletionChunk;
 
     fn start(&self) -> Option<Self::Chunk> {
-        let delta = wire::Delta { role: Some("assistant"), content: Some(String::new()) };
+        let delta = wire::Delta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+        };
         Some(self.chunk(delta, None))
     }
 
     fn text(&self, text: String) -> Self::Chunk {
-        self.chunk(wire::Delta { role: None, content: Some(text) }, None)
+        self.chunk(
+            wire::Delta {
+                role: None,
+                content: Some(text),
+            },
+            None,
+        )
     }
 
     fn finish(&self, reason: &'static str) -> Self::Chunk {
@@ -229,7 +270,12 @@ impl TextFormat {
     }
 
     fn choice(text: String, finish_reason: Option<&'static str>) -> Vec<wire::TextChoice> {
-        vec![wire::TextChoice { index: 0, text, logprobs: None, finish_reason }]
+        vec![wire::TextChoice {
+            index: 0,
+            text,
+            logprobs: None,
+            finish_reason,
+        }]
     }
 }
 
@@ -260,12 +306,19 @@ impl ChunkFormat for TextFormat {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A unique id: the prefix, the time in nanoseconds and a process counter.
 fn new_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("{prefix}-{nanos:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{prefix}-{nanos:x}{:04x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }

@@ -98,7 +98,9 @@ impl<F: ChunkFormat> Run<F> {
                 } else {
                     Phase::Done
                 };
-                let chunk = self.format.finish(convert::finish_reason(completion.finish_reason));
+                let chunk = self
+                    .format
+                    .finish(convert::finish_reason(completion.finish_reason));
                 Some(self.event(chunk))
             }
             Some(Event::Failed(error)) => {
@@ -107,7 +109,9 @@ impl<F: ChunkFormat> Run<F> {
             }
             None => {
                 self.phase = Phase::Done;
-                Some(json_event(&AppError::Internal("the generation ended without finishing".into()).body()))
+                Some(json_event(
+                    &AppError::Internal("the generation ended without finishing".into()).body(),
+                ))
             }
         }
     }

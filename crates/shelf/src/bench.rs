@@ -39,14 +39,23 @@ pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
     let info = model.info().clone();
     let mut results = Vec::new();
     if args.pp > 0 {
-        let samples = repeat(&model, args.reps, || prefill_request(&info, args.pp), |c| {
-            c.timings.prefill_tps(c.usage.prompt_tokens)
-        })
+        let samples = repeat(
+            &model,
+            args.reps,
+            || prefill_request(&info, args.pp),
+            |c| c.timings.prefill_tps(c.usage.prompt_tokens),
+        )
         .await?;
         results.push(summarize(format!("pp{}", args.pp), args.pp, 0, samples));
     }
     if args.tg > 0 {
-        let samples = repeat(&model, args.reps, || decode_request(args.tg), |c| c.timings.decode_tps()).await?;
+        let samples = repeat(
+            &model,
+            args.reps,
+            || decode_request(args.tg),
+            |c| c.timings.decode_tps(),
+        )
+        .await?;
         results.push(summarize(format!("tg{}", args.tg), 0, args.tg, samples));
     }
     let report = Report {
@@ -81,7 +90,10 @@ async fn repeat(
     Ok(samples)
 }
 
-async fn generate(model: &LlamaModelHandle, request: GenerateRequest) -> anyhow::Result<Completion> {
+async fn generate(
+    model: &LlamaModelHandle,
+    request: GenerateRequest,
+) -> anyhow::Result<Completion> {
     let mut generation = model.submit(request)?;
     loop {
         match generation.next().await {
@@ -129,7 +141,14 @@ fn summarize(test: String, n_prompt: u32, n_gen: u32, samples: Vec<f64>) -> Test
     } else {
         0.0
     };
-    TestResult { test, n_prompt, n_gen, avg_ts: avg, stddev_ts: var.sqrt(), samples_ts: samples }
+    TestResult {
+        test,
+        n_prompt,
+        n_gen,
+        avg_ts: avg,
+        stddev_ts: var.sqrt(),
+        samples_ts: samples,
+    }
 }
 
 fn print_table(report: &Report) {

@@ -8,7 +8,9 @@ use shelf_store::{ModelName, Store};
 
 /// Whether a MODEL argument names a file rather than a store entry.
 pub fn looks_like_path(model: &str) -> bool {
-    model.ends_with(".gguf") || model.contains(std::path::MAIN_SEPARATOR) || Path::new(model).is_file()
+    model.ends_with(".gguf")
+        || model.contains(std::path::MAIN_SEPARATOR)
+        || Path::new(model).is_file()
 }
 
 /// The file behind a MODEL argument: a path as given, or a store name.

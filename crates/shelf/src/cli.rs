@@ -27,13 +27,20 @@ pub fn parse() -> Cli {
 fn env_help() -> String {
     let mut text = String::from("Environment variables:\n");
     for (name, description) in ENV_VARS {
-        text.push_str(&format!("  {name}\n      {}\n", description.replace('`', "")));
+        text.push_str(&format!(
+            "  {name}\n      {}\n",
+            description.replace('`', "")
+        ));
     }
     text
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "shelf", version, about = "A private AI server for open-weights models")]
+#[command(
+    name = "shelf",
+    version,
+    about = "A private AI server for open-weights models"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub globals: Globals,
@@ -74,8 +81,9 @@ impl Globals {
         if let Some(dir) = &self.models_dir {
             return Ok(dir.clone());
         }
-        let home = std::env::var_os("HOME")
-            .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --models-dir or set SHELF_MODELS"))?;
+        let home = std::env::var_os("HOME").ok_or_else(|| {
+            anyhow::anyhow!("HOME is not set; pass --models-dir or set SHELF_MODELS")
+        })?;
         Ok(PathBuf::from(home).join(".shelf").join("models"))
     }
 }
@@ -217,15 +225,14 @@ pub struct RmArgs {
 mod tests {
     use super::ENV_VARS;
 
-/// The environment table as markdown, as docs/configuration.md carries it.
-fn env_table_markdown() -> String {
-    let mut table = String::from("| variable | what it sets |\n| --- | --- |\n");
-    for (name, description) in ENV_VARS {
-        table.push_str(&format!("| `{name}` | {description} |\n"));
+    /// The environment table as markdown, as docs/configuration.md carries it.
+    fn env_table_markdown() -> String {
+        let mut table = String::from("| variable | what it sets |\n| --- | --- |\n");
+        for (name, description) in ENV_VARS {
+            table.push_str(&format!("| `{name}` | {description} |\n"));
+        }
+        table
     }
-    table
-}
-
 
     /// docs/configuration.md must carry the table this binary prints.
     #[test]

@@ -17,18 +17,28 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<()> {
     let path = catalog::resolve(&Store::new(globals.models_dir()?), &args.model)?;
     let model = load(path, globals, None).await?;
     let info = model.info();
-    let template = ChatTemplate::new(info.chat_template.as_deref(), &info.bos_token, &info.eos_token)
-        .or_else(|e| {
-            eprintln!("warning: the model's chat template does not parse ({e}); using ChatML");
-            Ok::<_, anyhow::Error>(ChatTemplate::fallback(&info.bos_token, &info.eos_token))
-        })?;
+    let template = ChatTemplate::new(
+        info.chat_template.as_deref(),
+        &info.bos_token,
+        &info.eos_token,
+    )
+    .or_else(|e| {
+        eprintln!("warning: the model's chat template does not parse ({e}); using ChatML");
+        Ok::<_, anyhow::Error>(ChatTemplate::fallback(&info.bos_token, &info.eos_token))
+    })?;
     if template.is_fallback {
-        eprintln!("warning: this model has no chat template; prompts use ChatML (see docs/models.md)");
+        eprintln!(
+            "warning: this model has no chat template; prompts use ChatML (see docs/models.md)"
+        );
     }
     let mut chat = Chat {
         model: Arc::new(model),
         template,
-        history: args.system.iter().map(|s| ChatMessage::new("system", s.clone())).collect(),
+        history: args
+            .system
+            .iter()
+            .map(|s| ChatMessage::new("system", s.clone()))
+            .collect(),
         sampling: args.sampling.params(),
         stops: args.sampling.stop.clone(),
         max_tokens: args.max_tokens,
@@ -44,7 +54,11 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Load a model off the async threads; `ctx` overrides the global option.
-pub async fn load(path: PathBuf, globals: &Globals, ctx: Option<u32>) -> anyhow::Result<LlamaModelHandle> {
+pub async fn load(
+    path: PathBuf,
+    globals: &Globals,
+    ctx: Option<u32>,
+) -> anyhow::Result<LlamaModelHandle> {
     let mut config = globals.load_config();
     config.ctx = ctx.or(config.ctx);
     tokio::task::spawn_blocking(move || LlamaEngine.load(&path, &config))
@@ -66,7 +80,11 @@ struct Chat {
 impl Chat {
     /// Generate the assistant's answer to `user`, streaming it to stdout,
     /// and add both turns to the history.
-    async fn answer(&mut self, user: String, current: Option<&CurrentAnswer>) -> anyhow::Result<Completion> {
+    async fn answer(
+        &mut self,
+        user: String,
+        current: Option<&CurrentAnswer>,
+    ) -> anyhow::Result<Completion> {
         self.history.push(ChatMessage::new("user", user));
         let prompt = self.template.render(&self.history, true)?;
         let mut request = GenerateRequest::new(self.model.tokenize(&prompt)?);
@@ -160,10 +178,14 @@ async fn interactive(mut chat: Chat) -> anyhow::Result<()> {
             }
         }
     });
-    eprintln!("Chatting. /bye or ctrl-d leaves, ctrl-c stops an answer, /clear forgets the conversation.");
+    eprintln!(
+        "Chatting. /bye or ctrl-d leaves, ctrl-c stops an answer, /clear forgets the conversation."
+    );
     loop {
         eprint!(">>> ");
-        let Some(line) = lines.recv().await else { break };
+        let Some(line) = lines.recv().await else {
+            break;
+        };
         let line = line.trim().to_string();
         match line.as_str() {
             "" => continue,

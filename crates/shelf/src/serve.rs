@@ -38,7 +38,9 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     let host = Arc::new(ModelHost::new(
         Arc::new(StoreCatalog { store, files }),
         loader,
-        HostConfig { max_loaded: args.max_loaded as usize },
+        HostConfig {
+            max_loaded: args.max_loaded as usize,
+        },
     ));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -53,12 +55,21 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
     };
-    let server = shelf_server::serve(listener, AppState { host: Arc::clone(&host) }, config, shutdown_signal());
+    let server = shelf_server::serve(
+        listener,
+        AppState {
+            host: Arc::clone(&host),
+        },
+        config,
+        shutdown_signal(),
+    );
     // The server answers (health says "loading", requests get 503) while a
     // model named at start-up loads; if it cannot load, shelf exits with why.
     let preload = async {
         if let Some(name) = preload {
-            host.get(&name).await.with_context(|| format!("loading {name}"))?;
+            host.get(&name)
+                .await
+                .with_context(|| format!("loading {name}"))?;
             println!("shelf ready: {name} loaded");
         }
         std::future::pending::<anyhow::Result<()>>().await

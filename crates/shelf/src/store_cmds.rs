@@ -14,7 +14,12 @@ pub fn import(globals: &Globals, args: ImportArgs) -> anyhow::Result<()> {
     let raw = args.name.unwrap_or_else(|| file_model_name(&args.file));
     let name = ModelName::parse(&raw)?;
     let entry = store(globals)?.import(&args.file, &name)?;
-    println!("imported {} ({}, {})", entry.name, human_bytes(entry.size), entry.digest);
+    println!(
+        "imported {} ({}, {})",
+        entry.name,
+        human_bytes(entry.size),
+        entry.digest
+    );
     Ok(())
 }
 
@@ -25,8 +30,17 @@ pub fn list(globals: &Globals) -> anyhow::Result<()> {
         .with_context(|| format!("listing the store at {}", store.root().display()))?;
     println!("{:<40} {:>10}  DIGEST", "NAME", "SIZE");
     for entry in entries {
-        let short = entry.digest.trim_start_matches("sha256:").get(..12).unwrap_or_default().to_string();
-        println!("{:<40} {:>10}  {short}", entry.name.to_string(), human_bytes(entry.size));
+        let short = entry
+            .digest
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or_default()
+            .to_string();
+        println!(
+            "{:<40} {:>10}  {short}",
+            entry.name.to_string(),
+            human_bytes(entry.size)
+        );
     }
     Ok(())
 }

@@ -90,7 +90,9 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Result<&str, &str>) {
-        let got = ModelName::parse(input).map(|n| n.to_string()).map_err(|e| e.reason);
+        let got = ModelName::parse(input)
+            .map(|n| n.to_string())
+            .map_err(|e| e.reason);
         match expected {
             Ok(name) => assert_eq!(got, Ok(name.to_string()), "{input}"),
             Err(fragment) => {
@@ -104,7 +106,10 @@ mod tests {
     fn names() {
         check("smollm2", Ok("smollm2:latest"));
         check("SmolLM2:Q4_1", Ok("smollm2:Q4_1"));
-        check("library/qwen2.5:32b-instruct-q8_0", Ok("library/qwen2.5:32b-instruct-q8_0"));
+        check(
+            "library/qwen2.5:32b-instruct-q8_0",
+            Ok("library/qwen2.5:32b-instruct-q8_0"),
+        );
         check("", Err("empty"));
         check("../etc/passwd", Err("start with"));
         check("a/../b", Err("start with"));

@@ -112,7 +112,10 @@ impl Store {
     }
 
     fn manifest_path(&self, name: &ModelName) -> PathBuf {
-        self.root.join("manifests").join(name.name()).join(name.tag())
+        self.root
+            .join("manifests")
+            .join(name.name())
+            .join(name.tag())
     }
 
     fn tmp_dir(&self) -> Result<PathBuf, StoreError> {
@@ -162,10 +165,11 @@ impl Store {
 
     fn write_manifest(&self, name: &ModelName, manifest: &Manifest) -> Result<(), StoreError> {
         let path = self.manifest_path(name);
-        let json = serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::CorruptManifest {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let json =
+            serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::CorruptManifest {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         write_atomic(&self.tmp_dir()?, &path, &json).map_err(io_at(&path))
     }
 
@@ -283,7 +287,11 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<(Digest, u64), StoreError> {
         size += n as u64;
     }
     dst.sync_all().map_err(io_at(to))?;
-    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok((Digest(hex), size))
 }
 

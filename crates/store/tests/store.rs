@@ -1,5 +1,7 @@
 //! Import, list, resolve and remove against a temp directory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::path::Path;
 
 use shelf_store::{ModelName, Store, StoreError};
@@ -26,10 +28,18 @@ fn import_list_get_remove() {
     let file = tiny_gguf(dir.path(), "m.gguf");
     let entry = store.import(&file, &name("tiny")).unwrap();
     assert!(entry.digest.starts_with("sha256:"));
-    assert_eq!(std::fs::read(&entry.path).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(
+        std::fs::read(&entry.path).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
     store.import(&file, &name("tiny:v2")).unwrap();
 
-    let listed: Vec<String> = store.list().unwrap().iter().map(|e| e.name.to_string()).collect();
+    let listed: Vec<String> = store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
     assert_eq!(listed, ["tiny:latest", "tiny:v2"]);
 
     store.remove(&name("tiny")).unwrap();
@@ -37,7 +47,10 @@ fn import_list_get_remove() {
     store.remove(&name("tiny:v2")).unwrap();
     assert!(!entry.path.exists(), "the last reference removes the blob");
     assert!(store.list().unwrap().is_empty());
-    assert!(matches!(store.remove(&name("tiny")), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.remove(&name("tiny")),
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -47,7 +60,10 @@ fn bad_files_are_refused_and_nothing_lands() {
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"hello").unwrap();
     let err = store.import(&junk, &name("junk")).unwrap_err().to_string();
-    assert!(err.contains("junk.gguf") && err.contains("not a GGUF"), "{err}");
+    assert!(
+        err.contains("junk.gguf") && err.contains("not a GGUF"),
+        "{err}"
+    );
     assert!(store.list().unwrap().is_empty());
     let blobs = dir.path().join("store/blobs");
     assert!(!blobs.exists() || std::fs::read_dir(blobs).unwrap().next().is_none());

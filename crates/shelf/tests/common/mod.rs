@@ -1,5 +1,6 @@
 //! Helpers for driving the real `shelf` binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -10,7 +11,11 @@ use std::sync::{Mutex, MutexGuard};
 /// The binary under test.
 pub fn shelf() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shelf"));
-    command.env_remove("SHELF_MODELS").env_remove("SHELF_ADDR").env("SHELF_THREADS", "2").env("SHELF_LOG", "warn,llama-cpp-2=error");
+    command
+        .env_remove("SHELF_MODELS")
+        .env_remove("SHELF_ADDR")
+        .env("SHELF_THREADS", "2")
+        .env("SHELF_LOG", "warn,llama-cpp-2=error");
     command
 }
 
@@ -63,8 +68,15 @@ impl Server {
         // The second line comes once the preloaded model is ready.
         line.clear();
         stdout.read_line(&mut line).unwrap();
-        assert!(line.starts_with("shelf ready"), "the server did not get ready: {line:?}");
-        Server { child, base, models_dir }
+        assert!(
+            line.starts_with("shelf ready"),
+            "the server did not get ready: {line:?}"
+        );
+        Server {
+            child,
+            base,
+            models_dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

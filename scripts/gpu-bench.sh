@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# shelf against raw llama.cpp on an NVIDIA GPU machine that has a CUDA
+# toolkit but no Rust, and only takes ~64 MB of files per call.
+#
+# shelf is built here with llama-cpp-2's `dynamic-link` feature, so it loads
+# libllama/libggml at run time; the GPU machine builds those libraries with
+# CUDA from the same vendored llama.cpp source, plus bench/llama-bench-lite,
+# and runs both against the same model with LD_LIBRARY_PATH set.
+#
+#   here:    scripts/gpu-bench.sh prepare        # .gpu/ (code) and .gpu-model-{1,2}/ (model halves)
+#   GPU, 1:  scripts/gpu-bench.sh device-build   # carry .gpu and .gpu-model-1; ~5 min
+#   GPU, 2:  scripts/gpu-bench.sh device-run     # carry .gpu-model-2; within the machine's warm window
+#
+# Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${WORK:-/tmp/shelf-gpu}
+model_name=smollm2-135m-instruct-q4_1
+model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+prepare() {
+  rm -rf .gpu .gpu-model-1 .gpu-model-2
+  mkdir -p .gpu .gpu-model-1 .gpu-model-2
+  # x86-64-v3 rather than native: the GPU machine's CPU may differ from this one.
+  RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/gpu \
+    cargo build --release --bin shelf --features dynamic-link
+  strip -o .gpu/shelf target/gpu/release/shelf
+  src=$(cargo metadata --format-version 1 | python3 -c '
+import json, os, sys
+[p] = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "llama-cpp-sys-2"]
+print(os.path.dirname(p["manifest_path"]))')
+  tar -C "$src" -czf .gpu/llama.cpp.tar.gz --exclude='llama.cpp/models/*' --exclude='llama.cpp/docs' \
+    --exclude='llama.cpp/examples' --exclude='llama.cpp/tools/ui' llama.cpp
+  python3 scripts/fetch-models.py "$model_name"
+  models=${SHELF_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/shelf/test-models}
+  half=$(( $(stat -c %s "$models/$model_name.gguf") / 2 ))
+  head -c "$half" "$models/$model_name.gguf" > .gpu-model-1/part
+  tail -c +$((half + 1)) "$models/$model_name.gguf" > .gpu-model-2/part
+  for d in .gpu .gpu-model-1 .gpu-model-2; do grep -qx "/$d/" .git/info/exclude || echo "/$d/" >> .git/info/exclude; done
+  du -sh .gpu .gpu-model-1 .gpu-model-2
+}
+
+device_build() {
+  mkdir -p "$work"
+  cp .gpu/shelf "$work/shelf" && chmod +x "$work/shelf"
+  cp .gpu-model-1/part "$work/model.part1"
+  rm -rf "$work/src" && mkdir -p "$work/src" && tar -C "$work/src" -xzf .gpu/llama.cpp.tar.gz
+  LLAMA_SRC="$work/src/llama.cpp" LLAMA_BUILD_DIR="$work/build" bench/build-llama.sh \
+    -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90a}" -DBUILD_SHARED_LIBS=ON
+  cmake --build "$work/build" --target llama -j "$(nproc)" >&2
+  find "$work/build" -name '*.so*' -printf '%h\n' | sort -u > "$work/libdirs"
+  echo "built:"; find "$work/build" -name '*.so' -printf '%f %s\n'
+}
+
+device_run() {
+  cat "$work/model.part1" .gpu-model-2/part > "$work/$model_name.gguf"
+  echo "$model_sha  $work/$model_name.gguf" | sha256sum -c -
+  LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  SHELF_BIN="$work/shelf" LLAMA_BENCH="$work/build/llama-bench-lite" GPU_LAYERS=99 \
+    bench/compare-llama.sh "$work/$model_name.gguf" "${THREADS:-8}"
+  SHELF_BIN="$work/shelf" bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  device-build) device_build ;;
+  device-run) device_run ;;
+  *) echo "usage: $0 prepare|device-build|device-run" >&2; exit 2 ;;
+esac

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what building and testing shelf needs on a fresh Debian/Ubuntu
+# machine: cmake and libclang (llama.cpp and its bindings), the test models,
+# and a Python venv with the openai client for the compatibility tests.
+# Safe to run again: each step is skipped when already done.
+#
+# Usage: scripts/setup.sh [--no-python] [MODEL ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=1
+models=()
+for arg in "$@"; do
+  case "$arg" in
+    --no-python) python=0 ;;
+    *) models+=("$arg") ;;
+  esac
+done
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v c++ >/dev/null || missing+=(g++)
+# bindgen needs libclang itself (libclang-cpp alone, often preinstalled, is not enough).
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
+[ "$python" = 0 ] || python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 scripts/fetch-models.py "${models[@]}"
+
+if [ "$python" = 1 ]; then
+  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import openai' 2>/dev/null; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet 'openai>=1.50,<3' 'pytest>=8,<10'
+  fi
+fi

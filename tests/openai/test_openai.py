@@ -1,0 +1,105 @@
+"""The official `openai` Python client against a real `shelf serve` with SmolLM2.
+
+Each test states the behaviour it guards. The server is the real binary
+(SHELF_BIN) on a free loopback port, started once for the module.
+"""
+import os
+import subprocess
+
+import openai
+import pytest
+
+MODEL = "smollm2-135m-instruct-q4_1"
+
+
+@pytest.fixture(scope="module")
+def server():
+    models = os.environ.get("SHELF_TEST_MODELS") or os.path.expanduser("~/.cache/shelf/test-models")
+    path = os.path.join(models, f"{MODEL}.gguf")
+    assert os.path.isfile(path), f"{path} is missing: run scripts/fetch-models.py"
+    proc = subprocess.Popen(
+        [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
+         "--model", path, "--threads", "2", "--ctx", "1024", "--models-dir", os.environ.get("TMPDIR", "/tmp")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
+    )
+    base = proc.stdout.readline().strip().removeprefix("shelf listening on ")
+    ready = proc.stdout.readline()
+    assert ready.startswith("shelf ready"), ready
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_non_streamed(client):
+    """A chat completion comes back whole, with usage that adds up."""
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hi."}], temperature=0, max_tokens=12)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_streamed_equals_non_streamed(client):
+    """Streaming yields the same greedy text, then a usage chunk when asked."""
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+    whole = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=12)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=messages, temperature=0, max_tokens=12, stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+
+
+def test_completions(client):
+    """The legacy completions API continues a prompt, streamed or not."""
+    r = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0)
+    assert r.object == "text_completion"
+    assert r.usage.completion_tokens <= 8
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(
+            model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0, stream=True) if c.choices)
+    assert streamed == r.choices[0].text
+
+
+def test_models_list(client):
+    """The served model is listed."""
+    assert MODEL in [m.id for m in client.models.list().data]
+
+
+def test_unknown_model_is_404(client):
+    """An unknown model is NotFoundError in OpenAI's shape."""
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "model_not_found"
+
+
+def test_invalid_values_are_4xx(client):
+    """Empty messages and out-of-range values are client errors, never 5xx."""
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model=MODEL, messages=[])
+    assert 400 <= e.value.status_code < 500
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=-3)
+    assert 400 <= e.value.status_code < 500
+
+
+def test_context_overflow_then_recovery(client):
+    """A prompt over the context is a 400 context_length_exceeded; the next request works."""
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "word " * 3000}])
+    assert e.value.body["code"] == "context_length_exceeded"
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert r.choices[0].message.content is not None
