@@ -77,7 +77,7 @@ impl LlamaEngine {
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_model = Arc::clone(&model);
         let context_params = context_params(config, &info);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("shelf-decode".into())
             .spawn(move || decode::run(backend, &thread_model, context_params, queue, ready_tx))
             .map_err(|e| load_error(format!("cannot start the decode thread: {e}")))?;
@@ -90,7 +90,12 @@ impl LlamaEngine {
                 ))
             }
         }
-        Ok(LlamaModelHandle { model, info, jobs })
+        Ok(LlamaModelHandle {
+            model,
+            info,
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -154,7 +159,21 @@ fn context_params(config: &LoadConfig, info: &ModelInfo) -> LlamaContextParams {
 pub struct LlamaModelHandle {
     model: Arc<LlamaModel>,
     info: ModelInfo,
-    jobs: mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for LlamaModelHandle {
+    /// Close the queue and wait for the decode thread, so the llama.cpp
+    /// context is freed now rather than racing the process's exit (GPU
+    /// backends abort when a context outlives their runtime).
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LoadedModel for LlamaModelHandle {
@@ -177,6 +196,8 @@ impl LoadedModel for LlamaModelHandle {
         request.validate(self.info.n_ctx)?;
         let (generation, sink) = Generation::channel();
         self.jobs
+            .as_ref()
+            .ok_or(EngineError::Unavailable)?
             .send(Job { request, sink })
             .map_err(|_| EngineError::Unavailable)?;
         Ok(generation)
