@@ -163,8 +163,10 @@ impl CurrentAnswer {
 async fn interactive(mut chat: Chat) -> anyhow::Result<()> {
     let current = CurrentAnswer::default();
     let handler = current.clone();
+    // Registered before the first answer can start, so no ctrl-c is missed.
+    let mut interrupts = Interrupts::register()?;
     tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
+        while interrupts.recv().await {
             if !handler.cancel() {
                 eprint!("\n(use /bye or ctrl-d to leave)\n>>> ");
             }
@@ -202,4 +204,32 @@ async fn interactive(mut chat: Chat) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGINT as a stream, installed synchronously.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn register() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            let kind = tokio::signal::unix::SignalKind::interrupt();
+            let signal =
+                tokio::signal::unix::signal(kind).context("installing the ctrl-c handler")?;
+            Ok(Self { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next ctrl-c; `false` when no more can come.
+    async fn recv(&mut self) -> bool {
+        #[cfg(unix)]
+        return self.signal.recv().await.is_some();
+        #[cfg(not(unix))]
+        return tokio::signal::ctrl_c().await.is_ok();
+    }
 }

@@ -389,3 +389,33 @@ fn corrupt_files_give_clear_errors_naming_the_file() {
         }
     }
 }
+
+#[test]
+fn shutdown_lets_a_running_stream_finish() {
+    let _guard = exclusive();
+    let server = Server::start(&path(SMOLLM2), &[]);
+    let response = reqwest::blocking::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat(
+            "Count to twenty.",
+            json!({"stream": true, "max_tokens": 60, "ignore_eos": true}),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut reader = BufReader::new(response);
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]"),
+        "the stream was cut: {rest}"
+    );
+    assert!(server.wait().success());
+}
