@@ -39,13 +39,14 @@ for r in range(1, rounds + 1):
     for t in json.load(open(os.path.join(out, f"shelf-{r}.json")))["results"]:
         shelf.setdefault(t["test"], []).append(t["avg_ts"])
 print(f"model: {os.path.basename(model)}  threads: {threads}  rounds: {rounds}")
-print(f"| test | llama.cpp t/s | shelf t/s | shelf / llama.cpp |")
-print(f"| --- | ---: | ---: | ---: |")
+print("| test | llama.cpp t/s | shelf t/s | shelf / llama.cpp | per-round ratios |")
+print("| --- | ---: | ---: | ---: | --- |")
 worst = None
 for test in llama:
     a, b = statistics.mean(llama[test]), statistics.mean(shelf[test])
     ratio = b / a
     worst = ratio if worst is None else min(worst, ratio)
-    print(f"| {test} | {a:.2f} | {b:.2f} | {ratio:.3f} |")
+    rounds_ratio = ", ".join(f"{y / x:.3f}" for x, y in zip(llama[test], shelf[test]))
+    print(f"| {test} | {a:.2f} | {b:.2f} | {ratio:.3f} | {rounds_ratio} |")
 print(f"lowest ratio: {worst:.3f} ({'meets' if worst >= 0.95 else 'BELOW'} the 0.95 bar)")
 PY

@@ -88,7 +88,11 @@ impl Decoder<'_, '_> {
         sink: &GenerationSink,
     ) -> Result<Completion, EngineError> {
         let started = Instant::now();
-        self.ctx.clear_kv_cache();
+        // Dropping the sequence's cells is enough; clearing the whole cache
+        // would also zero its buffers, a memset of the full KV size per request.
+        if !matches!(self.ctx.clear_kv_cache_seq(None, None, None), Ok(true)) {
+            self.ctx.clear_kv_cache();
+        }
         let prompt: Vec<LlamaToken> = request.prompt.iter().map(|t| LlamaToken(t.0)).collect();
         let usage = |produced| Usage {
             prompt_tokens: prompt.len() as u32,
@@ -167,11 +171,16 @@ impl Decoder<'_, '_> {
         let n_ctx = self.ctx.n_ctx() as usize;
         let max_tokens = output.request.max_tokens.unwrap_or(u32::MAX);
         let mut logits_at = self.batch.n_tokens() - 1;
+        let plain_greedy = sampler::is_plain_greedy(&output.request.sampling);
         loop {
             if sink.is_cancelled() {
                 return Ok(FinishReason::Cancelled);
             }
-            let token = sampler.sample(self.ctx, logits_at);
+            let token = if plain_greedy {
+                LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(logits_at)))
+            } else {
+                sampler.sample(self.ctx, logits_at)
+            };
             on_token(Instant::now());
             output.produced += 1;
             if !output.request.ignore_eos && vocab.is_eog(token) {

@@ -49,3 +49,36 @@ pub fn has_penalties(params: &SamplingParams) -> bool {
         || params.frequency_penalty != 0.0
         || params.presence_penalty != 0.0
 }
+
+/// Whether the next token can be picked by a plain arg-max over the logits:
+/// greedy with no penalties, so no sampler state is involved.
+pub fn is_plain_greedy(params: &SamplingParams) -> bool {
+    params.is_greedy() && !has_penalties(params)
+}
+
+/// The index of the largest logit, first on ties (as llama.cpp's greedy).
+///
+/// Reads llama.cpp's logits buffer in place: no copy, and none of the
+/// candidate-array building that a sampler chain does for every token.
+pub fn arg_max(logits: &[f32]) -> i32 {
+    let mut best = 0;
+    let mut best_value = f32::NEG_INFINITY;
+    for (i, &value) in logits.iter().enumerate() {
+        if value > best_value {
+            best = i;
+            best_value = value;
+        }
+    }
+    i32::try_from(best).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arg_max;
+
+    #[test]
+    fn arg_max_takes_the_first_largest() {
+        assert_eq!(arg_max(&[0.0, 3.0, -1.0, 3.0]), 1);
+        assert_eq!(arg_max(&[f32::NEG_INFINITY, -5.0]), 1);
+    }
+}
