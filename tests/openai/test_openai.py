@@ -76,6 +76,13 @@ def test_models_list(client):
     assert MODEL in [m.id for m in client.models.list().data]
 
 
+def test_models_retrieve(client):
+    """A listed model can be fetched by id; an unknown id is 404."""
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
 def test_unknown_model_is_404(client):
     """An unknown model is NotFoundError in OpenAI's shape."""
     with pytest.raises(openai.NotFoundError) as e:

@@ -54,6 +54,7 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/", get(|| async { "shelf is running\n" }))
         .route("/health", get(openai::health))
         .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .fallback(|| async { AppError::RouteNotFound })

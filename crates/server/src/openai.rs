@@ -56,6 +56,25 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::Mod
     }))
 }
 
+/// `GET /v1/models/{id}`: one model, or 404.
+pub async fn get_model(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<wire::Model>, AppError> {
+    let host = Arc::clone(&state.host);
+    let names = tokio::task::spawn_blocking(move || host.list())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+    let found = names.into_iter().find(|name| *name == id);
+    let id = found.ok_or(AppError::ModelNotFound(id))?;
+    Ok(Json(wire::Model {
+        id,
+        object: "model",
+        created: now(),
+        owned_by: "shelf",
+    }))
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
