@@ -37,10 +37,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/models`: every model the store offers.
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::ModelList>, AppError> {
-    let host = Arc::clone(&state.host);
-    let names = tokio::task::spawn_blocking(move || host.list())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))??;
+    let names = model_names(&state).await?;
     let created = now();
     Ok(Json(wire::ModelList {
         object: "list",
@@ -56,15 +53,21 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::Mod
     }))
 }
 
+/// The catalog's names, read off the async threads (it walks the store).
+async fn model_names(state: &AppState) -> Result<Vec<String>, AppError> {
+    let host = Arc::clone(&state.host);
+    tokio::task::spawn_blocking(move || host.list())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(AppError::from)
+}
+
 /// `GET /v1/models/{id}`: one model, or 404.
 pub async fn get_model(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<wire::Model>, AppError> {
-    let host = Arc::clone(&state.host);
-    let names = tokio::task::spawn_blocking(move || host.list())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))??;
+    let names = model_names(&state).await?;
     let found = names.into_iter().find(|name| *name == id);
     let id = found.ok_or(AppError::ModelNotFound(id))?;
     Ok(Json(wire::Model {
