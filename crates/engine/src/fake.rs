@@ -53,6 +53,7 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink) {
     let limit = request.max_tokens.map_or(usize::MAX, |n| n as usize);
     let mut produced = 0u32;
     let mut finish = FinishReason::Stop;
+    let mut matched_stop = false;
     for (i, c) in reply.iter().enumerate() {
         if sink.is_cancelled() {
             finish = FinishReason::Cancelled;
@@ -70,6 +71,7 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink) {
                 }
             }
             StopOutcome::Stop(text) => {
+                matched_stop = true;
                 if !text.is_empty() {
                     sink.send(Event::Text(text));
                 }
@@ -78,7 +80,8 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink) {
         }
     }
     let rest = stops.finish();
-    if !rest.is_empty() && finish != FinishReason::Stop {
+    // Text held back as a possible stop-string start is real output unless a stop matched.
+    if !rest.is_empty() && !matched_stop {
         sink.send(Event::Text(rest));
     }
     sink.send(Event::Done(Completion {
@@ -157,6 +160,17 @@ mod tests {
         assert_eq!(
             (text.as_str(), completion.finish_reason),
             ("hello", FinishReason::Stop)
+        );
+    }
+
+    #[test]
+    fn a_held_back_partial_stop_is_released_at_the_end() {
+        let mut request = GenerateRequest::new(vec![Token(1)]);
+        request.stop = vec!["ld!".into()];
+        let (text, completion) = generate(request);
+        assert_eq!(
+            (text.as_str(), completion.finish_reason),
+            ("hello world", FinishReason::Stop)
         );
     }
 
