@@ -6,9 +6,11 @@
 //! enough to hand to llama.cpp; one that fails gets an error naming what is
 //! wrong. This crate knows nothing of llama.cpp or the rest of shelf.
 
+mod file_type;
 mod reader;
 mod types;
 
+pub use file_type::file_type_name;
 pub use reader::{Gguf, GgufError, TensorInfo};
 pub use types::{GgmlType, Value};
 

@@ -14,15 +14,33 @@ use std::time::Instant;
 
 use shelf_engine::template::ChatTemplate;
 use shelf_engine::{EngineError, LoadedModel};
+use std::time::Duration;
+
 use tokio::sync::watch;
 
-/// Resolves model names to files and lists what can be served.
+/// Resolves model names to files and lists what can be served. Both calls
+/// may block on a slow disk or a network store; the host runs them on a
+/// blocking thread with a time limit.
 pub trait Catalog: Send + Sync {
-    /// The file behind a name, or `None` when no such model exists.
-    fn resolve(&self, name: &str) -> Result<Option<PathBuf>, String>;
+    /// The file behind a name.
+    fn resolve(&self, name: &str) -> Result<Resolution, String>;
     /// Every servable model name.
     fn list(&self) -> Result<Vec<String>, String>;
 }
+
+/// What the catalog knows of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Ready to load from this file.
+    Ready(PathBuf),
+    /// No such model.
+    Missing,
+    /// Not yet available, but on its way (being pulled); the text says how far.
+    Preparing(String),
+}
+
+/// How long a catalog call may take before the request gets a 503.
+pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads a model file. Blocking: it is called on a blocking thread.
 pub type Loader =
@@ -45,7 +63,9 @@ pub enum HostError {
     NotFound(String),
     #[error("model '{0}' is loading; retry shortly")]
     Loading(String),
-    #[error("the model catalog failed: {0}")]
+    #[error("{0}")]
+    Preparing(String),
+    #[error("the model store failed: {0}")]
     Catalog(String),
     #[error(transparent)]
     Load(EngineError),
@@ -96,8 +116,9 @@ impl ModelHost {
     }
 
     /// Model names the catalog offers.
-    pub fn list(&self) -> Result<Vec<String>, HostError> {
-        self.catalog.list().map_err(HostError::Catalog)
+    pub async fn list(&self) -> Result<Vec<String>, HostError> {
+        let catalog = Arc::clone(&self.catalog);
+        bounded(move || catalog.list()).await
     }
 
     /// Whether any model is loading now.
@@ -116,11 +137,13 @@ impl ModelHost {
         if let Some(resident) = self.ready_or_loading(name)? {
             return Ok(resident);
         }
-        let path = self
-            .catalog
-            .resolve(name)
-            .map_err(HostError::Catalog)?
-            .ok_or_else(|| HostError::NotFound(name.to_string()))?;
+        let catalog = Arc::clone(&self.catalog);
+        let wanted = name.to_string();
+        let path = match bounded(move || catalog.resolve(&wanted)).await? {
+            Resolution::Ready(path) => path,
+            Resolution::Missing => return Err(HostError::NotFound(name.to_string())),
+            Resolution::Preparing(status) => return Err(HostError::Preparing(status)),
+        };
         let mut done = self.start_load(name, path)?;
         // The load runs in its own task: a client that gives up while
         // waiting does not leave the slot stuck in Loading.
@@ -249,4 +272,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Run a catalog call on a blocking thread, giving up after [`CATALOG_TIMEOUT`]
+/// so a hung network store cannot hang the server.
+async fn bounded<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, HostError> {
+    let task = tokio::task::spawn_blocking(call);
+    match tokio::time::timeout(CATALOG_TIMEOUT, task).await {
+        Ok(Ok(result)) => result.map_err(HostError::Catalog),
+        Ok(Err(join)) => Err(HostError::Catalog(join.to_string())),
+        Err(_) => Err(HostError::Catalog(format!(
+            "the model store did not answer within {} s",
+            CATALOG_TIMEOUT.as_secs()
+        ))),
+    }
 }

@@ -8,16 +8,17 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use shelf_engine::fake::FakeModel;
 use shelf_engine::{EngineError, LoadedModel};
-use shelf_scheduler::{Catalog, HostConfig, HostError, Loader, ModelHost};
+use shelf_scheduler::{Catalog, HostConfig, HostError, Loader, ModelHost, Resolution};
 
 struct Names(Vec<&'static str>);
 
 impl Catalog for Names {
-    fn resolve(&self, name: &str) -> Result<Option<PathBuf>, String> {
-        Ok(self
-            .0
-            .contains(&name)
-            .then(|| PathBuf::from(format!("/models/{name}.gguf"))))
+    fn resolve(&self, name: &str) -> Result<Resolution, String> {
+        Ok(if self.0.contains(&name) {
+            Resolution::Ready(PathBuf::from(format!("/models/{name}.gguf")))
+        } else {
+            Resolution::Missing
+        })
     }
     fn list(&self) -> Result<Vec<String>, String> {
         Ok(self.0.iter().map(|s| s.to_string()).collect())

@@ -32,6 +32,10 @@ pub enum AppError {
     },
     /// 503: the model is loading.
     Loading(String),
+    /// 503: the model is being pulled (only when implicit pulls are allowed).
+    Preparing(String),
+    /// 503: the model store could not be read in time.
+    StoreUnavailable(String),
     /// 500: the model could not be loaded; the message names the file.
     LoadFailed(String),
     /// 500: something unexpected; details are logged, not sent.
@@ -115,6 +119,20 @@ impl AppError {
                 format!("The model '{model}' is loading; retry shortly"),
                 None,
             ),
+            Self::Preparing(status) => (
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("model_pulling"),
+                status,
+                None,
+            ),
+            Self::StoreUnavailable(detail) => (
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("store_unavailable"),
+                detail,
+                None,
+            ),
             Self::LoadFailed(message) => (
                 S::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -157,7 +175,10 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let retry = matches!(self, Self::Loading(_));
+        let retry = matches!(
+            self,
+            Self::Loading(_) | Self::Preparing(_) | Self::StoreUnavailable(_)
+        );
         let (status, body) = self.render();
         let mut response = (status, Json(body)).into_response();
         if retry {
@@ -174,6 +195,8 @@ impl From<HostError> for AppError {
         match error {
             HostError::NotFound(model) => Self::ModelNotFound(model),
             HostError::Loading(model) => Self::Loading(model),
+            HostError::Preparing(status) => Self::Preparing(status),
+            HostError::Catalog(detail) => Self::StoreUnavailable(detail),
             HostError::Load(e) => Self::LoadFailed(e.to_string()),
             other => Self::Internal(other.to_string()),
         }

@@ -1,7 +1,6 @@
 //! OpenAI-compatible handlers: chat completions, completions, models, health.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -55,11 +54,7 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::Mod
 
 /// The catalog's names, read off the async threads (it walks the store).
 async fn model_names(state: &AppState) -> Result<Vec<String>, AppError> {
-    let host = Arc::clone(&state.host);
-    tokio::task::spawn_blocking(move || host.list())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(AppError::from)
+    state.host.list().await.map_err(AppError::from)
 }
 
 /// `GET /v1/models/{id}`: one model, or 404.

@@ -5,7 +5,6 @@
 use serde::Serialize;
 use shelf_engine::{Completion, Event, GenerateRequest, LoadedModel, SamplingParams, Token};
 use shelf_engine_llama::{backend_description, LlamaModelHandle};
-use shelf_store::Store;
 
 use crate::cli::{BenchArgs, Globals};
 use crate::{catalog, run, store_cmds::human_bytes};
@@ -32,7 +31,7 @@ struct Report {
 }
 
 pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
-    let path = catalog::resolve(&Store::new(globals.models_dir()?), &args.model)?;
+    let path = catalog::resolve(&globals.layers()?, &args.model)?;
     // Like llama-bench, the context holds exactly what the tests need.
     let ctx = globals.ctx.unwrap_or(args.pp.max(1) + args.tg + 8);
     let model = run::load(path, globals, Some(ctx)).await?;

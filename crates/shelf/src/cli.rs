@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use shelf_engine::{GpuLayers, LoadConfig, SamplingParams};
+use shelf_store::{Layers, Store};
 
 /// Every environment variable shelf reads, with what it sets. This table is
 /// the source for docs/configuration.md (a test keeps them in step).
@@ -12,7 +13,13 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SHELF_THREADS", "CPU threads for decoding (`--threads`); default: all available CPUs"),
     ("SHELF_CTX", "Context window in tokens (`--ctx`); default: the model's trained length, at most 4096"),
     ("SHELF_GPU_LAYERS", "Layers to offload to the GPU, or `auto` (`--gpu-layers`); default: `auto`, all layers when a GPU backend is built in"),
-    ("SHELF_MODELS", "The model store directory (`--models-dir`); default: `~/.shelf/models`"),
+    ("SHELF_MODELS", "The writable model store directory (`--models-dir`); default: `~/.shelf/models`"),
+    ("SHELF_SHARED_MODELS", "Read-only stores searched after it, `:`-separated (`--shared-models`), e.g. a NAS mount or `~/.ollama/models`"),
+    ("SHELF_ALLOW_PULL", "`true` lets `shelf serve` pull a requested model that is not in the store (`--allow-pull`); default: `false`"),
+    ("HF_ENDPOINT", "Hugging Face hub URL for `hf.co/` names, as in huggingface_hub; default: `https://huggingface.co`"),
+    ("HF_TOKEN", "Hugging Face token for gated and private repositories; default: the contents of the token file, if any"),
+    ("HF_TOKEN_PATH", "Where that token file is; default: `$HF_HOME/token`"),
+    ("HF_HOME", "Hugging Face's home directory, for the token file; default: `~/.cache/huggingface`"),
     ("SHELF_ADDR", "Address `shelf serve` listens on (`--addr`); default: `127.0.0.1:11435`"),
     ("SHELF_LOG", "Log filter, in tracing's `EnvFilter` syntax, e.g. `debug`; default: `info` for serve, `warn` otherwise"),
 ];
@@ -60,9 +67,12 @@ pub struct Globals {
     /// Layers to offload to the GPU: a number or `auto`
     #[arg(long, global = true, env = "SHELF_GPU_LAYERS", default_value = "auto", value_parser = parse_gpu_layers)]
     pub gpu_layers: GpuLayers,
-    /// The model store directory [default: ~/.shelf/models]
+    /// The writable model store directory [default: ~/.shelf/models]
     #[arg(long, global = true, env = "SHELF_MODELS")]
     pub models_dir: Option<PathBuf>,
+    /// A read-only store searched after the writable one (repeatable)
+    #[arg(long, global = true, env = "SHELF_SHARED_MODELS", value_delimiter = ':')]
+    pub shared_models: Vec<PathBuf>,
 }
 
 impl Globals {
@@ -86,6 +96,17 @@ impl Globals {
         })?;
         Ok(PathBuf::from(home).join(".shelf").join("models"))
     }
+
+    /// The writable store, then the shared read-only ones.
+    pub fn layers(&self) -> anyhow::Result<Layers> {
+        let shared = self
+            .shared_models
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Store::read_only)
+            .collect();
+        Ok(Layers::new(Store::new(self.models_dir()?), shared))
+    }
 }
 
 fn parse_gpu_layers(text: &str) -> Result<GpuLayers, String> {
@@ -105,13 +126,60 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure prefill and decode speed, as llama-bench does
     Bench(BenchArgs),
-    /// Copy a GGUF file into the store
+    /// Download a model from Hugging Face (hf.co/OWNER/REPO:QUANT) or an Ollama registry
+    Pull(PullArgs),
+    /// Copy (or link) a GGUF file into the store
     Import(ImportArgs),
-    /// List the models in the store
+    /// List the models in every store layer
     #[command(alias = "ls")]
     List,
-    /// Remove a model from the store
+    /// Show a model's architecture, size, quant and context length
+    Show(ShowArgs),
+    /// Remove a model from the writable store
     Rm(RmArgs),
+    /// Give a model a second name; the blobs are shared
+    Cp(CpArgs),
+    /// Delete blobs no model uses; pulls in progress are left alone
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// hf.co/OWNER/REPO[:QUANT], hf.co/OWNER/REPO/FILE.gguf, or [HOST[:PORT]/][NAMESPACE/]MODEL[:TAG]
+    pub name: String,
+    /// Allow plain http to the registry named in NAME (a private registry or mirror)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Parallel connections per large file
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The model to describe
+    pub name: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// The existing model
+    pub source: String,
+    /// The new name
+    pub destination: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove interrupted downloads nobody is resuming
+    #[arg(long)]
+    pub partials: bool,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +254,12 @@ pub struct ServeArgs {
     /// Seconds in-flight responses get to finish after SIGINT or SIGTERM
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Pull a requested model that is not in the store (requests get 503 until it is in)
+    #[arg(long, env = "SHELF_ALLOW_PULL")]
+    pub allow_pull: bool,
+    /// With --allow-pull: plain http to registries named in model names
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +287,9 @@ pub struct ImportArgs {
     /// Name to store it under [default: the file name without .gguf]
     #[arg(long)]
     pub name: Option<String>,
+    /// Hardlink the file into the store (symlink across filesystems) instead of copying
+    #[arg(long)]
+    pub link: bool,
 }
 
 #[derive(Debug, Args)]

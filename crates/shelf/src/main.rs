@@ -7,6 +7,8 @@
 mod bench;
 mod catalog;
 mod cli;
+mod progress;
+mod pull;
 mod run;
 mod serve;
 mod store_cmds;
@@ -41,9 +43,13 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Run(args) => run::run(&globals, args).await,
         cli::Command::Serve(args) => serve::serve(&globals, args).await,
         cli::Command::Bench(args) => bench::bench(&globals, args).await,
+        cli::Command::Pull(args) => pull::pull(&globals, args).await,
         cli::Command::Import(args) => store_cmds::import(&globals, args),
         cli::Command::List => store_cmds::list(&globals),
+        cli::Command::Show(args) => store_cmds::show(&globals, args),
         cli::Command::Rm(args) => store_cmds::rm(&globals, args),
+        cli::Command::Cp(args) => store_cmds::cp(&globals, args),
+        cli::Command::Gc(args) => store_cmds::gc(&globals, args),
     }
 }
 

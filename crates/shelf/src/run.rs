@@ -8,13 +8,12 @@ use anyhow::Context;
 use shelf_engine::template::{ChatMessage, ChatTemplate, FALLBACK_STOPS};
 use shelf_engine::{CancelToken, Completion, Event, GenerateRequest, LoadedModel, SamplingParams};
 use shelf_engine_llama::{LlamaEngine, LlamaModelHandle};
-use shelf_store::Store;
 
 use crate::catalog;
 use crate::cli::{Globals, RunArgs};
 
 pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<()> {
-    let path = catalog::resolve(&Store::new(globals.models_dir()?), &args.model)?;
+    let path = catalog::resolve(&globals.layers()?, &args.model)?;
     let model = load(path, globals, None).await?;
     let info = model.info();
     let template = ChatTemplate::new(

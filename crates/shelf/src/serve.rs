@@ -8,23 +8,22 @@ use shelf_engine::LoadedModel;
 use shelf_engine_llama::LlamaEngine;
 use shelf_scheduler::{HostConfig, Loader, ModelHost};
 use shelf_server::{AppState, ServerConfig};
-use shelf_store::Store;
 
-use crate::catalog::{self, StoreCatalog};
+use crate::catalog::{self, Puller, StoreCatalog};
 use crate::cli::{Globals, ServeArgs};
 
 pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::new(globals.models_dir()?);
+    let layers = globals.layers()?;
     let mut files = Vec::new();
     let preload = match &args.model {
         Some(model) if catalog::looks_like_path(model) => {
-            let path = catalog::resolve(&store, model)?;
+            let path = catalog::resolve(&layers, model)?;
             let name = catalog::file_model_name(&path);
             files.push((name.clone(), path));
             Some(name)
         }
         Some(model) => {
-            catalog::resolve(&store, model)?;
+            catalog::resolve(&layers, model)?;
             Some(model.clone())
         }
         None => None,
@@ -36,7 +35,16 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
             .map(|model| Arc::new(model) as Arc<dyn LoadedModel>)
     });
     let host = Arc::new(ModelHost::new(
-        Arc::new(StoreCatalog { store, files }),
+        Arc::new(StoreCatalog {
+            layers,
+            files,
+            puller: args.allow_pull.then(|| {
+                Puller::new(
+                    crate::pull::options_from_env(args.insecure),
+                    tokio::runtime::Handle::current(),
+                )
+            }),
+        }),
         loader,
         HostConfig {
             max_loaded: args.max_loaded as usize,
