@@ -72,7 +72,11 @@ impl Transfer {
         ResumeState {
             size: self.size,
             chunk: self.chunk,
-            done: self.done.iter().map(|d| d.load(Ordering::Acquire)).collect(),
+            done: self
+                .done
+                .iter()
+                .map(|d| d.load(Ordering::Acquire))
+                .collect(),
         }
     }
 }
@@ -185,10 +189,12 @@ async fn acquire(
         if let Some(digest) = present() {
             return Ok((None, Some(digest)));
         }
-        let io_err = |e| PullError::Store(StoreError::Io {
-            path: paths.lock.clone(),
-            source: e,
-        });
+        let io_err = |e| {
+            PullError::Store(StoreError::Io {
+                path: paths.lock.clone(),
+                source: e,
+            })
+        };
         if let Some(lock) = LockFile::try_acquire(&paths.lock, vec![]).map_err(io_err)? {
             let done = present();
             return Ok((Some(lock), done));
@@ -253,7 +259,8 @@ fn finish(
     store.commit_blob(&paths.partial, &actual)?;
     let _ = fs::remove_file(&paths.state);
     if blob.expected.is_none() {
-        let _ = shelf_store::write_atomic(&store.tmp_dir()?, &paths.learned, actual.hex().as_bytes());
+        let _ =
+            shelf_store::write_atomic(&store.tmp_dir()?, &paths.learned, actual.hex().as_bytes());
     }
     progress.blob_finished(&blob.label);
     Ok(actual)
@@ -295,7 +302,10 @@ impl Job {
         let chunk = self.options.chunk_size.max(1 << 20);
         match self.ranged_with(paths, size, chunk, progress).await {
             Err(PullError::RangesIgnored { .. }) => {
-                progress.message(&format!("{}: server ignores ranges; one stream", self.label));
+                progress.message(&format!(
+                    "{}: server ignores ranges; one stream",
+                    self.label
+                ));
                 let _ = fs::remove_file(&paths.state);
                 self.ranged_with(paths, size, size.max(1), progress).await
             }
@@ -316,7 +326,11 @@ impl Job {
                 source,
             })
         })?);
-        let already = transfer.done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+        let already = transfer
+            .done
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum();
         progress.blob_started(&self.label, size, already);
 
         let hasher = {
@@ -377,7 +391,11 @@ impl Job {
         outcome
     }
 
-    async fn worker(&self, transfer: Arc<Transfer>, progress: &dyn Progress) -> Result<(), PullError> {
+    async fn worker(
+        &self,
+        transfer: Arc<Transfer>,
+        progress: &dyn Progress,
+    ) -> Result<(), PullError> {
         loop {
             let index = transfer.next.fetch_add(1, Ordering::AcqRel);
             if index >= transfer.done.len() || transfer.stop.load(Ordering::Acquire) {
@@ -401,7 +419,10 @@ impl Job {
             if start + before >= end || transfer.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
-            match self.stream_range(transfer, index, start + before, end, progress).await {
+            match self
+                .stream_range(transfer, index, start + before, end, progress)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if e.is_transient() && attempts < self.options.retries => {
                     if transfer.done[index].load(Ordering::Acquire) > before {
@@ -528,7 +549,11 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
 }
 
-fn check_content_range(response: &reqwest::Response, from: u64, url: &str) -> Result<(), PullError> {
+fn check_content_range(
+    response: &reqwest::Response,
+    from: u64,
+    url: &str,
+) -> Result<(), PullError> {
     let start = response
         .headers()
         .get(CONTENT_RANGE)
@@ -554,7 +579,10 @@ fn open_partial(paths: &Paths, size: u64, chunk: u64) -> io::Result<Transfer> {
         .filter(|_| fs::metadata(&paths.partial).is_ok_and(|m| m.len() == size));
     let (file, done) = match resumable {
         Some(state) => {
-            let file = OpenOptions::new().read(true).write(true).open(&paths.partial)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&paths.partial)?;
             (file, state.done)
         }
         None => {
@@ -581,7 +609,10 @@ fn open_partial(paths: &Paths, size: u64, chunk: u64) -> io::Result<Transfer> {
     for index in 0..ranges {
         let (start, end) = transfer.range(index);
         let done = &transfer.done[index];
-        done.store(done.load(Ordering::Relaxed).min(end - start), Ordering::Relaxed);
+        done.store(
+            done.load(Ordering::Relaxed).min(end - start),
+            Ordering::Relaxed,
+        );
     }
     Ok(transfer)
 }

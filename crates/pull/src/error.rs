@@ -21,7 +21,9 @@ pub enum PullError {
         status: u16,
         hint: &'static str,
     },
-    #[error("{what}: sha256 mismatch: expected {expected}, got {actual}; the download was discarded")]
+    #[error(
+        "{what}: sha256 mismatch: expected {expected}, got {actual}; the download was discarded"
+    )]
     DigestMismatch {
         what: String,
         expected: String,
@@ -33,7 +35,9 @@ pub enum PullError {
         expected: u64,
         actual: u64,
     },
-    #[error("not enough disk space in {root}: the pull needs {needed} more bytes, {available} are free")]
+    #[error(
+        "not enough disk space in {root}: the pull needs {needed} more bytes, {available} are free"
+    )]
     NotEnoughSpace {
         root: String,
         needed: u64,
@@ -56,7 +60,11 @@ pub enum PullError {
     #[error("{what}: not a usable GGUF: {reason}; the download was discarded")]
     NotGguf { what: String, reason: String },
     #[error("{url}: stalled for {secs} s, {attempts} times; try again later")]
-    Stalled { url: String, secs: u64, attempts: u32 },
+    Stalled {
+        url: String,
+        secs: u64,
+        attempts: u32,
+    },
     #[error("{url}: the server ignored the Range header")]
     RangesIgnored { url: String },
     #[error("internal error: {0}")]

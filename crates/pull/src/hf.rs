@@ -17,7 +17,8 @@ use crate::http::{check, send, small_body, with_auth, Clients};
 use crate::{BlobSource, Plan, PullOptions};
 
 const GATED_HINT: &str = "the repository is gated or private: accept its terms on the hub and set HF_TOKEN to a token with access";
-const TOKEN_REFUSED_HINT: &str = "HF_TOKEN was refused: check the token has access to this repository";
+const TOKEN_REFUSED_HINT: &str =
+    "HF_TOKEN was refused: check the token has access to this repository";
 /// What a name without a quant picks when a repository has several.
 const DEFAULT_QUANT: &str = "Q4_K_M";
 
@@ -87,8 +88,11 @@ impl Hub<'_> {
     }
 
     async fn get_json(&self, url: &str) -> Result<(Vec<u8>, HeaderMap), PullError> {
-        let request = with_auth(self.clients.follow.get(url), self.options.hf_token.as_deref())
-            .timeout(self.options.stall_timeout);
+        let request = with_auth(
+            self.clients.follow.get(url),
+            self.options.hf_token.as_deref(),
+        )
+        .timeout(self.options.stall_timeout);
         let what = format!("Hugging Face repository {}", self.repo);
         let response = check(send(request, url).await?, &what, self.hint())?;
         let headers = response.headers().clone();
@@ -158,8 +162,11 @@ impl Hub<'_> {
     /// the redirect: `X-Linked-Size` / `X-Linked-Etag` on an LFS redirect.
     async fn head(&self, file: &mut RepoFile) -> Result<(), PullError> {
         let url = self.resolve_url(&file.path);
-        let request = with_auth(self.clients.no_follow.head(&url), self.options.hf_token.as_deref())
-            .timeout(self.options.stall_timeout);
+        let request = with_auth(
+            self.clients.no_follow.head(&url),
+            self.options.hf_token.as_deref(),
+        )
+        .timeout(self.options.stall_timeout);
         let what = format!("{} in Hugging Face repository {}", file.path, self.repo);
         let response = check(send(request, &url).await?, &what, self.hint())?;
         let headers = response.headers();
@@ -297,7 +304,10 @@ fn choose(repo: &str, files: &[RepoFile], target: &HfTarget) -> Result<Vec<RepoF
         _ if groups.len() == 1 => ("latest", groups.keys().collect()),
         _ => (
             DEFAULT_QUANT,
-            groups.keys().filter(|k| matches_quant(k, DEFAULT_QUANT)).collect(),
+            groups
+                .keys()
+                .filter(|k| matches_quant(k, DEFAULT_QUANT))
+                .collect(),
         ),
     };
     let key = match picked.as_slice() {
@@ -373,7 +383,10 @@ mod tests {
             "mmproj-m-Q8_0.gguf",
             "m-IQ4_XS.gguf",
         ];
-        assert_eq!(picked(&repo, HfTarget::Quant("q4_k_m".into())), Ok(vec!["m-Q4_K_M.gguf".into()]));
+        assert_eq!(
+            picked(&repo, HfTarget::Quant("q4_k_m".into())),
+            Ok(vec!["m-Q4_K_M.gguf".into()])
+        );
         assert_eq!(
             picked(&repo, HfTarget::Quant("Q8_0".into())),
             Ok(vec![
@@ -381,13 +394,30 @@ mod tests {
                 "m-Q8_0-00002-of-00002.gguf".into()
             ])
         );
-        assert_eq!(picked(&repo, HfTarget::Default), Ok(vec!["m-Q4_K_M.gguf".into()]));
+        assert_eq!(
+            picked(&repo, HfTarget::Default),
+            Ok(vec!["m-Q4_K_M.gguf".into()])
+        );
         let err = picked(&repo, HfTarget::Quant("Q5_K_S".into())).unwrap_err();
-        assert!(err.contains("no GGUF file matches") && err.contains("m-IQ4_XS.gguf"), "{err}");
-        assert_eq!(picked(&["only.gguf"], HfTarget::Default), Ok(vec!["only.gguf".into()]));
-        let err = picked(&["a-Q4_0.gguf", "b-Q4_0.gguf"], HfTarget::Quant("Q4_0".into())).unwrap_err();
+        assert!(
+            err.contains("no GGUF file matches") && err.contains("m-IQ4_XS.gguf"),
+            "{err}"
+        );
+        assert_eq!(
+            picked(&["only.gguf"], HfTarget::Default),
+            Ok(vec!["only.gguf".into()])
+        );
+        let err = picked(
+            &["a-Q4_0.gguf", "b-Q4_0.gguf"],
+            HfTarget::Quant("Q4_0".into()),
+        )
+        .unwrap_err();
         assert!(err.contains("several"), "{err}");
-        let err = picked(&["m-Q8_0-00002-of-00002.gguf"], HfTarget::Quant("Q8_0".into())).unwrap_err();
+        let err = picked(
+            &["m-Q8_0-00002-of-00002.gguf"],
+            HfTarget::Quant("Q8_0".into()),
+        )
+        .unwrap_err();
         assert!(err.contains("parts"), "{err}");
     }
 

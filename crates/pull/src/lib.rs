@@ -116,7 +116,11 @@ pub async fn pull(
         ModelName::HuggingFace(h) => hf::plan(&clients, h, options).await?,
     };
     download::check_space(store, &plan.blobs)?;
-    let known: Vec<Digest> = plan.blobs.iter().filter_map(|b| b.expected.clone()).collect();
+    let known: Vec<Digest> = plan
+        .blobs
+        .iter()
+        .filter_map(|b| b.expected.clone())
+        .collect();
     let record_store = store.clone();
     let _record = tokio::task::spawn_blocking(move || record_store.begin_pull(&known))
         .await
@@ -124,9 +128,15 @@ pub async fn pull(
 
     let mut got = Vec::new();
     for blob in &plan.blobs {
-        let blob_done =
-            download::fetch_blob(&clients, store, blob, plan.auth.as_deref(), options, &*progress)
-                .await?;
+        let blob_done = download::fetch_blob(
+            &clients,
+            store,
+            blob,
+            plan.auth.as_deref(),
+            options,
+            &*progress,
+        )
+        .await?;
         got.push((blob.is_gguf, blob_done));
     }
     match &plan.manifest {

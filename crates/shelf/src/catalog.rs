@@ -109,7 +109,11 @@ impl Puller {
         let key = name.to_string();
         let mut pulls = self.pulls.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pull) = pulls.get(&key).cloned() {
-            let outcome = pull.outcome.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let outcome = pull
+                .outcome
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             return match outcome {
                 None => Ok(Resolution::Preparing(pull.status(&key))),
                 Some(Err(error)) => {

@@ -71,7 +71,12 @@ pub struct Globals {
     #[arg(long, global = true, env = "SHELF_MODELS")]
     pub models_dir: Option<PathBuf>,
     /// A read-only store searched after the writable one (repeatable)
-    #[arg(long, global = true, env = "SHELF_SHARED_MODELS", value_delimiter = ':')]
+    #[arg(
+        long,
+        global = true,
+        env = "SHELF_SHARED_MODELS",
+        value_delimiter = ':'
+    )]
     pub shared_models: Vec<PathBuf>,
 }
 

@@ -55,12 +55,11 @@ fn bar_style() -> ProgressStyle {
 
 impl Lines {
     fn print(&mut self) {
-        let rate = (self.done - self.at_start) as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let percent = if self.total > 0 {
-            format!("{}%", self.done * 100 / self.total)
-        } else {
-            String::from("?%")
-        };
+        let rate =
+            (self.done - self.at_start) as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let percent = (self.done * 100)
+            .checked_div(self.total)
+            .map_or_else(|| String::from("?%"), |p| format!("{p}%"));
         eprintln!(
             "pulling {}: {percent} ({} of {}, {}/s)",
             self.label,
@@ -94,7 +93,10 @@ impl Progress for Reporter {
                     last_print: now,
                 };
                 if done > 0 {
-                    eprintln!("pulling {label}: resuming, {} already here", human_bytes(done));
+                    eprintln!(
+                        "pulling {label}: resuming, {} already here",
+                        human_bytes(done)
+                    );
                 } else {
                     eprintln!("pulling {label}: {}", human_bytes(total));
                 }

@@ -50,7 +50,9 @@ pub fn options_from_env(insecure: bool) -> PullOptions {
 }
 
 fn hf_token() -> Option<String> {
-    let from_env = std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let from_env = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
     if from_env.is_some() {
         return from_env.map(|t| t.trim().to_string());
     }

@@ -109,16 +109,28 @@ pub fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<()> {
     }
     let unknown = || String::from("unknown");
     println!("  name            {}", facts.name);
-    println!("  architecture    {}", facts.architecture.clone().unwrap_or_else(unknown));
+    println!(
+        "  architecture    {}",
+        facts.architecture.clone().unwrap_or_else(unknown)
+    );
     println!("  parameters      {}", human_count(facts.parameters));
-    println!("  quantization    {}", facts.quantization.clone().unwrap_or_else(unknown));
+    println!(
+        "  quantization    {}",
+        facts.quantization.clone().unwrap_or_else(unknown)
+    );
     println!(
         "  context length  {}",
         facts.context_length.map_or_else(unknown, |c| c.to_string())
     );
     println!("  size            {}", human_bytes(facts.size_bytes));
-    println!("  chat template   {}", if facts.chat_template { "yes" } else { "no" });
-    println!("  license         {}", facts.license.clone().unwrap_or_else(unknown));
+    println!(
+        "  chat template   {}",
+        if facts.chat_template { "yes" } else { "no" }
+    );
+    println!(
+        "  license         {}",
+        facts.license.clone().unwrap_or_else(unknown)
+    );
     println!("  digest          {}", facts.digest);
     if facts.files > 1 {
         println!("  split into      {} files", facts.files);
@@ -153,7 +165,11 @@ pub fn cp(globals: &Globals, args: CpArgs) -> anyhow::Result<()> {
 pub fn gc(globals: &Globals, args: GcArgs) -> anyhow::Result<()> {
     let layers = globals.layers()?;
     let report = layers.local().gc(args.dry_run, args.partials)?;
-    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for (digest, size) in &report.removed {
         println!("{verb} {digest} ({})", human_bytes(*size));
     }

@@ -72,7 +72,10 @@ impl std::fmt::Debug for MockRegistry {
 
 /// sha256 hex of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl MockRegistry {
@@ -213,7 +216,10 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             let key = format!("{ns}/{model}:{tag}");
             match shared.content.lock().unwrap().manifests.get(&key) {
                 Some(bytes) => (
-                    [(header::CONTENT_TYPE, "application/vnd.docker.distribution.manifest.v2+json")],
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/vnd.docker.distribution.manifest.v2+json",
+                    )],
                     bytes.clone(),
                 )
                     .into_response(),
@@ -313,7 +319,10 @@ fn hf_resolve(shared: &Shared, repo: &str, file: &str, auth: Option<&str>) -> Re
         &[
             ("x-linked-etag", format!("\"{hex}\"")),
             ("x-linked-size", size.to_string()),
-            ("x-repo-commit", "0123456789abcdef0123456789abcdef01234567".into()),
+            (
+                "x-repo-commit",
+                "0123456789abcdef0123456789abcdef01234567".into(),
+            ),
             ("etag", format!("\"{hex}\"")),
         ],
     )

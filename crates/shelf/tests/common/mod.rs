@@ -13,7 +13,13 @@ pub fn shelf() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shelf"));
     command
         .env_remove("SHELF_MODELS")
+        .env_remove("SHELF_SHARED_MODELS")
         .env_remove("SHELF_ADDR")
+        .env_remove("SHELF_ALLOW_PULL")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_TOKEN_PATH")
+        .env("HF_HOME", "/nonexistent/shelf-test-hf-home")
         .env("SHELF_THREADS", "2")
         .env("SHELF_LOG", "warn,llama-cpp-2=error");
     command
@@ -76,6 +82,34 @@ impl Server {
             child,
             base,
             models_dir,
+        }
+    }
+
+    /// `shelf ARGS --models-dir DIR` with extra environment, no preload:
+    /// returns once it listens.
+    pub fn spawn(args: &[&str], models_dir: &Path, env: &[(&str, String)]) -> Server {
+        let mut command = shelf();
+        command.args(args).arg("--models-dir").arg(models_dir);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn shelf serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("shelf listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server {
+            child,
+            base,
+            models_dir: tempfile::tempdir().unwrap(),
         }
     }
 
