@@ -26,7 +26,12 @@ use crate::error::PullError;
 use crate::http::{self, Clients};
 use crate::{BlobSource, Progress, PullOptions};
 
-const SAVE_EVERY: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(100);
+/// Ticks between saves of the resume state.
+const SAVE_EVERY_TICKS: u32 = 5;
+/// Start writing back to disk once this much is dirty, so the final fsync
+/// before the rename has little left to do.
+const FLUSH_EVERY_BYTES: u64 = 64 << 20;
 const LOCK_POLL: Duration = Duration::from_millis(250);
 
 /// Saved progress of one partial download.
@@ -365,7 +370,9 @@ impl Job {
         for _ in 0..workers {
             tasks.push(self.worker(transfer.clone(), progress));
         }
-        let mut saver = tokio::time::interval(SAVE_EVERY);
+        let mut ticker = tokio::time::interval(TICK);
+        let mut ticks = 0u32;
+        let mut flusher = Flusher::default();
         let mut outcome = Ok(());
         use futures::StreamExt;
         loop {
@@ -380,7 +387,13 @@ impl Job {
                         }
                     }
                 },
-                _ = saver.tick() => save_state(&paths.state, transfer),
+                _ = ticker.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(SAVE_EVERY_TICKS) {
+                        save_state(&paths.state, transfer);
+                    }
+                    flusher.maybe_flush(transfer);
+                }
             }
         }
         if transfer.ranges_ignored.load(Ordering::Acquire) {
@@ -542,6 +555,39 @@ impl Job {
             progress.advanced(bytes.len() as u64);
         }
         Ok(Digest::from_hasher(hasher))
+    }
+}
+
+/// Background `fdatasync`s while the download runs, one at a time.
+#[derive(Default)]
+struct Flusher {
+    flushed_at: u64,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn maybe_flush(&mut self, transfer: &Arc<Transfer>) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+        {
+            return;
+        }
+        let written: u64 = transfer
+            .done
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum();
+        if written < self.flushed_at + FLUSH_EVERY_BYTES {
+            return;
+        }
+        self.flushed_at = written;
+        let transfer = transfer.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            // Only an early start on the final fsync; its result is what counts.
+            let _ = transfer.file.sync_data();
+        }));
     }
 }
 

@@ -50,7 +50,7 @@ impl Default for PullOptions {
             hf_token: None,
             insecure: false,
             connections: 4,
-            chunk_size: 32 << 20,
+            chunk_size: 16 << 20,
             stall_timeout: Duration::from_secs(30),
             retries: 5,
         }
