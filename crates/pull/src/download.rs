@@ -1,11 +1,10 @@
 //! One blob: take its lock, resume what an earlier try left, fetch the rest
 //! in parallel ranges, hash as the contiguous prefix grows, verify, commit.
 //!
-//! Beside `tmp/<key>.partial` sits `tmp/<key>.partial.json`, saved twice a
-//! second, saying how many bytes of each range are written. Bytes land in the
-//! file before they are counted, so the state never claims bytes that are not
-//! there; after a `kill -9` a new pull fetches only what the state lacks. The
-//! final sha256 check catches anything else (a power cut, a lying server).
+//! Beside `tmp/<key>.partial` sits `tmp/<key>.resume` (see `resume`), which
+//! counts the bytes of each range as they are written, after them. After a
+//! `kill -9` a new pull fetches exactly what it lacks. The final sha256 check
+//! catches anything else (a power cut, a lying server).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -17,35 +16,27 @@ use std::time::Duration;
 
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use shelf_store::lock::{self, LockFile};
 use shelf_store::{Digest, Store, StoreError};
 
 use crate::error::PullError;
 use crate::http::{self, Clients};
+use crate::resume::{ResumeFile, Saved};
 use crate::{BlobSource, Progress, PullOptions};
 
 const TICK: Duration = Duration::from_millis(100);
-/// Ticks between saves of the resume state.
-const SAVE_EVERY_TICKS: u32 = 5;
+/// Bytes gathered from the network before each write.
+const WRITE_BUFFER: usize = 1 << 20;
 /// Start writing back to disk once this much is dirty, so the final fsync
 /// before the rename has little left to do.
 const FLUSH_EVERY_BYTES: u64 = 64 << 20;
 const LOCK_POLL: Duration = Duration::from_millis(250);
 
-/// Saved progress of one partial download.
-#[derive(Debug, Serialize, Deserialize)]
-struct ResumeState {
-    size: u64,
-    chunk: u64,
-    /// Bytes written from the start of each range.
-    done: Vec<u64>,
-}
-
 /// Shared by the range workers, the hasher and the saver.
 struct Transfer {
     file: File,
+    resume: ResumeFile,
     size: u64,
     chunk: u64,
     done: Vec<AtomicU64>,
@@ -72,18 +63,6 @@ impl Transfer {
         }
         self.size
     }
-
-    fn state(&self) -> ResumeState {
-        ResumeState {
-            size: self.size,
-            chunk: self.chunk,
-            done: self
-                .done
-                .iter()
-                .map(|d| d.load(Ordering::Acquire))
-                .collect(),
-        }
-    }
 }
 
 struct Paths {
@@ -106,7 +85,7 @@ impl Paths {
         Self {
             lock: tmp.join(format!("{key}.lock")),
             partial: tmp.join(format!("{key}.partial")),
-            state: tmp.join(format!("{key}.partial.json")),
+            state: tmp.join(format!("{key}.resume")),
             learned: tmp.join(format!("{key}.digest")),
         }
     }
@@ -121,7 +100,7 @@ pub(crate) fn check_space(store: &Store, blobs: &[BlobSource]) -> Result<(), Pul
             continue;
         }
         let size = blob.size.unwrap_or(0);
-        let have = read_state(&Paths::new(&tmp, blob).state)
+        let have = ResumeFile::read(&Paths::new(&tmp, blob).state)
             .filter(|s| s.size == size)
             .map_or(0, |s| s.done.iter().sum());
         needed += size.saturating_sub(have);
@@ -159,7 +138,11 @@ pub(crate) async fn fetch_blob(
         auth: auth.map(str::to_string),
         options: options.clone(),
     };
-    let actual = match blob.size {
+    let size = match blob.size {
+        Some(size) => Some(size),
+        None => job.probe_size().await?,
+    };
+    let actual = match size {
         Some(size) => job.ranged(&paths, size, progress).await?,
         None => job.streamed(&paths, progress).await?,
     };
@@ -271,22 +254,6 @@ fn finish(
     Ok(actual)
 }
 
-fn read_state(path: &Path) -> Option<ResumeState> {
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
-}
-
-/// Written without fsync: it only has to survive the process, and the final
-/// hash catches what a power cut might leave.
-fn save_state(path: &Path, transfer: &Transfer) {
-    let Ok(json) = serde_json::to_vec(&transfer.state()) else {
-        return;
-    };
-    let tmp = path.with_extension("json.tmp");
-    if fs::write(&tmp, json).is_ok() {
-        let _ = fs::rename(&tmp, path);
-    }
-}
-
 /// What every range request of one blob shares.
 #[derive(Clone)]
 struct Job {
@@ -342,9 +309,8 @@ impl Job {
             let transfer = transfer.clone();
             tokio::task::spawn_blocking(move || hash_frontier(&transfer))
         };
-        let result = self.run_workers(&transfer, paths, progress).await;
+        let result = self.run_workers(&transfer, progress).await;
         transfer.stop.store(true, Ordering::Release);
-        save_state(&paths.state, &transfer);
         let hashed = hasher.await.map_err(PullError::task)?;
         result?;
         hashed
@@ -357,11 +323,10 @@ impl Job {
             .ok_or_else(|| PullError::Internal("hashing stopped early".into()))
     }
 
-    /// Range workers, plus the saver, until every range is written or one fails.
+    /// Range workers, plus the early writeback, until every range is written or one fails.
     async fn run_workers(
         &self,
         transfer: &Arc<Transfer>,
-        paths: &Paths,
         progress: &dyn Progress,
     ) -> Result<(), PullError> {
         let ranges = transfer.done.len();
@@ -371,7 +336,6 @@ impl Job {
             tasks.push(self.worker(transfer.clone(), progress));
         }
         let mut ticker = tokio::time::interval(TICK);
-        let mut ticks = 0u32;
         let mut flusher = Flusher::default();
         let mut outcome = Ok(());
         use futures::StreamExt;
@@ -387,13 +351,7 @@ impl Job {
                         }
                     }
                 },
-                _ = ticker.tick() => {
-                    ticks += 1;
-                    if ticks.is_multiple_of(SAVE_EVERY_TICKS) {
-                        save_state(&paths.state, transfer);
-                    }
-                    flusher.maybe_flush(transfer);
-                }
+                _ = ticker.tick() => flusher.maybe_flush(transfer),
             }
         }
         if transfer.ranges_ignored.load(Ordering::Acquire) {
@@ -495,33 +453,88 @@ impl Job {
                 })
             }
         }
+        let mut writer = RangeWriter {
+            transfer,
+            index,
+            at: from,
+            buffer: Vec::with_capacity(WRITE_BUFFER),
+            progress,
+        };
         let mut response = response;
-        let mut at = from;
-        while at < to {
-            let chunk = tokio::time::timeout(stall, response.chunk())
-                .await
-                .map_err(|_| stalled())?
-                .map_err(|e| http::connection(&self.url, &e))?;
-            let Some(bytes) = chunk else { break };
-            let take = bytes.len().min((to - at) as usize);
-            transfer
-                .file
-                .write_all_at(&bytes[..take], at)
-                .map_err(|e| PullError::Internal(format!("writing the download: {e}")))?;
-            at += take as u64;
-            transfer.done[index].fetch_add(take as u64, Ordering::AcqRel);
-            progress.advanced(take as u64);
-            if transfer.stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-        }
-        if at < to {
+        let result = self.copy_body(&mut response, &mut writer, to).await;
+        // Whatever arrived before a failure is good: keep it.
+        writer.flush()?;
+        result?;
+        if writer.at < to && !transfer.stop.load(Ordering::Acquire) {
             return Err(PullError::Connection {
                 url: self.url.clone(),
-                message: format!("connection closed {} bytes early", to - at),
+                message: format!("connection closed {} bytes early", to - writer.at),
             });
         }
         Ok(())
+    }
+
+    /// Body bytes into `writer` until `to`. Buffered bytes are written
+    /// whenever the network has nothing ready, so a stalled or killed pull
+    /// has recorded everything it received.
+    async fn copy_body(
+        &self,
+        response: &mut reqwest::Response,
+        writer: &mut RangeWriter<'_>,
+        to: u64,
+    ) -> Result<(), PullError> {
+        use futures::FutureExt;
+        let stall = self.options.stall_timeout;
+        while writer.pending_end() < to {
+            let ready = response.chunk().now_or_never();
+            let next = match ready {
+                Some(next) => next,
+                None => {
+                    writer.flush()?;
+                    tokio::time::timeout(stall, response.chunk())
+                        .await
+                        .map_err(|_| PullError::Stalled {
+                            url: self.url.clone(),
+                            secs: stall.as_secs(),
+                            attempts: 1,
+                        })?
+                }
+            };
+            let Some(bytes) = next.map_err(|e| http::connection(&self.url, &e))? else {
+                break;
+            };
+            let take = bytes.len().min((to - writer.pending_end()) as usize);
+            writer.push(&bytes[..take])?;
+            if writer.transfer.stop.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The size from a one-byte range request (`Content-Range: bytes 0-0/SIZE`),
+    /// or the length of a plain answer; `None` if the server says neither.
+    async fn probe_size(&self) -> Result<Option<u64>, PullError> {
+        let request = http::with_auth(
+            self.clients
+                .follow
+                .get(&self.url)
+                .header(RANGE, "bytes=0-0"),
+            self.auth.as_deref(),
+        )
+        .timeout(self.options.stall_timeout);
+        let response = http::send(request, &self.url).await?;
+        let response = http::check(response, &self.label, "the server wants credentials")?;
+        let headers = response.headers();
+        let total = headers
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse().ok());
+        let length = (response.status() == StatusCode::OK)
+            .then(|| response.content_length())
+            .flatten();
+        Ok(total.or(length))
     }
 
     /// No size known up front: one stream, hashed as it arrives, no resume.
@@ -591,6 +604,52 @@ impl Flusher {
     }
 }
 
+/// Gathers one range's bytes and writes them in large pieces, each followed
+/// by its count in the resume file.
+struct RangeWriter<'a> {
+    transfer: &'a Transfer,
+    index: usize,
+    /// Where the buffer goes in the file.
+    at: u64,
+    buffer: Vec<u8>,
+    progress: &'a dyn Progress,
+}
+
+impl RangeWriter<'_> {
+    fn pending_end(&self) -> u64 {
+        self.at + self.buffer.len() as u64
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<(), PullError> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), PullError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let written = self.buffer.len() as u64;
+        let failed = |e: io::Error| PullError::Internal(format!("writing the download: {e}"));
+        self.transfer
+            .file
+            .write_all_at(&self.buffer, self.at)
+            .map_err(failed)?;
+        let done = self.transfer.done[self.index].fetch_add(written, Ordering::AcqRel) + written;
+        self.transfer
+            .resume
+            .record(self.index, done)
+            .map_err(failed)?;
+        self.at += written;
+        self.buffer.clear();
+        self.progress.advanced(written);
+        Ok(())
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
 }
@@ -620,7 +679,7 @@ fn check_content_range(
 /// Open the partial file, resuming when its saved state matches this download.
 fn open_partial(paths: &Paths, size: u64, chunk: u64) -> io::Result<Transfer> {
     let ranges = size.div_ceil(chunk) as usize;
-    let resumable = read_state(&paths.state)
+    let resumable = ResumeFile::read(&paths.state)
         .filter(|s| s.size == size && s.chunk == chunk && s.done.len() == ranges)
         .filter(|_| fs::metadata(&paths.partial).is_ok_and(|m| m.len() == size));
     let (file, done) = match resumable {
@@ -642,8 +701,17 @@ fn open_partial(paths: &Paths, size: u64, chunk: u64) -> io::Result<Transfer> {
             (file, vec![0; ranges])
         }
     };
+    let resume = ResumeFile::create(
+        &paths.state,
+        &Saved {
+            size,
+            chunk,
+            done: done.clone(),
+        },
+    )?;
     let transfer = Transfer {
         file,
+        resume,
         size,
         chunk,
         done: done.into_iter().map(AtomicU64::new).collect(),
@@ -651,14 +719,12 @@ fn open_partial(paths: &Paths, size: u64, chunk: u64) -> io::Result<Transfer> {
         ranges_ignored: AtomicBool::new(false),
         stop: AtomicBool::new(false),
     };
-    // Clamp a state that claims more than its range holds.
+    // A state that claims more than its range holds is not to be trusted.
     for index in 0..ranges {
         let (start, end) = transfer.range(index);
-        let done = &transfer.done[index];
-        done.store(
-            done.load(Ordering::Relaxed).min(end - start),
-            Ordering::Relaxed,
-        );
+        if transfer.done[index].load(Ordering::Relaxed) > end - start {
+            transfer.done[index].store(0, Ordering::Relaxed);
+        }
     }
     Ok(transfer)
 }

@@ -107,44 +107,84 @@ impl Hub<'_> {
             self.endpoint(),
             self.repo
         );
-        match self.list_tree(first).await {
-            // The other endpoint would say the same; don't hide the real error.
-            Err(e @ (PullError::Unauthorized { .. } | PullError::Connection { .. })) => Err(e),
-            Err(_) => self.list_info().await,
-            Ok(files) => Ok(files),
+        let tree_error = match self.list_tree(first).await {
+            Ok(files) => return Ok(files),
+            // The other endpoints would say the same; don't hide the real error.
+            Err(e @ (PullError::Unauthorized { .. } | PullError::Connection { .. })) => {
+                return Err(e)
+            }
+            Err(e) => e,
+        };
+        let endpoint = self.endpoint();
+        for url in [
+            format!("{endpoint}/api/models/{}?blobs=true", self.repo),
+            format!(
+                "{endpoint}/api/models/{}/revision/main?blobs=true",
+                self.repo
+            ),
+        ] {
+            if let Ok(files) = self.list_info(&url).await {
+                return Ok(files);
+            }
         }
+        Err(tree_error)
     }
 
+    /// The tree, page by page; directories a server listed without their
+    /// contents (it ignored `recursive`) are listed in turn.
     async fn list_tree(&self, first: String) -> Result<Vec<RepoFile>, PullError> {
+        const MAX_LISTINGS: usize = 1000;
         let mut files = Vec::new();
-        let mut next = Some(first);
-        while let Some(url) = next.take() {
+        let mut directories = Vec::new();
+        let mut queue = vec![first];
+        let mut listings = 0;
+        while let Some(url) = queue.pop() {
+            listings += 1;
+            if listings > MAX_LISTINGS {
+                return Err(PullError::BadManifest {
+                    url,
+                    reason: format!("more than {MAX_LISTINGS} listing pages"),
+                });
+            }
             let (body, headers) = self.get_json(&url).await?;
             let entries: Vec<TreeEntry> =
                 serde_json::from_slice(&body).map_err(|e| PullError::BadManifest {
                     url: url.clone(),
                     reason: e.to_string(),
                 })?;
-            files.extend(entries.into_iter().filter(|e| e.kind == "file").map(|e| {
-                let sha256 = e.lfs.as_ref().and_then(|l| Digest::from_hex(&l.oid));
-                let size = e.lfs.and_then(|l| l.size).or(e.size);
-                RepoFile {
-                    path: e.path,
-                    size,
-                    sha256,
+            for entry in entries {
+                match entry.kind.as_str() {
+                    "file" => files.push(RepoFile {
+                        sha256: entry.lfs.as_ref().and_then(|l| Digest::from_hex(&l.oid)),
+                        size: entry.lfs.and_then(|l| l.size).or(entry.size),
+                        path: entry.path,
+                    }),
+                    "directory" => directories.push(entry.path),
+                    _ => {}
                 }
-            }));
-            next = next_page(&headers, self.endpoint());
+            }
+            queue.extend(next_page(&headers, self.endpoint()));
+            if queue.is_empty() {
+                for dir in directories.drain(..) {
+                    let prefix = format!("{dir}/");
+                    if !files.iter().any(|f| f.path.starts_with(&prefix)) {
+                        queue.push(format!(
+                            "{}/api/models/{}/tree/main/{dir}",
+                            self.endpoint(),
+                            self.repo
+                        ));
+                    }
+                }
+            }
         }
         Ok(files)
     }
 
-    async fn list_info(&self) -> Result<Vec<RepoFile>, PullError> {
-        let url = format!("{}/api/models/{}?blobs=true", self.endpoint(), self.repo);
-        let (body, _) = self.get_json(&url).await?;
+    async fn list_info(&self, url: &str) -> Result<Vec<RepoFile>, PullError> {
+        let (body, _) = self.get_json(url).await?;
         let info: ModelInfo =
             serde_json::from_slice(&body).map_err(|e| PullError::BadManifest {
-                url: url.clone(),
+                url: url.to_string(),
                 reason: e.to_string(),
             })?;
         Ok(info
@@ -210,7 +250,14 @@ pub(crate) async fn plan(
     let mut blobs = Vec::new();
     for file in &mut files {
         if file.size.is_none() || file.sha256.is_none() {
-            hub.head(file).await?;
+            match hub.head(file).await {
+                Ok(()) => {}
+                Err(e @ (PullError::Unauthorized { .. } | PullError::NotFound(_))) => {
+                    return Err(e)
+                }
+                // No HEAD support: the download finds the size itself.
+                Err(e) => tracing::debug!(error = %e, "HEAD of {} failed", file.path),
+            }
         }
         blobs.push(BlobSource {
             url: hub.resolve_url(&file.path),

@@ -3,8 +3,8 @@
 //! blobs.
 //!
 //! Every blob is downloaded to `tmp/` in the store, in parallel byte ranges
-//! whose progress is saved beside it so a killed pull resumes where it
-//! stopped, hashed while it downloads, and renamed into `blobs/` only after
+//! whose progress is recorded beside it so a killed pull resumes exactly where
+//! it stopped, hashed while it downloads, and renamed into `blobs/` only after
 //! its sha256 checks out. The manifest is written last, so a model is never
 //! visible before all its blobs are. This crate reads no environment: the
 //! binary fills in [`PullOptions`].
@@ -14,6 +14,7 @@ mod error;
 mod hf;
 mod http;
 mod registry;
+mod resume;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -30,7 +30,10 @@ pub(crate) async fn plan(
     let request = clients
         .follow
         .get(&url)
-        .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPE)
+        .header(
+            reqwest::header::ACCEPT,
+            format!("{MANIFEST_MEDIA_TYPE}, application/vnd.oci.image.manifest.v1+json"),
+        )
         .timeout(options.stall_timeout);
     let response = check(send(request, &url).await?, &what, AUTH_HINT)?;
     let bytes = small_body(response, &url).await?;

@@ -369,3 +369,45 @@ async fn a_non_gguf_model_layer_is_refused() {
     assert!(err.contains("not a usable GGUF"), "{err}");
     assert!(store.list().unwrap().0.is_empty());
 }
+
+#[tokio::test]
+async fn a_sparse_hub_still_works() {
+    let registry = MockRegistry::start();
+    let file = gguf(3 << 20, 15);
+    registry.add_hf_file("acme/Sparse", "sparse-Q4_0.gguf", file.clone());
+    // No tree API, no sizes or digests in the listing, no HEAD: the size comes
+    // from a one-byte range request.
+    registry.set_faults(Faults {
+        no_tree: true,
+        no_head: true,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let entry = run(&store, "hf.co/acme/Sparse:Q4_0", &options(&registry))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&entry.files[0]).unwrap(), file);
+}
+
+#[tokio::test]
+async fn a_tree_listed_one_level_at_a_time_is_walked() {
+    let registry = MockRegistry::start();
+    let parts = [gguf(3000, 16), gguf(2000, 17)];
+    for (i, part) in parts.iter().enumerate() {
+        let file = format!("Q8_0/big-Q8_0-{:05}-of-00002.gguf", i + 1);
+        registry.add_hf_file("acme/Nested", &file, part.clone());
+    }
+    registry.add_hf_file("acme/Nested", "big-Q4_0.gguf", gguf(1000, 18));
+    registry.set_faults(Faults {
+        flat_tree: true,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let entry = run(&store, "hf.co/acme/Nested:q8_0", &options(&registry))
+        .await
+        .unwrap();
+    assert_eq!(entry.files.len(), 2);
+    assert_eq!(std::fs::read(&entry.files[1]).unwrap(), parts[1]);
+}

@@ -175,7 +175,7 @@ fn remove_orphans(tmp: &Path, partials: bool, report: &mut GcReport) -> Result<(
         if let Some(key) = file.strip_suffix(".partial") {
             let lock = tmp.join(format!("{key}.lock"));
             if partials && !lock::is_live(&lock) {
-                let _ = fs::remove_file(tmp.join(format!("{key}.partial.json")));
+                let _ = fs::remove_file(tmp.join(format!("{key}.resume")));
                 fs::remove_file(&path).map_err(io_at(&path))?;
                 report.partials_removed.push(path);
             }

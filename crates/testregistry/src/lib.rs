@@ -35,6 +35,12 @@ pub struct Faults {
     pub bytes_per_sec: Option<u64>,
     /// Answer ranged requests with the whole body, as some servers do.
     pub ignore_ranges: bool,
+    /// Hugging Face: no `/tree/` API, only `/api/models/O/R` with bare `siblings`.
+    pub no_tree: bool,
+    /// Hugging Face: list only the top level of the tree, whatever `recursive` says.
+    pub flat_tree: bool,
+    /// Answer HEAD with 405.
+    pub no_head: bool,
 }
 
 #[derive(Default)]
@@ -209,6 +215,10 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         "{method} {path} auth={}",
         if auth.is_some() { "yes" } else { "no" }
     ));
+    let faults = shared.faults.lock().unwrap().clone();
+    if faults.no_head && method == Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["cdn", hex] => serve_blob(&shared, &method, hex, &headers),
@@ -230,11 +240,32 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             Some(hex) => redirect(&format!("/cdn/{hex}"), StatusCode::TEMPORARY_REDIRECT, &[]),
             None => not_found(),
         },
-        ["api", "models", owner, repo, "tree", "main", ..] => {
-            hf_listing(&shared, &format!("{owner}/{repo}"), auth.as_deref(), true)
+        ["api", "models", _, _, "tree", ..] if faults.no_tree => not_found(),
+        ["api", "models", owner, repo, "tree", "main", dir @ ..] => {
+            let listing = Listing {
+                tree: true,
+                flat: faults.flat_tree,
+                dir: dir.join("/"),
+            };
+            hf_listing(
+                &shared,
+                &format!("{owner}/{repo}"),
+                auth.as_deref(),
+                &listing,
+            )
         }
         ["api", "models", owner, repo] => {
-            hf_listing(&shared, &format!("{owner}/{repo}"), auth.as_deref(), false)
+            let listing = Listing {
+                tree: false,
+                flat: false,
+                dir: String::new(),
+            };
+            hf_listing(
+                &shared,
+                &format!("{owner}/{repo}"),
+                auth.as_deref(),
+                &listing,
+            )
         }
         [owner, repo, "resolve", _revision, file @ ..] => hf_resolve(
             &shared,
@@ -272,7 +303,39 @@ fn gate_check(content: &Content, repo: &str, auth: Option<&str>) -> Option<Respo
     })
 }
 
-fn hf_listing(shared: &Shared, repo: &str, auth: Option<&str>, tree: bool) -> Response {
+/// Which listing of a repository to give.
+struct Listing {
+    /// The tree API (with LFS sizes and digests), or bare `siblings`.
+    tree: bool,
+    /// Only the entries directly in `dir`, with subdirectories as entries.
+    flat: bool,
+    dir: String,
+}
+
+/// The entries of a flat listing of `dir`: files in it, and its subdirectories.
+fn flat_entries(files: &[(String, String)], dir: &str) -> Vec<(String, Option<String>)> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut entries: Vec<(String, Option<String>)> = Vec::new();
+    for (path, hex) in files {
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            continue;
+        };
+        let entry = match rest.split_once('/') {
+            Some((sub, _)) => (format!("{prefix}{sub}"), None),
+            None => (path.clone(), Some(hex.clone())),
+        };
+        if !entries.contains(&entry) {
+            entries.push(entry);
+        }
+    }
+    entries
+}
+
+fn hf_listing(shared: &Shared, repo: &str, auth: Option<&str>, listing: &Listing) -> Response {
     let content = shared.content.lock().unwrap();
     if let Some(denied) = gate_check(&content, repo, auth) {
         return denied;
@@ -280,19 +343,30 @@ fn hf_listing(shared: &Shared, repo: &str, auth: Option<&str>, tree: bool) -> Re
     let Some(files) = content.hf_repos.get(repo) else {
         return (StatusCode::NOT_FOUND, "Repository not found").into_response();
     };
-    let entries: Vec<serde_json::Value> = files
+    let chosen: Vec<(String, Option<String>)> = if listing.flat {
+        flat_entries(files, &listing.dir)
+    } else {
+        files
+            .iter()
+            .filter(|(path, _)| {
+                listing.dir.is_empty() || path.starts_with(&format!("{}/", listing.dir))
+            })
+            .map(|(path, hex)| (path.clone(), Some(hex.clone())))
+            .collect()
+    };
+    let entries: Vec<serde_json::Value> = chosen
         .iter()
-        .map(|(path, hex)| {
-            let size = content.blobs.get(hex).map_or(0, |b| b.len());
-            if tree {
+        .map(|(path, hex)| match hex {
+            None => serde_json::json!({"type": "directory", "path": path, "oid": "0000"}),
+            Some(hex) if listing.tree => {
+                let size = content.blobs.get(hex).map_or(0, |b| b.len());
                 serde_json::json!({"type": "file", "path": path, "size": size,
                     "oid": "0000", "lfs": {"oid": hex, "size": size, "pointerSize": 134}})
-            } else {
-                serde_json::json!({"rfilename": path})
             }
+            Some(_) => serde_json::json!({"rfilename": path}),
         })
         .collect();
-    let body = if tree {
+    let body = if listing.tree {
         serde_json::Value::Array(entries)
     } else {
         serde_json::json!({"id": repo, "siblings": entries})
