@@ -751,3 +751,29 @@ fn hash_frontier(transfer: &Transfer) -> io::Result<Option<Digest>> {
     }
     Ok(Some(Digest::from_hasher(hasher)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(size: u64) -> BlobSource {
+        BlobSource {
+            url: "http://127.0.0.1:1/x".into(),
+            expected: Digest::from_hex(&"ab".repeat(32)),
+            size: Some(size),
+            label: "x".into(),
+            is_gguf: true,
+        }
+    }
+
+    #[test]
+    fn a_pull_that_cannot_fit_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let free = store.available_space().unwrap();
+        let err = check_space(&store, &[blob(free + (1 << 30))]).unwrap_err();
+        assert!(matches!(err, PullError::NotEnoughSpace { .. }), "{err}");
+        assert!(err.to_string().contains("not enough disk space"), "{err}");
+        check_space(&store, &[blob(1 << 20)]).unwrap();
+    }
+}
