@@ -427,15 +427,10 @@ impl Job {
         to: u64,
         progress: &dyn Progress,
     ) -> Result<(), PullError> {
-        let stall = self.options.stall_timeout;
-        let stalled = || PullError::Stalled {
-            url: self.url.clone(),
-            secs: stall.as_secs(),
-            attempts: 1,
-        };
-        let response = tokio::time::timeout(stall, http::send(self.request(from, to), &self.url))
+        let send = http::send(self.request(from, to), &self.url);
+        let response = tokio::time::timeout(self.options.stall_timeout, send)
             .await
-            .map_err(|_| stalled())??;
+            .map_err(|_| self.stalled())??;
         let response = http::check(response, &self.label, "the server wants credentials")?;
         let whole_file = from == 0 && to == transfer.size;
         match response.status() {
@@ -484,23 +479,16 @@ impl Job {
         to: u64,
     ) -> Result<(), PullError> {
         use futures::FutureExt;
-        let stall = self.options.stall_timeout;
         while writer.pending_end() < to {
             let ready = response.chunk().now_or_never();
             let next = match ready {
-                Some(next) => next,
                 None => {
                     writer.flush()?;
-                    tokio::time::timeout(stall, response.chunk())
-                        .await
-                        .map_err(|_| PullError::Stalled {
-                            url: self.url.clone(),
-                            secs: stall.as_secs(),
-                            attempts: 1,
-                        })?
+                    self.next_chunk(response).await
                 }
+                Some(ready) => ready.map_err(|e| http::connection(&self.url, &e)),
             };
-            let Some(bytes) = next.map_err(|e| http::connection(&self.url, &e))? else {
+            let Some(bytes) = next? else {
                 break;
             };
             let take = bytes.len().min((to - writer.pending_end()) as usize);
@@ -537,6 +525,25 @@ impl Job {
         Ok(total.or(length))
     }
 
+    fn stalled(&self) -> PullError {
+        PullError::Stalled {
+            url: self.url.clone(),
+            secs: self.options.stall_timeout.as_secs(),
+            attempts: 1,
+        }
+    }
+
+    /// The next piece of the body, or a stall after `stall_timeout` of silence.
+    async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, PullError> {
+        tokio::time::timeout(self.options.stall_timeout, response.chunk())
+            .await
+            .map_err(|_| self.stalled())?
+            .map_err(|e| http::connection(&self.url, &e))
+    }
+
     /// No size known up front: one stream, hashed as it arrives, no resume.
     async fn streamed(&self, paths: &Paths, progress: &dyn Progress) -> Result<Digest, PullError> {
         let io_err = |source| {
@@ -551,17 +558,7 @@ impl Job {
         let file = File::create(&paths.partial).map_err(io_err)?;
         let mut hasher = Sha256::new();
         let mut at = 0u64;
-        let stall = self.options.stall_timeout;
-        loop {
-            let chunk = tokio::time::timeout(stall, response.chunk())
-                .await
-                .map_err(|_| PullError::Stalled {
-                    url: self.url.clone(),
-                    secs: stall.as_secs(),
-                    attempts: 1,
-                })?
-                .map_err(|e| http::connection(&self.url, &e))?;
-            let Some(bytes) = chunk else { break };
+        while let Some(bytes) = self.next_chunk(&mut response).await? {
             file.write_all_at(&bytes, at).map_err(io_err)?;
             hasher.update(&bytes);
             at += bytes.len() as u64;

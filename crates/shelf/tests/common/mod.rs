@@ -64,15 +64,9 @@ impl Server {
             .spawn()
             .expect("spawn shelf serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("shelf listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let base = read_base(&mut stdout);
         // The second line comes once the preloaded model is ready.
-        line.clear();
+        let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert!(
             line.starts_with("shelf ready"),
@@ -98,14 +92,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn shelf serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("shelf listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let base = read_base(&mut BufReader::new(child.stdout.take().unwrap()));
         Server {
             child,
             base,
@@ -134,6 +121,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The base URL from serve's first line, `shelf listening on URL`.
+fn read_base(stdout: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("shelf listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string()
 }
 
 /// A copy of a real model, cut in half.
