@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{exclusive, shelf};
 use shelf_testmodels::{path, SMOLLM2};
-use shelf_testregistry::{sha256_hex, Faults, MockRegistry};
+use shelf_testregistry::{sha256_hex, split_gguf, Faults, MockRegistry};
 
 /// SmolLM2 answers this with Paris at temperature 0 (the quickstart's prompt).
 const PROMPT: &str = "What is the capital of France? Answer in one sentence.";
@@ -430,4 +430,36 @@ fn the_server_lists_the_store_and_pulls_only_when_allowed() {
             "{models}"
         );
     }
+}
+
+#[test]
+fn a_split_model_is_pulled_whole_and_runs() {
+    let _guard = exclusive();
+    let registry = MockRegistry::start();
+    let parts = split_gguf(&smollm2(), 3);
+    for (i, part) in parts.iter().enumerate() {
+        let file = format!("Q4_1/smol-Q4_1-{:05}-of-00003.gguf", i + 1);
+        registry.add_hf_file("acme/Split", &file, Bytes::from(part.clone()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ok(&shelf_in(
+        dir.path(),
+        &registry,
+        &["pull", "hf.co/acme/Split:Q4_1"],
+    ));
+    let shown = ok(&shelf_in(
+        dir.path(),
+        &registry,
+        &["show", "hf.co/acme/Split:Q4_1"],
+    ));
+    assert!(
+        shown.contains("split into      3 files") && shown.contains("134.5M"),
+        "{shown}"
+    );
+    let said = answer(dir.path(), &registry, "hf.co/acme/Split:Q4_1");
+    let direct = answer(dir.path(), &registry, path(SMOLLM2).to_str().unwrap());
+    assert_eq!(
+        said, direct,
+        "the split model answers as the whole one does"
+    );
 }
