@@ -87,17 +87,19 @@ impl Layers {
 
     /// Remove a name from the local store; a model only in a shared layer is an error.
     pub fn remove(&self, name: &ModelName) -> Result<(), StoreError> {
-        if self.local.get(name).ok().flatten().is_some() {
+        // A local manifest goes even if its blobs are damaged.
+        if self.local.manifest_path(name).is_file() {
             return self.local.remove(name);
         }
-        match self.get(name)? {
-            Some(entry) if entry.read_only => Err(StoreError::ReadOnly {
-                name: name.to_string(),
-                root: entry.root,
-            }),
-            // Present but unreadable locally (a missing blob): remove the manifest anyway.
-            _ => self.local.remove(name),
+        for store in &self.shared {
+            if store.manifest_path(name).is_file() {
+                return Err(StoreError::ReadOnly {
+                    name: name.to_string(),
+                    root: store.root().to_path_buf(),
+                });
+            }
         }
+        Err(StoreError::NotFound(name.to_string()))
     }
 
     /// The path to hand llama.cpp. A split model's blobs are linked under the

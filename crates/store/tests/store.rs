@@ -142,6 +142,27 @@ fn layers_search_in_order_and_protect_shared_models() {
     // The local copy shadows the shared one until it is removed.
     layers.remove(&name("both")).unwrap();
     assert!(layers.get(&name("both")).unwrap().unwrap().read_only);
+    assert!(matches!(
+        layers.remove(&name("nowhere")),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_model_with_a_missing_blob_is_reported_and_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path().join("store"));
+    let file = tiny_gguf(dir.path(), "m.gguf", "broken");
+    let entry = store
+        .import(&file, &name("broken"), ImportMode::Copy)
+        .unwrap();
+    std::fs::remove_file(&entry.files[0]).unwrap();
+    let layers = Layers::new(store, vec![]);
+    let err = layers.get(&name("broken")).unwrap_err().to_string();
+    assert!(err.contains("missing"), "{err}");
+    assert_eq!(layers.list().problems.len(), 1);
+    layers.remove(&name("broken")).unwrap();
+    assert!(layers.get(&name("broken")).unwrap().is_none());
 }
 
 #[test]
