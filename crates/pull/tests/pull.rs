@@ -76,7 +76,7 @@ async fn hugging_face_quant_is_chosen_verified_and_stored() {
     let entry = run(&store, "hf.co/acme/Tiny-GGUF:q4_k_m", &options(&registry))
         .await
         .unwrap();
-    assert_eq!(entry.name.to_string(), "hf.co/acme/tiny-gguf:Q4_K_M");
+    assert_eq!(entry.name.to_string(), "hf.co/acme/Tiny-GGUF:Q4_K_M");
     assert_eq!(std::fs::read(&entry.files[0]).unwrap(), wanted);
     assert_eq!(
         registry.bytes_served(),

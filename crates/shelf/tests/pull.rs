@@ -90,13 +90,13 @@ fn pull_from_hugging_face_by_quant_then_run() {
     assert!(out.contains(&sha256_hex(&model)), "{out}");
     let listed = ok(&shelf_in(dir.path(), &registry, &["list"]));
     assert!(
-        listed.contains("hf.co/acme/smollm2-135m-instruct-gguf:Q4_1"),
+        listed.contains("hf.co/acme/SmolLM2-135M-Instruct-GGUF:Q4_1"),
         "{listed}"
     );
     let shown = ok(&shelf_in(
         dir.path(),
         &registry,
-        &["show", "hf.co/acme/SmolLM2-135M-Instruct-GGUF:Q4_1"],
+        &["show", "hf.co/ACME/smollm2-135m-instruct-gguf:q4_1"],
     ));
     for fact in ["llama", "Q4_1", "8192", "chat template   yes", "apache-2.0"] {
         assert!(shown.contains(fact), "{fact} missing from:\n{shown}");

@@ -65,7 +65,8 @@ impl Layers {
                 Ok((entries, problems)) => {
                     listing.problems.extend(problems);
                     for entry in entries {
-                        if seen.insert(entry.name.key()) {
+                        let key = entry.name.key().map(|part| part.to_ascii_lowercase());
+                        if seen.insert(key) {
                             listing.entries.push(entry);
                         }
                     }

@@ -10,7 +10,8 @@
 //! | `hf.co/OWNER/REPO/FILE.gguf`              | Hugging Face, that file                 |
 //!
 //! A local name (`shelf import FILE --name mine`) is a registry name that was
-//! never pulled, exactly as in Ollama.
+//! never pulled, exactly as in Ollama. Registry names are lowercased; Hugging
+//! Face owners and repositories keep their case (the store matches any case).
 
 use std::fmt;
 
@@ -43,7 +44,8 @@ pub struct RegistryName {
 /// A Hugging Face repository and which GGUF in it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HfName {
-    /// Owner and repository as written: URLs use them as they are.
+    /// Owner and repository as written: URLs and listings use them as they
+    /// are; the store matches them regardless of case.
     pub owner: String,
     pub repo: String,
     pub target: HfTarget,
@@ -126,12 +128,7 @@ impl ModelName {
                     HfTarget::Quant(q) => q.to_ascii_uppercase(),
                     HfTarget::File(f) => f.clone(),
                 };
-                [
-                    HF_HOST.to_string(),
-                    h.owner.to_ascii_lowercase(),
-                    h.repo.to_ascii_lowercase(),
-                    tag,
-                ]
+                [HF_HOST.to_string(), h.owner.clone(), h.repo.clone(), tag]
             }
         }
     }
@@ -297,7 +294,7 @@ mod tests {
     fn hugging_face_names() {
         check(
             "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:q4_k_m",
-            Ok("hf.co/bartowski/llama-3.2-1b-instruct-gguf:Q4_K_M"),
+            Ok("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"),
         );
         check("huggingface.co/a/b", Ok("hf.co/a/b:latest"));
         check("hf.co/a/b/Model.Q4_1.gguf", Ok("hf.co/a/b/Model.Q4_1.gguf"));

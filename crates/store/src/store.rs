@@ -220,12 +220,17 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Where the manifest of `name` is. Names match regardless of case, as
+    /// in Ollama: an existing manifest spelled differently is the one meant,
+    /// and keeps the spelling it was first written with.
     pub(crate) fn manifest_path(&self, name: &ModelName) -> PathBuf {
-        let mut path = self.root.join("manifests");
-        for part in name.key() {
-            path.push(part);
+        let base = self.root.join("manifests");
+        let key = name.key();
+        let exact = key.iter().fold(base.clone(), |path, part| path.join(part));
+        if exact.is_file() {
+            return exact;
         }
-        path
+        find_ignoring_case(&base, &key).unwrap_or(exact)
     }
 
     /// `tmp/`, created if needed: staging for every write.
@@ -356,7 +361,7 @@ impl Store {
             .map(|l| l.digest.clone())
             .ok_or_else(|| corrupt("no GGUF layer".into()))?;
         Ok(Some(ModelEntry {
-            name: name.clone(),
+            name: name_at(&manifest_path).unwrap_or_else(|| name.clone()),
             size: manifest.blobs().map(|l| l.size).sum(),
             manifest,
             files,
@@ -447,6 +452,41 @@ fn available_space(dir: &Path) -> io::Result<u64> {
 #[cfg(not(unix))]
 fn available_space(_dir: &Path) -> io::Result<u64> {
     Ok(u64::MAX)
+}
+
+fn find_ignoring_case(dir: &Path, parts: &[String]) -> Option<PathBuf> {
+    let (first, rest) = parts.split_first()?;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let matches = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case(first));
+        if !matches {
+            continue;
+        }
+        let path = entry.path();
+        let found = if rest.is_empty() {
+            path.is_file().then_some(path)
+        } else {
+            find_ignoring_case(&path, rest)
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The name a manifest file stands for, as spelled on disk.
+fn name_at(manifest: &Path) -> Option<ModelName> {
+    let mut key: Vec<String> = manifest
+        .components()
+        .rev()
+        .take(4)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    key.reverse();
+    ModelName::from_key(&key)
 }
 
 fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, StoreError> {

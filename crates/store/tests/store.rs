@@ -56,7 +56,7 @@ fn import_list_get_copy_remove() {
         .unwrap();
     assert_eq!(
         names(&store),
-        ["hf.co/some/repo:Q4_K_M", "tiny:latest", "tiny:v2"]
+        ["hf.co/Some/Repo:Q4_K_M", "tiny:latest", "tiny:v2"]
     );
     assert_eq!(blob_count(store.root()), 1, "one blob for three names");
 
