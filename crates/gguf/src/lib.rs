@@ -6,10 +6,12 @@
 //! enough to hand to llama.cpp; one that fails gets an error naming what is
 //! wrong. This crate knows nothing of llama.cpp or the rest of shelf.
 
+mod facts;
 mod file_type;
 mod reader;
 mod types;
 
+pub use facts::ModelFacts;
 pub use file_type::file_type_name;
 pub use reader::{Gguf, GgufError, TensorInfo};
 pub use types::{GgmlType, Value};
