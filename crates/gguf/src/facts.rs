@@ -66,7 +66,7 @@ impl Gguf {
                 None => bytes_by_type.push((tensor.ty.name.to_string(), tensor.bytes)),
             }
         }
-        bytes_by_type.sort_by(|a, b| b.1.cmp(&a.1));
+        bytes_by_type.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
         let tensor_bytes_named = |pred: &dyn Fn(&str) -> bool| -> u64 {
             self.tensors
                 .iter()
