@@ -1,0 +1,307 @@
+//! Memory, verdict and speed for one model on one box.
+
+use serde::Serialize;
+use shelf_gguf::ModelFacts;
+
+use crate::hardware::{Backend, Hardware};
+use crate::models::{quant_bits, CatalogModel};
+
+/// Need at most this share of usable memory to be comfortable; up to all of
+/// it is tight; more does not fit.
+pub const COMFORTABLE_FRACTION: f64 = 0.8;
+
+/// Tokens per llama.cpp micro-batch: sizes the compute buffer.
+const UBATCH: u64 = 512;
+
+/// What the planner needs to know about a model, from a GGUF or the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub quant: String,
+    pub parameters: u64,
+    pub active_parameters: u64,
+    pub weight_bytes: u64,
+    /// Weight bytes read per generated token: all but the embedding table,
+    /// and only the used experts of an MoE.
+    pub bytes_per_token: u64,
+    pub layers: u32,
+    pub embedding: u32,
+    pub feed_forward: u32,
+    /// K plus V elements cached per token per layer.
+    pub kv_width: u64,
+    pub vocab: u64,
+    pub context_length: u64,
+}
+
+impl ModelSpec {
+    /// From a parsed GGUF's facts.
+    pub fn from_facts(name: &str, quant: &str, facts: &ModelFacts) -> Self {
+        let expert_share = if facts.experts > 0 {
+            facts.expert_bytes as f64
+                * (1.0 - f64::from(facts.experts_used) / f64::from(facts.experts))
+        } else {
+            0.0
+        };
+        let bytes_per_token = facts
+            .tensor_bytes
+            .saturating_sub(facts.token_embedding_bytes)
+            .saturating_sub(expert_share as u64);
+        let active = (facts.parameters as f64 * bytes_per_token as f64
+            / facts.tensor_bytes.max(1) as f64) as u64;
+        Self {
+            name: name.into(),
+            quant: quant.into(),
+            parameters: facts.parameters,
+            active_parameters: if facts.experts > 0 {
+                active
+            } else {
+                facts.parameters
+            },
+            weight_bytes: facts.tensor_bytes,
+            bytes_per_token,
+            layers: facts.layers,
+            embedding: facts.embedding,
+            feed_forward: facts.feed_forward,
+            kv_width: u64::from(facts.kv_heads) * u64::from(facts.head_dim_k + facts.head_dim_v),
+            vocab: facts.vocab,
+            context_length: facts.context_length,
+        }
+    }
+
+    /// A catalog model at a quant; `None` for an unknown quant.
+    pub fn from_catalog(model: &CatalogModel, quant: &str) -> Option<Self> {
+        let bits = quant_bits(quant)?;
+        let bytes = |params: u64| (params as f64 * bits / 8.0) as u64;
+        let embedding_params = u64::from(model.vocab) * u64::from(model.embedding);
+        let kv_width = match model.kv_widths {
+            Some((k, v)) => u64::from(k + v),
+            None => 2 * u64::from(model.kv_heads) * u64::from(model.head_dim),
+        };
+        Some(Self {
+            name: model.name.into(),
+            quant: quant.to_ascii_uppercase(),
+            parameters: model.parameters,
+            active_parameters: model.active_parameters,
+            weight_bytes: bytes(model.parameters),
+            bytes_per_token: bytes(model.active_parameters.saturating_sub(embedding_params)),
+            layers: model.layers,
+            embedding: model.embedding,
+            feed_forward: model.feed_forward,
+            kv_width,
+            vocab: u64::from(model.vocab),
+            context_length: u64::from(model.context_length),
+        })
+    }
+}
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvType {
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+impl KvType {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "f16" => Some(Self::F16),
+            "q8_0" => Some(Self::Q8_0),
+            "q4_0" => Some(Self::Q4_0),
+            _ => None,
+        }
+    }
+
+    fn bytes_per_element(self) -> f64 {
+        match self {
+            Self::F16 => 2.0,
+            Self::Q8_0 => 34.0 / 32.0,
+            Self::Q4_0 => 18.0 / 32.0,
+        }
+    }
+}
+
+/// How the model will be run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitOptions {
+    /// Context per sequence, in tokens.
+    pub ctx: u64,
+    /// Sequences served at once, each with its own `ctx`.
+    pub parallel: u64,
+    pub kv_type: KvType,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            ctx: 4096,
+            parallel: 1,
+            kv_type: KvType::F16,
+        }
+    }
+}
+
+/// Memory by purpose, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub compute: u64,
+    pub overhead: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Comfortable,
+    Tight,
+    No,
+}
+
+impl Verdict {
+    pub fn fits(self) -> bool {
+        self != Self::No
+    }
+}
+
+/// The planner's answer for one model on one box.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub memory: Memory,
+    pub usable_bytes: u64,
+    pub verdict: Verdict,
+    /// Layers that fit in GPU memory, when not all of them do (discrete GPUs).
+    pub gpu_layers: Option<u32>,
+    pub decode_tps: f64,
+    pub prefill_tps: f64,
+    /// The memory-bandwidth ceiling on decode: bandwidth ÷ bytes per token.
+    pub bound_tps: f64,
+}
+
+/// Per-backend constants, fitted to published llama.cpp results (docs/planner.md).
+struct Efficiency {
+    /// Share of peak bandwidth decode reaches.
+    bandwidth: f64,
+    /// Fixed cost per layer per token (kernel launches, thread barriers), seconds.
+    per_layer: f64,
+    /// Share of peak FP16 compute prefill reaches.
+    compute: f64,
+    /// Memory the runtime takes besides buffers.
+    overhead: u64,
+}
+
+fn efficiency(backend: Backend) -> Efficiency {
+    match backend {
+        Backend::Metal => Efficiency {
+            bandwidth: 0.75,
+            per_layer: 130e-6,
+            compute: 0.45,
+            overhead: 256 << 20,
+        },
+        Backend::Cuda => Efficiency {
+            bandwidth: 0.75,
+            per_layer: 40e-6,
+            compute: 0.35,
+            overhead: 512 << 20,
+        },
+        Backend::Vulkan => Efficiency {
+            bandwidth: 0.7,
+            per_layer: 100e-6,
+            compute: 0.3,
+            overhead: 512 << 20,
+        },
+        Backend::Cpu => Efficiency {
+            bandwidth: 0.85,
+            per_layer: 20e-6,
+            compute: 0.5,
+            overhead: 64 << 20,
+        },
+    }
+}
+
+/// Memory, verdict, GPU layers and speeds of `model` on `hardware`.
+pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) -> Estimate {
+    let eff = efficiency(hardware.backend);
+    let cells = options.ctx.max(1) * options.parallel.max(1);
+    let kv_cache = (cells as f64
+        * u64::from(model.layers) as f64
+        * model.kv_width as f64
+        * options.kv_type.bytes_per_element()) as u64;
+    // Logits for a micro-batch dominate; activations add a few widths.
+    let compute = UBATCH
+        * (model.vocab + 4 * u64::from(model.embedding) + 2 * u64::from(model.feed_forward))
+        * 4;
+    let memory = Memory {
+        weights: model.weight_bytes,
+        kv_cache,
+        compute,
+        overhead: eff.overhead,
+        total: model.weight_bytes + kv_cache + compute + eff.overhead,
+    };
+    let usable = hardware.usable_bytes;
+    let verdict = verdict_for(memory.total, usable);
+    let gpu_layers =
+        (verdict == Verdict::No && !hardware.unified && hardware.backend != Backend::Cpu)
+            .then(|| layers_that_fit(model, &memory, usable));
+
+    let bandwidth = hardware.bandwidth_gbs * 1e9;
+    let bound_tps = bandwidth / model.bytes_per_token.max(1) as f64;
+    let seconds_per_token = model.bytes_per_token as f64 / (bandwidth * eff.bandwidth)
+        + f64::from(model.layers) * eff.per_layer;
+    let prefill_tps =
+        hardware.fp16_tflops * 1e12 * eff.compute / (2.0 * model.active_parameters.max(1) as f64);
+    Estimate {
+        memory,
+        usable_bytes: usable,
+        verdict,
+        gpu_layers,
+        decode_tps: 1.0 / seconds_per_token,
+        prefill_tps,
+        bound_tps,
+    }
+}
+
+/// Several models resident at once: their memory adds up (the runtime's
+/// overhead once); the verdict is for all of them together.
+pub fn estimate_together(
+    models: &[ModelSpec],
+    hardware: &Hardware,
+    options: &FitOptions,
+) -> (Memory, Verdict) {
+    let overhead = efficiency(hardware.backend).overhead;
+    let mut total = Memory {
+        weights: 0,
+        kv_cache: 0,
+        compute: 0,
+        overhead,
+        total: overhead,
+    };
+    for model in models {
+        let one = estimate(model, hardware, options).memory;
+        total.weights += one.weights;
+        total.kv_cache += one.kv_cache;
+        total.compute += one.compute;
+        total.total += one.total - one.overhead;
+    }
+    (total, verdict_for(total.total, hardware.usable_bytes))
+}
+
+fn verdict_for(total: u64, usable: u64) -> Verdict {
+    if total as f64 <= usable as f64 * COMFORTABLE_FRACTION {
+        Verdict::Comfortable
+    } else if total <= usable {
+        Verdict::Tight
+    } else {
+        Verdict::No
+    }
+}
+
+/// How many layers fit beside the buffers, each taking its share of weights and KV.
+fn layers_that_fit(model: &ModelSpec, memory: &Memory, usable: u64) -> u32 {
+    let layers = u64::from(model.layers.max(1));
+    let per_layer = (memory.weights + memory.kv_cache) / layers;
+    let room = usable.saturating_sub(memory.compute + memory.overhead);
+    u32::try_from((room / per_layer.max(1)).min(layers)).unwrap_or(0)
+}
