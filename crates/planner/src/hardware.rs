@@ -102,12 +102,15 @@ fn gpu(
     }
 }
 
+/// RAM in GiB, and the list price at that tier.
+type Tier = (u64, f64);
+/// (chip, GPU cores, tiers, bandwidth GB/s, FP16 TFLOPS, watts at load and idle, product).
+type AppleLine = (&'static str, u32, &'static [Tier], f64, f64, (f64, f64), &'static str);
+
 /// Every named box, Apple first.
 pub fn hardware_catalog() -> Vec<Hardware> {
     let mut boxes = Vec::new();
-    // (chip, GPU cores, RAM tiers with prices, bandwidth GB/s, FP16 TFLOPS, watts, product)
-    type Tier = (u64, f64);
-    let apple_lines: &[(&str, u32, &[Tier], f64, f64, (f64, f64), &str)] = &[
+    let apple_lines: &[AppleLine] = &[
         (
             "M1 Pro",
             16,
