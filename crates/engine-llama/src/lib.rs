@@ -9,4 +9,4 @@ mod decode;
 mod load;
 mod sampler;
 
-pub use load::{backend_description, LlamaEngine, LlamaModelHandle};
+pub use load::{backend_description, devices, Device, LlamaEngine, LlamaModelHandle};

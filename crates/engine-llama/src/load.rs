@@ -31,6 +31,43 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
         })
 }
 
+/// A compute device llama.cpp can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// e.g. `CUDA0`.
+    pub name: String,
+    /// e.g. `NVIDIA H100 80GB HBM3`.
+    pub description: String,
+    /// e.g. `CUDA`, `Metal`, `CPU`.
+    pub backend: String,
+    pub memory_total: u64,
+    pub memory_free: u64,
+    /// A GPU (discrete or integrated) rather than the CPU.
+    pub is_gpu: bool,
+}
+
+/// The devices of the compiled-in backends, GPUs first.
+pub fn devices() -> Result<Vec<Device>, EngineError> {
+    backend()?;
+    let mut found: Vec<Device> = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| Device {
+            is_gpu: matches!(
+                d.device_type,
+                llama_cpp_2::LlamaBackendDeviceType::Gpu
+                    | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
+            ),
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+            memory_total: d.memory_total as u64,
+            memory_free: d.memory_free as u64,
+        })
+        .collect();
+    found.sort_by_key(|d| !d.is_gpu);
+    Ok(found)
+}
+
 /// A short description of the compiled-in backends, e.g. `cpu` or `cuda`.
 pub fn backend_description() -> &'static str {
     if cfg!(feature = "cuda") {

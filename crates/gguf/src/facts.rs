@@ -12,8 +12,12 @@ pub struct ModelFacts {
     pub tensor_bytes: u64,
     /// Bytes by tensor element type (`Q4_K`, `F32`, ...), largest first.
     pub bytes_by_type: Vec<(String, u64)>,
-    /// Bytes of the token embedding table: only one row of it is read per token.
+    /// Bytes of the token embedding table: only one row of it is read per
+    /// token, unless it doubles as the output matrix.
     pub token_embedding_bytes: u64,
+    /// No `output.weight`: the embedding table is also the output matrix,
+    /// read whole for every token.
+    pub tied_embeddings: bool,
     /// Bytes of MoE expert tensors (`*_exps`): only the used experts are read per token.
     pub expert_bytes: u64,
     pub layers: u32,
@@ -83,6 +87,7 @@ impl Gguf {
             tensor_bytes: self.tensors.iter().map(|t| t.bytes).sum(),
             bytes_by_type,
             token_embedding_bytes: tensor_bytes_named(&|n| n == "token_embd.weight"),
+            tied_embeddings: !self.tensors.iter().any(|t| t.name == "output.weight"),
             expert_bytes: tensor_bytes_named(&|n| n.contains("_exps")),
             layers,
             embedding,

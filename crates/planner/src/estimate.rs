@@ -42,9 +42,14 @@ impl ModelSpec {
         } else {
             0.0
         };
+        let embedding_not_read = if facts.tied_embeddings {
+            0
+        } else {
+            facts.token_embedding_bytes
+        };
         let bytes_per_token = facts
             .tensor_bytes
-            .saturating_sub(facts.token_embedding_bytes)
+            .saturating_sub(embedding_not_read)
             .saturating_sub(expert_share as u64);
         let active = (facts.parameters as f64 * bytes_per_token as f64
             / facts.tensor_bytes.max(1) as f64) as u64;
@@ -72,7 +77,11 @@ impl ModelSpec {
     pub fn from_catalog(model: &CatalogModel, quant: &str) -> Option<Self> {
         let bits = quant_bits(quant)?;
         let bytes = |params: u64| (params as f64 * bits / 8.0) as u64;
-        let embedding_params = u64::from(model.vocab) * u64::from(model.embedding);
+        let embedding_params = if model.tied_embeddings {
+            0
+        } else {
+            u64::from(model.vocab) * u64::from(model.embedding)
+        };
         let kv_width = match model.kv_widths {
             Some((k, v)) => u64::from(k + v),
             None => 2 * u64::from(model.kv_heads) * u64::from(model.head_dim),
@@ -213,10 +222,10 @@ fn efficiency(backend: Backend) -> Efficiency {
             overhead: 512 << 20,
         },
         Backend::Cpu => Efficiency {
-            bandwidth: 0.85,
-            per_layer: 20e-6,
+            bandwidth: 0.6,
+            per_layer: 40e-6,
             compute: 0.5,
-            overhead: 64 << 20,
+            overhead: 8 << 20,
         },
     }
 }

@@ -105,7 +105,15 @@ fn gpu(
 /// RAM in GiB, and the list price at that tier.
 type Tier = (u64, f64);
 /// (chip, GPU cores, tiers, bandwidth GB/s, FP16 TFLOPS, watts at load and idle, product).
-type AppleLine = (&'static str, u32, &'static [Tier], f64, f64, (f64, f64), &'static str);
+type AppleLine = (
+    &'static str,
+    u32,
+    &'static [Tier],
+    f64,
+    f64,
+    (f64, f64),
+    &'static str,
+);
 
 /// Every named box, Apple first.
 pub fn hardware_catalog() -> Vec<Hardware> {

@@ -58,6 +58,8 @@ pub struct CatalogModel {
     pub context_length: u32,
     pub experts: u32,
     pub experts_used: u32,
+    /// The embedding table is also the output matrix (Gemma).
+    pub tied_embeddings: bool,
     /// The quant to show when a table lists the model once.
     pub default_quant: &'static str,
 }
@@ -94,6 +96,7 @@ const fn dense(
         context_length,
         experts: 0,
         experts_used: 0,
+        tied_embeddings: false,
         default_quant: "Q4_K_M",
     }
 }

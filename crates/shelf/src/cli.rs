@@ -146,6 +146,70 @@ pub enum Command {
     Cp(CpArgs),
     /// Delete blobs no model uses; pulls in progress are left alone
     Gc(GcArgs),
+    /// Will a model fit on this box (or a named one), and how fast will it go?
+    Fit(FitArgs),
+    /// What a million tokens cost on the box, next to hosted APIs
+    Cost(CostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// A catalog model with a quant (llama-3.3-70b:Q4_K_M), a .gguf, or a store name; none lists the catalog
+    pub model: Option<String>,
+    /// A catalog box (`--list-hardware`); default: this machine, detected
+    #[arg(long)]
+    pub hardware: Option<String>,
+    /// Sequences served at once, each with its own context
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub parallel: u64,
+    /// KV cache element type: f16, q8_0 or q4_0
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// List the catalog's boxes
+    #[arg(long)]
+    pub list_hardware: bool,
+    /// List the catalog's models
+    #[arg(long)]
+    pub list_models: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// Models (as for `fit`); default: Llama 3.3 70B Q4_K_M, Qwen 2.5 32B Q8_0, Llama 3.1 8B Q4_K_M
+    pub models: Vec<String>,
+    /// A catalog box; default: this machine (then --price is needed)
+    #[arg(long)]
+    pub hardware: Option<String>,
+    /// The box's price in USD [default: the catalog's]
+    #[arg(long)]
+    pub price: Option<f64>,
+    /// Watts while generating [default: the catalog's]
+    #[arg(long)]
+    pub watts_load: Option<f64>,
+    /// Watts while idle [default: the catalog's]
+    #[arg(long)]
+    pub watts_idle: Option<f64>,
+    /// Electricity, USD per kWh
+    #[arg(long, default_value_t = shelf_planner::CostInputs::DEFAULT_USD_PER_KWH)]
+    pub kwh_price: f64,
+    /// Share of the time the box is generating, 0 to 1
+    #[arg(long, default_value_t = shelf_planner::CostInputs::DEFAULT_UTILISATION)]
+    pub utilisation: f64,
+    /// Months the box is paid off over
+    #[arg(long, default_value_t = shelf_planner::CostInputs::DEFAULT_LIFETIME_MONTHS)]
+    pub lifetime_months: f64,
+    /// Decode speed to use instead of the prediction (a `shelf bench` result)
+    #[arg(long)]
+    pub tps: Option<f64>,
+    /// Add or replace an API price: NAME=USD per million output tokens (repeatable)
+    #[arg(long)]
+    pub api_price: Vec<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

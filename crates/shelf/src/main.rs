@@ -7,6 +7,8 @@
 mod bench;
 mod catalog;
 mod cli;
+mod fit;
+mod probe;
 mod progress;
 mod pull;
 mod run;
@@ -50,6 +52,8 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Rm(args) => store_cmds::rm(&globals, args),
         cli::Command::Cp(args) => store_cmds::cp(&globals, args),
         cli::Command::Gc(args) => store_cmds::gc(&globals, args),
+        cli::Command::Fit(args) => fit::fit(&globals, args),
+        cli::Command::Cost(args) => fit::cost(&globals, args),
     }
 }
 

@@ -1,0 +1,420 @@
+//! `shelf fit` and `shelf cost`: the planner's answers, for a named box or
+//! this one.
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use shelf_planner::{
+    api_prices, catalog_model, cost_per_mtok, estimate, estimate_together, hardware_catalog,
+    model_catalog, seed_claims, ApiPrice, CostInputs, Estimate, FitOptions, Hardware, KvType,
+    ModelSpec, API_PRICES_DATE, COMFORTABLE_FRACTION,
+};
+
+use crate::cli::{CostArgs, FitArgs, Globals};
+use crate::probe;
+use crate::store_cmds::human_bytes;
+
+/// One row of `shelf fit --json`: the fields scripts rely on, and the parts.
+#[derive(Debug, Serialize)]
+struct FitRow {
+    model: String,
+    quant: String,
+    hardware: String,
+    memory_bytes: u64,
+    weights_bytes: u64,
+    kv_cache_bytes: u64,
+    compute_bytes: u64,
+    overhead_bytes: u64,
+    usable_bytes: u64,
+    verdict: shelf_planner::Verdict,
+    gpu_layers: Option<u32>,
+    decode_tps: f64,
+    prefill_tps: f64,
+    bound_tps: f64,
+}
+
+impl FitRow {
+    fn new(spec: &ModelSpec, hardware: &Hardware, estimate: &Estimate) -> Self {
+        Self {
+            model: spec.name.clone(),
+            quant: spec.quant.clone(),
+            hardware: hardware.name.clone(),
+            memory_bytes: estimate.memory.total,
+            weights_bytes: estimate.memory.weights,
+            kv_cache_bytes: estimate.memory.kv_cache,
+            compute_bytes: estimate.memory.compute,
+            overhead_bytes: estimate.memory.overhead,
+            usable_bytes: estimate.usable_bytes,
+            verdict: estimate.verdict,
+            gpu_layers: estimate.gpu_layers,
+            decode_tps: round1(estimate.decode_tps),
+            prefill_tps: round1(estimate.prefill_tps),
+            bound_tps: round1(estimate.bound_tps),
+        }
+    }
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
+    if args.list_hardware {
+        return list_hardware(args.json);
+    }
+    if args.list_models {
+        return list_models(args.json);
+    }
+    let hardware = resolve_hardware(globals, args.hardware.as_deref())?;
+    let kv_type = KvType::parse(&args.kv_type)
+        .with_context(|| format!("--kv-type '{}': use f16, q8_0 or q4_0", args.kv_type))?;
+    let options = FitOptions {
+        // The global --ctx: context per sequence, as `serve` would use it.
+        ctx: globals.ctx.map_or(4096, u64::from),
+        parallel: args.parallel,
+        kv_type,
+    };
+    match &args.model {
+        Some(model) => {
+            let spec = model_spec(globals, model)?;
+            let estimate = estimate(&spec, &hardware, &options);
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&FitRow::new(&spec, &hardware, &estimate))?
+                );
+            } else {
+                print_one(&spec, &hardware, &options, &estimate);
+            }
+        }
+        None => print_table(&hardware, &options, args.json)?,
+    }
+    Ok(())
+}
+
+/// A catalog model (`FAMILY-SIZE:QUANT`), a GGUF path, or a store name.
+pub fn model_spec(globals: &Globals, model: &str) -> anyhow::Result<ModelSpec> {
+    if let Some((name, quant)) = model.rsplit_once(':') {
+        if let Some(entry) = catalog_model(name) {
+            return ModelSpec::from_catalog(&entry, quant).with_context(|| {
+                let known: Vec<&str> = shelf_planner::QUANTS.iter().map(|(q, _)| *q).collect();
+                format!(
+                    "unknown quant '{quant}'; the planner knows {}",
+                    known.join(", ")
+                )
+            });
+        }
+    }
+    if let Some(entry) = catalog_model(model) {
+        bail!("say which quant: {}:{}", entry.name, entry.default_quant);
+    }
+    let layers = globals.layers()?;
+    let files = match crate::catalog::looks_like_path(model) {
+        true => vec![std::path::PathBuf::from(model)],
+        false => {
+            let name = shelf_store::ModelName::parse(model)?;
+            layers
+                .get(&name)?
+                .with_context(|| {
+                    format!("'{model}' is not a catalog model (`shelf fit --list-models`), a file, or in the store")
+                })?
+                .files
+        }
+    };
+    let mut facts = None::<shelf_gguf::ModelFacts>;
+    let mut quant = None;
+    for file in &files {
+        let gguf = shelf_gguf::Gguf::open(file)?;
+        let part = gguf.facts();
+        quant = quant.or_else(|| gguf.quantization());
+        facts = Some(match facts {
+            None => part,
+            // Later parts of a split model only add tensors.
+            Some(mut first) => {
+                first.parameters += part.parameters;
+                first.tensor_bytes += part.tensor_bytes;
+                first.expert_bytes += part.expert_bytes;
+                first.token_embedding_bytes += part.token_embedding_bytes;
+                first
+            }
+        });
+    }
+    let facts = facts.context("the model has no GGUF file")?;
+    Ok(ModelSpec::from_facts(
+        model,
+        &quant.unwrap_or_else(|| "?".into()),
+        &facts,
+    ))
+}
+
+fn print_one(spec: &ModelSpec, hardware: &Hardware, options: &FitOptions, estimate: &Estimate) {
+    let m = &estimate.memory;
+    println!(
+        "{} {} on {} ({})",
+        spec.name, spec.quant, hardware.name, hardware.description
+    );
+    println!(
+        "  memory    {} = weights {} + KV cache {} (ctx {} x {}, {:?}) + compute {} + overhead {}",
+        human_bytes(m.total),
+        human_bytes(m.weights),
+        human_bytes(m.kv_cache),
+        options.ctx,
+        options.parallel,
+        options.kv_type,
+        human_bytes(m.compute),
+        human_bytes(m.overhead)
+    );
+    println!(
+        "  verdict   {} ({:.0}% of {} usable; comfortable up to {:.0}%, tight up to 100%)",
+        verdict_word(estimate.verdict),
+        m.total as f64 / estimate.usable_bytes.max(1) as f64 * 100.0,
+        human_bytes(estimate.usable_bytes),
+        COMFORTABLE_FRACTION * 100.0
+    );
+    if let Some(layers) = estimate.gpu_layers {
+        println!(
+            "  GPU       {layers} of {} layers fit in GPU memory; the rest would run on the CPU",
+            spec.layers
+        );
+    }
+    println!(
+        "  decode    {:.1} tokens/s predicted; {:.1} tokens/s is the memory-bandwidth bound ({} GB/s / {} per token)",
+        estimate.decode_tps,
+        estimate.bound_tps,
+        hardware.bandwidth_gbs,
+        human_bytes(spec.bytes_per_token)
+    );
+    println!("  prefill   {:.0} tokens/s predicted", estimate.prefill_tps);
+}
+
+fn verdict_word(verdict: shelf_planner::Verdict) -> &'static str {
+    match verdict {
+        shelf_planner::Verdict::Comfortable => "comfortable",
+        shelf_planner::Verdict::Tight => "tight",
+        shelf_planner::Verdict::No => "does not fit",
+    }
+}
+
+/// Every catalog model at Q4_K_M and Q8_0 on one box, then models together and claims.
+fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for model in model_catalog() {
+        for quant in ["Q4_K_M", "Q8_0"] {
+            if let Some(spec) = ModelSpec::from_catalog(&model, quant) {
+                let estimate = estimate(&spec, hardware, options);
+                rows.push(FitRow::new(&spec, hardware, &estimate));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}): {} usable, {} GB/s",
+        hardware.name,
+        hardware.description,
+        human_bytes(hardware.usable_bytes),
+        hardware.bandwidth_gbs
+    );
+    println!(
+        "context {} x {}, KV cache {:?}\n",
+        options.ctx, options.parallel, options.kv_type
+    );
+    println!(
+        "{:<32} {:<7} {:>9} {:<13} {:>8} {:>8} {:>9}",
+        "MODEL", "QUANT", "MEMORY", "VERDICT", "DECODE", "BOUND", "PREFILL"
+    );
+    for row in &rows {
+        let verdict = match row.gpu_layers {
+            Some(layers) => format!("no ({layers} on GPU)"),
+            None => verdict_word(row.verdict).to_string(),
+        };
+        println!(
+            "{:<32} {:<7} {:>9} {:<13} {:>6.1}/s {:>6.1}/s {:>7.0}/s",
+            row.model,
+            row.quant,
+            human_bytes(row.memory_bytes),
+            verdict,
+            row.decode_tps,
+            row.bound_tps,
+            row.prefill_tps
+        );
+    }
+    let small: Vec<ModelSpec> = ["llama-3.1-8b", "qwen-2.5-7b", "mistral-nemo-12b"]
+        .iter()
+        .filter_map(|name| catalog_model(name))
+        .filter_map(|m| ModelSpec::from_catalog(&m, "Q4_K_M"))
+        .collect();
+    let (memory, verdict) = estimate_together(&small, hardware, options);
+    let names: Vec<&str> = small.iter().map(|s| s.name.as_str()).collect();
+    println!(
+        "\ntogether: {} at Q4_K_M need {}: {}",
+        names.join(" + "),
+        human_bytes(memory.total),
+        verdict_word(verdict)
+    );
+    for claim in seed_claims()
+        .into_iter()
+        .filter(|c| c.hardware == hardware.name)
+    {
+        let Some(row) = rows
+            .iter()
+            .find(|r| format!("{}:{}", r.model, r.quant) == claim.model)
+        else {
+            continue;
+        };
+        let flag = if claim.claimed_low_tps > row.bound_tps {
+            "ABOVE the bandwidth bound"
+        } else {
+            "within the bound"
+        };
+        println!(
+            "claim: {} on {} at \"{}\" ({}-{} t/s) is {flag} of {:.1} t/s; expect about {:.1} t/s without speculative decoding",
+            claim.model, claim.hardware, claim.said, claim.claimed_low_tps, claim.claimed_high_tps, row.bound_tps, row.decode_tps
+        );
+    }
+    Ok(())
+}
+
+fn list_hardware(json: bool) -> anyhow::Result<()> {
+    let catalog = hardware_catalog();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>8} {:>9} {:>8} {:>8} {:>9}  DESCRIPTION",
+        "NAME", "MEMORY", "BANDWIDTH", "FP16", "PRICE", "WATTS"
+    );
+    for h in catalog {
+        println!(
+            "{:<16} {:>8} {:>5} GB/s {:>5} TF {:>7}$ {:>4}/{:<4} {}",
+            h.name,
+            human_bytes(h.memory_bytes),
+            h.bandwidth_gbs,
+            h.fp16_tflops,
+            h.price_usd,
+            h.watts_load,
+            h.watts_idle,
+            h.description
+        );
+    }
+    Ok(())
+}
+
+fn list_models(json: bool) -> anyhow::Result<()> {
+    let catalog = model_catalog();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>8} {:>8} {:>6} {:>8}  QUANTS",
+        "MODEL", "PARAMS", "ACTIVE", "LAYERS", "CONTEXT"
+    );
+    let quants: Vec<&str> = shelf_planner::QUANTS.iter().map(|(q, _)| *q).collect();
+    for m in catalog {
+        println!(
+            "{:<32} {:>7.1}B {:>7.1}B {:>6} {:>8}  {}",
+            m.name,
+            m.parameters as f64 / 1e9,
+            m.active_parameters as f64 / 1e9,
+            m.layers,
+            m.context_length,
+            if m.name == "llama-3.3-70b" {
+                quants.join(" ")
+            } else {
+                String::from("(same)")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// A catalog box by name, or this one, detected.
+pub fn resolve_hardware(globals: &Globals, name: Option<&str>) -> anyhow::Result<Hardware> {
+    match name {
+        Some(name) => Hardware::named(name).with_context(|| {
+            format!("unknown hardware '{name}'; `shelf fit --list-hardware` shows the names")
+        }),
+        None => Ok(probe::this_box(globals.threads)),
+    }
+}
+
+pub fn cost(globals: &Globals, args: CostArgs) -> anyhow::Result<()> {
+    let hardware = resolve_hardware(globals, args.hardware.as_deref())?;
+    let inputs = CostInputs {
+        price_usd: args.price.unwrap_or(hardware.price_usd),
+        watts_load: args.watts_load.unwrap_or(hardware.watts_load),
+        watts_idle: args.watts_idle.unwrap_or(hardware.watts_idle),
+        usd_per_kwh: args.kwh_price,
+        utilisation: args.utilisation,
+        lifetime_months: args.lifetime_months,
+    };
+    if inputs.price_usd <= 0.0 {
+        bail!("the box's price is unknown or not positive: pass --price USD (and --watts-load/--watts-idle)");
+    }
+    let mut apis = api_prices();
+    for custom in &args.api_price {
+        let (name, price) = custom
+            .split_once('=')
+            .and_then(|(n, p)| Some((n, p.parse::<f64>().ok()?)))
+            .with_context(|| {
+                format!("--api-price '{custom}': write NAME=USD_PER_MILLION_OUTPUT_TOKENS")
+            })?;
+        apis.retain(|a| a.name != name);
+        apis.push(ApiPrice {
+            name: name.into(),
+            usd_per_mtok_input: price,
+            usd_per_mtok_output: price,
+        });
+    }
+    let models = if args.models.is_empty() {
+        vec![
+            "llama-3.3-70b:Q4_K_M".to_string(),
+            "qwen-2.5-32b:Q8_0".into(),
+            "llama-3.1-8b:Q4_K_M".into(),
+        ]
+    } else {
+        args.models.clone()
+    };
+    let mut reports = Vec::new();
+    for model in &models {
+        let spec = model_spec(globals, model)?;
+        let tps = match args.tps {
+            Some(tps) => tps,
+            None => estimate(&spec, &hardware, &FitOptions::default()).decode_tps,
+        };
+        reports.push((model.clone(), cost_per_mtok(tps, &inputs, &apis)));
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(model, report)| serde_json::json!({"model": model, "hardware": hardware.name, "inputs": inputs, "api_prices_date": API_PRICES_DATE, "report": report}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{}: ${:.0}, {} W at load, {} W idle, ${}/kWh, {:.0}% busy, over {} months (API prices as of {API_PRICES_DATE})",
+        hardware.name, inputs.price_usd, inputs.watts_load, inputs.watts_idle, inputs.usd_per_kwh, inputs.utilisation * 100.0, inputs.lifetime_months
+    );
+    for (model, report) in &reports {
+        println!(
+            "\n{model}: {:.1} t/s, {:.1}M tokens/month, ${:.2}/month power + ${:.2}/month hardware = ${:.2} per million tokens",
+            report.decode_tps,
+            report.tokens_per_month / 1e6,
+            report.usd_per_month_power,
+            report.usd_per_month_hardware,
+            report.usd_per_mtok
+        );
+        for (api, price, months) in &report.break_even_months {
+            let when = months.map_or_else(
+                || "never pays back".to_string(),
+                |m| format!("pays back in {m:.1} months"),
+            );
+            println!("  vs {api:<24} ${price:>6.2}/M output: {when}");
+        }
+    }
+    Ok(())
+}

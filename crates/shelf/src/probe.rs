@@ -1,0 +1,121 @@
+//! What this box is: memory, GPUs (through the engine's device list), CPU
+//! cores, and memory bandwidth from a quick read probe.
+
+use std::time::Instant;
+
+use shelf_planner::{Backend, Hardware};
+
+/// This machine as the planner sees it.
+pub fn this_box(threads: Option<u32>) -> Hardware {
+    let memory = total_memory().unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let devices = shelf_engine_llama::devices().unwrap_or_default();
+    if let Some(gpu) = devices.iter().find(|d| d.is_gpu) {
+        if let Some(known) = known_gpu(&gpu.description, memory) {
+            return Hardware {
+                name: format!("this-box ({})", known.name),
+                description: format!("{} (detected)", gpu.description),
+                memory_bytes: gpu
+                    .memory_total
+                    .max(known.memory_bytes.min(gpu.memory_total)),
+                ..known
+            };
+        }
+    }
+    let threads = threads.map_or(cores, |t| t as usize);
+    let bandwidth = read_bandwidth_gbs(threads);
+    // About 50 GFLOPS per core with AVX2 or NEON FMA at half of peak.
+    let tflops = threads as f64 * 0.05;
+    Hardware::custom(
+        "this-box",
+        &format!(
+            "this machine: {cores} cores, {} of memory, {bandwidth:.1} GB/s measured with {threads} threads",
+            crate::store_cmds::human_bytes(memory)
+        ),
+        Backend::Cpu,
+        memory,
+        true,
+        bandwidth,
+        tflops,
+    )
+}
+
+/// A catalog GPU matching a device description, e.g. `NVIDIA H100 80GB HBM3`.
+fn known_gpu(description: &str, system_memory: u64) -> Option<Hardware> {
+    let d = description.to_ascii_lowercase();
+    let name = if d.contains("h200") {
+        "h200"
+    } else if d.contains("h100") && d.contains("pcie") {
+        "h100-pcie"
+    } else if d.contains("h100") {
+        "h100-sxm"
+    } else if d.contains("a100") && d.contains("40") {
+        "a100-40"
+    } else if d.contains("a100") {
+        "a100-80"
+    } else if d.contains("5090") {
+        "rtx-5090"
+    } else if d.contains("4090") {
+        "rtx-4090"
+    } else if d.contains("3090") {
+        "rtx-3090"
+    } else if d.contains("apple") {
+        // "Apple M4 Max": the catalog entry with this much memory.
+        let chip = d.trim_start_matches("apple ").replace(' ', "-");
+        let gib = system_memory >> 30;
+        return Hardware::named(&format!("{chip}-{gib}"));
+    } else {
+        return None;
+    };
+    Hardware::named(name)
+}
+
+fn total_memory() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+    #[cfg(target_os = "macos")]
+    {
+        let out = std::process::Command::new("sysctl")
+            .args(["-n", "hw.memsize"])
+            .output()
+            .ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        None
+    }
+}
+
+/// GB/s reading a 512 MiB buffer with `threads` threads: the median of
+/// nine passes, which is steadier than the best on a shared machine.
+pub fn read_bandwidth_gbs(threads: usize) -> f64 {
+    const WORDS: usize = 64 << 20;
+    let buffer: Vec<u64> = (0..WORDS as u64).collect();
+    let threads = threads.clamp(1, 256);
+    let chunk = WORDS.div_ceil(threads);
+    let mut passes = Vec::new();
+    for _ in 0..9 {
+        let start = Instant::now();
+        let total: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = buffer
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().fold(0u64, |a, &x| a.wrapping_add(x))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(total);
+        passes.push((WORDS * 8) as f64 / seconds / 1e9);
+    }
+    passes.sort_by(f64::total_cmp);
+    passes[passes.len() / 2]
+}

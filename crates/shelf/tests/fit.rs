@@ -1,0 +1,201 @@
+//! `shelf fit` and `shelf cost` from the command line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
+mod common;
+
+use common::shelf_output;
+use serde_json::Value;
+use shelf_testmodels::{path, SMOLLM2};
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = shelf_output(args, dir.path());
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = run(args);
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[test]
+fn the_seed_box_table_as_json() {
+    let rows = json(&["fit", "--hardware", "m4-max-64", "--json"]);
+    let row = |model: &str, quant: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == model && r["quant"] == quant)
+            .unwrap_or_else(|| panic!("{model}:{quant} missing"))
+            .clone()
+    };
+    for field in [
+        "model",
+        "quant",
+        "memory_bytes",
+        "verdict",
+        "decode_tps",
+        "prefill_tps",
+        "bound_tps",
+    ] {
+        assert!(!row("llama-3.1-8b", "Q4_K_M")[field].is_null(), "{field}");
+    }
+    assert_ne!(row("llama-3.3-70b", "Q4_K_M")["verdict"], "no");
+    assert_ne!(row("qwen-2.5-32b", "Q8_0")["verdict"], "no");
+    assert_eq!(row("deepseek-v3-671b", "Q4_K_M")["verdict"], "no");
+    let bound = row("llama-3.3-70b", "Q4_K_M")["bound_tps"]
+        .as_f64()
+        .unwrap();
+    assert!((12.0..14.0).contains(&bound), "{bound}");
+}
+
+#[test]
+fn the_seed_box_table_flags_the_claims_and_fits_small_models_together() {
+    let (ok, stdout, stderr) = run(&["fit", "--hardware", "m4-max-64"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.matches("ABOVE the bandwidth bound").count(),
+        2,
+        "{stdout}"
+    );
+    let together = stdout.lines().find(|l| l.starts_with("together:")).unwrap();
+    assert!(
+        together.ends_with("comfortable") || together.ends_with("tight"),
+        "{together}"
+    );
+}
+
+#[test]
+fn catalog_listings_have_the_names_scripts_use() {
+    let (_, hardware, _) = run(&["fit", "--list-hardware"]);
+    for name in [
+        "m4-max-64",
+        "m3-ultra-512",
+        "m2-ultra-192",
+        "rtx-4090",
+        "h100-sxm",
+        "h200",
+        "dgx-spark",
+    ] {
+        assert!(hardware.contains(name), "{name}");
+    }
+    let (_, models, _) = run(&["fit", "--list-models"]);
+    for name in [
+        "llama-3.3-70b",
+        "qwen-2.5-32b",
+        "deepseek-v3-671b",
+        "mixtral-8x7b",
+        "qwen3-30b-a3b",
+        "llama-4-maverick",
+    ] {
+        assert!(models.contains(name), "{name}");
+    }
+}
+
+#[test]
+fn a_gguf_file_on_a_named_box() {
+    let model = path(SMOLLM2);
+    let row = json(&[
+        "fit",
+        model.to_str().unwrap(),
+        "--hardware",
+        "h100-sxm",
+        "--ctx",
+        "2048",
+        "--json",
+    ]);
+    assert_eq!(row["quant"], "Q4_1");
+    assert_eq!(row["verdict"], "comfortable");
+    let weights = row["weights_bytes"].as_u64().unwrap();
+    let file = std::fs::metadata(&model).unwrap().len();
+    assert!(
+        weights < file && weights > file * 9 / 10,
+        "{weights} of {file}"
+    );
+    // 30 layers x 3 KV heads x 64 x 2 x 2 bytes per token.
+    assert_eq!(
+        row["kv_cache_bytes"].as_u64().unwrap(),
+        2048 * 30 * 3 * 64 * 2 * 2
+    );
+    let parallel = json(&[
+        "fit",
+        model.to_str().unwrap(),
+        "--hardware",
+        "h100-sxm",
+        "--ctx",
+        "2048",
+        "--parallel",
+        "4",
+        "--kv-type",
+        "q8_0",
+        "--json",
+    ]);
+    assert!(
+        parallel["kv_cache_bytes"].as_u64().unwrap() > 2 * row["kv_cache_bytes"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn bad_input_is_explained() {
+    for (args, expected) in [
+        (vec!["fit", "llama-3.3-70b"], "say which quant"),
+        (
+            vec!["fit", "llama-3.3-70b:Q9_X", "--hardware", "m4-max-64"],
+            "unknown quant",
+        ),
+        (vec!["fit", "--hardware", "m9-ultra"], "unknown hardware"),
+        (
+            vec![
+                "fit",
+                "llama-3.3-70b:Q4_K_M",
+                "--hardware",
+                "m4-max-64",
+                "--kv-type",
+                "f8",
+            ],
+            "--kv-type",
+        ),
+        (vec!["cost", "--price=-1", "llama-3.1-8b:Q4_K_M"], "price"),
+    ] {
+        let (ok, _, stderr) = run(&args);
+        assert!(!ok && stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn cost_per_million_tokens_and_break_even() {
+    let rows = json(&[
+        "cost",
+        "--hardware",
+        "m4-max-64",
+        "llama-3.3-70b:Q4_K_M",
+        "--tps",
+        "10",
+        "--api-price",
+        "mine=20",
+        "--json",
+    ]);
+    let report = &rows[0]["report"];
+    // $2,500 over 36 months, plus 51.25 W average (25% at 130 W, 75% at 25 W) at $0.20/kWh,
+    // for 10 t/s a quarter of the time.
+    let per_month = 2500.0 / 36.0 + 51.25 / 1000.0 * 730.0 * 0.2;
+    let tokens = 10.0 * 3600.0 * 730.0 * 0.25;
+    let expected = per_month / tokens * 1e6;
+    let got = report["usd_per_mtok"].as_f64().unwrap();
+    assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    let mine = report["break_even_months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == "mine")
+        .unwrap();
+    let months = mine[2].as_f64().unwrap();
+    let saving = tokens / 1e6 * 20.0 - 51.25 / 1000.0 * 730.0 * 0.2;
+    assert!((months - 2500.0 / saving).abs() < 1e-6, "{months}");
+}
