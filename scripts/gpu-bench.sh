@@ -10,6 +10,7 @@
 #   here:    scripts/gpu-bench.sh prepare        # .gpu/ (code) and .gpu-model-{1,2}/ (model halves)
 #   GPU, 1:  scripts/gpu-bench.sh device-build   # carry .gpu and .gpu-model-1; ~5 min
 #   GPU, 2:  scripts/gpu-bench.sh device-run     # carry .gpu-model-2; within the machine's warm window
+#   GPU, 3:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
 #
 # Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8)
 set -euo pipefail
@@ -63,9 +64,31 @@ device_run() {
   SHELF_BIN="$work/shelf" bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}"
 }
 
+# Predicted memory and speed against what happens: synthetic weights in real
+# shapes (written on the device, never transferred), peak GPU memory from
+# nvidia-smi while each bench runs, and the buffers llama.cpp reports.
+device_plan() {
+  LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH
+  "$work/shelf" fit "$work/$model_name.gguf" --hardware h100-sxm --ctx 648 --json | grep -E '"(memory_bytes|decode_tps|prefill_tps|bound_tps)"'
+  "$work/shelf" bench "$work/$model_name.gguf" --gpu-layers 99 --pp 512 --tg 128 --reps 3 | tail -2
+  for spec in ${SPECS:-llama-8b:Q4_K_M llama-70b:Q4_K_M}; do
+    echo "== $spec"
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$work/smi.log" &
+    smi=$!
+    SHELF_LOG="llama-cpp-2=info" "$work/shelf" bench --synthetic "$spec" --gpu-layers 99 --pp 512 --tg 128 \
+      --reps 3 --models-dir "$work/models" 2> "$work/bench.log" || { tail -20 "$work/bench.log"; }
+    kill "$smi"
+    sed 's/\x1b\[[0-9;]*m//g' "$work/bench.log" | grep -E "buffer size = " | sed 's/^.*llama-cpp-2: //' | cut -c1-90
+    echo "llama.cpp buffers: $(sed 's/\x1b\[[0-9;]*m//g' "$work/bench.log" | grep -E "buffer size = " | grep -oE "= +[0-9.]+ MiB" | grep -oE "[0-9.]+" | paste -sd+ | bc) MiB"
+    echo "peak GPU memory used: $(sort -n "$work/smi.log" | tail -1) MiB (before: $(head -1 "$work/smi.log") MiB)"
+  done
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   device-build) device_build ;;
   device-run) device_run ;;
-  *) echo "usage: $0 prepare|device-build|device-run" >&2; exit 2 ;;
+  device-plan) device_plan ;;
+  *) echo "usage: $0 prepare|device-build|device-run|device-plan" >&2; exit 2 ;;
 esac

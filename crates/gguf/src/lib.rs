@@ -9,11 +9,13 @@
 mod facts;
 mod file_type;
 mod reader;
+mod synthetic;
 mod types;
 
 pub use facts::ModelFacts;
 pub use file_type::file_type_name;
 pub use reader::{Gguf, GgufError, TensorInfo};
+pub use synthetic::{synthetic_size, write_synthetic, SyntheticQuant, SyntheticSpec};
 pub use types::{GgmlType, Value};
 
 /// The metadata key that names the architecture.

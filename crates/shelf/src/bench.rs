@@ -27,11 +27,24 @@ struct Report {
     backend: &'static str,
     threads: u32,
     gpu_layers: u32,
+    /// For synthetic weights: what the planner predicted for this box.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predicted: Option<crate::synthetic::Prediction>,
     results: Vec<TestResult>,
 }
 
 pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
-    let path = catalog::resolve(&globals.layers()?, &args.model)?;
+    let synthetic = match &args.synthetic {
+        Some(spec) => Some(crate::synthetic::SyntheticFile::write(
+            globals, spec, args.keep,
+        )?),
+        None => None,
+    };
+    let (path, label) = match (&synthetic, &args.model) {
+        (Some(file), _) => (file.path.clone(), file.label.clone()),
+        (None, Some(model)) => (catalog::resolve(&globals.layers()?, model)?, model.clone()),
+        (None, None) => anyhow::bail!("name a model, or --synthetic ARCH-SIZE:QUANT"),
+    };
     // Like llama-bench, the context holds exactly what the tests need.
     let ctx = globals.ctx.unwrap_or(args.pp.max(1) + args.tg + 8);
     let model = run::load(path, globals, Some(ctx)).await?;
@@ -57,8 +70,10 @@ pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
         .await?;
         results.push(summarize(format!("tg{}", args.tg), 0, args.tg, samples));
     }
+    let predicted = synthetic.as_ref().map(|file| file.prediction(globals, ctx));
     let report = Report {
-        model: args.model,
+        model: label,
+        predicted,
         size_bytes: info.size_bytes,
         n_params: info.n_params,
         backend: backend_description(),
@@ -166,4 +181,29 @@ fn print_table(report: &Report) {
             r.stddev_ts
         );
     }
+    if let Some(p) = &report.predicted {
+        let measured = |prefix: &str| {
+            report
+                .results
+                .iter()
+                .find(|r| r.test.starts_with(prefix))
+                .map(|r| r.avg_ts)
+        };
+        println!(
+            "\nplanner for {}: decode {:.1} t/s{}, prefill {:.0} t/s{}, memory {}",
+            p.hardware,
+            p.decode_tps,
+            ratio(measured("tg"), p.decode_tps),
+            p.prefill_tps,
+            ratio(measured("pp"), p.prefill_tps),
+            human_bytes(p.memory_bytes)
+        );
+    }
+}
+
+/// " (measured/predicted 0.93)", or nothing without a measurement.
+fn ratio(measured: Option<f64>, predicted: f64) -> String {
+    measured.map_or_else(String::new, |m| {
+        format!(" (measured/predicted {:.2})", m / predicted)
+    })
 }

@@ -334,7 +334,14 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// A .gguf path or a model name in the store
-    pub model: String,
+    #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    pub model: Option<String>,
+    /// Measure random weights in a real shape instead: ARCH-SIZE:QUANT, e.g. llama-70b:Q4_K_M
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Keep the synthetic GGUF instead of deleting it
+    #[arg(long, requires = "synthetic")]
+    pub keep: bool,
     /// Prompt tokens for the prefill test (0 skips it)
     #[arg(long, default_value_t = 512)]
     pub pp: u32,

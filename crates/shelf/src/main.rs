@@ -14,6 +14,7 @@ mod pull;
 mod run;
 mod serve;
 mod store_cmds;
+mod synthetic;
 
 use std::process::ExitCode;
 

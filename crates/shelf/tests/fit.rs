@@ -199,3 +199,64 @@ fn cost_per_million_tokens_and_break_even() {
     let saving = tokens / 1e6 * 20.0 - 51.25 / 1000.0 * 730.0 * 0.2;
     assert!((months - 2500.0 / saving).abs() < 1e-6, "{months}");
 }
+
+#[test]
+fn bench_on_synthetic_weights_measures_and_cleans_up() {
+    let _guard = common::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "--synthetic",
+        "llama-tiny:Q4_K_M",
+        "--pp",
+        "32",
+        "--tg",
+        "8",
+        "--reps",
+        "1",
+        "--json",
+    ];
+    let out = shelf_output(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for result in results {
+        assert!(result["avg_ts"].as_f64().unwrap() > 0.0, "{result}");
+    }
+    assert!(report["predicted"]["decode_tps"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["n_params"].as_u64().unwrap() / 1_000_000, 45);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("synthetic-"))
+        .collect();
+    assert!(leftovers.is_empty(), "deleted unless --keep");
+
+    let mut keep = args.to_vec();
+    keep.push("--keep");
+    assert!(shelf_output(&keep, dir.path()).status.success());
+    let kept = dir.path().join("tmp/synthetic-llama-tiny-Q4_K_M.gguf");
+    let facts = shelf_gguf::Gguf::open(&kept).unwrap().facts();
+    assert_eq!(
+        (facts.layers, facts.embedding, facts.vocab),
+        (4, 512, 32_000)
+    );
+}
+
+#[test]
+fn synthetic_shapes_are_checked() {
+    for (spec, expected) in [
+        ("llama-70b", "ARCH-SIZE:QUANT"),
+        ("llama-70b:Q3_X", "quant"),
+        ("nope-1b:Q4_K_M", "unknown shape"),
+        ("gemma-3-27b:Q4_K_M", "not gemma3"),
+    ] {
+        let (ok, _, stderr) = run(&["bench", "--synthetic", spec]);
+        assert!(!ok && stderr.contains(expected), "{spec}: {stderr}");
+    }
+}
