@@ -22,6 +22,9 @@ model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 prepare() {
   rm -rf .gpu .gpu-model-1 .gpu-model-2
   mkdir -p .gpu .gpu-model-1 .gpu-model-2
+  # The crate's build script hard-links its libraries here and panics on
+  # links left dangling by an earlier build.
+  find target/gpu/release -maxdepth 1 -name '*.so*' -xtype l -delete 2>/dev/null || true
   # x86-64-v3 rather than native: the GPU machine's CPU may differ from this one.
   RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/gpu \
     cargo build --release --bin shelf --features dynamic-link
