@@ -24,7 +24,7 @@ prepare() {
   mkdir -p .gpu .gpu-model-1 .gpu-model-2
   # The crate's build script hard-links its libraries here and panics on
   # links left dangling by an earlier build.
-  find target/gpu/release -maxdepth 1 -name '*.so*' -xtype l -delete 2>/dev/null || true
+  find target/gpu/release target/gpu/release/examples target/gpu/release/deps -maxdepth 1 -name '*.so*' -xtype l -delete 2>/dev/null || true
   # x86-64-v3 rather than native: the GPU machine's CPU may differ from this one.
   RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/gpu \
     cargo build --release --bin shelf --features dynamic-link
@@ -83,7 +83,7 @@ device_plan() {
       --reps 3 --models-dir "$work/models" 2> "$work/bench.log" || { tail -20 "$work/bench.log"; }
     kill "$smi"
     sed 's/\x1b\[[0-9;]*m//g' "$work/bench.log" | grep -E "buffer size = " | sed 's/^.*llama-cpp-2: //' | cut -c1-90
-    echo "llama.cpp buffers: $(sed 's/\x1b\[[0-9;]*m//g' "$work/bench.log" | grep -E "buffer size = " | grep -oE "= +[0-9.]+ MiB" | grep -oE "[0-9.]+" | paste -sd+ | bc) MiB"
+    echo "llama.cpp buffers: $(sed 's/\x1b\[[0-9;]*m//g' "$work/bench.log" | grep -E "buffer size = " | grep -oE "= +[0-9.]+ MiB" | grep -oE "[0-9.]+" | awk '{s += $1} END {print s}') MiB"
     echo "peak GPU memory used: $(sort -n "$work/smi.log" | tail -1) MiB (before: $(head -1 "$work/smi.log") MiB)"
   done
 }

@@ -212,7 +212,7 @@ fn efficiency(backend: Backend) -> Efficiency {
         Backend::Cuda => Efficiency {
             bandwidth: 0.75,
             per_layer: 40e-6,
-            compute: 0.35,
+            compute: 0.15,
             overhead: 512 << 20,
         },
         Backend::Vulkan => Efficiency {
@@ -257,7 +257,8 @@ pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) ->
 
     let bandwidth = hardware.bandwidth_gbs * 1e9;
     let bound_tps = bandwidth / model.bytes_per_token.max(1) as f64;
-    let seconds_per_token = model.bytes_per_token as f64 / (bandwidth * eff.bandwidth)
+    let bandwidth_share = hardware.decode_efficiency.unwrap_or(eff.bandwidth);
+    let seconds_per_token = model.bytes_per_token as f64 / (bandwidth * bandwidth_share)
         + f64::from(model.layers) * eff.per_layer;
     let prefill_tps =
         hardware.fp16_tflops * 1e12 * eff.compute / (2.0 * model.active_parameters.max(1) as f64);

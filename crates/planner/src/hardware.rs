@@ -33,6 +33,10 @@ pub struct Hardware {
     pub price_usd: f64,
     pub watts_load: f64,
     pub watts_idle: f64,
+    /// Share of bandwidth decode reaches, where it differs from the backend's
+    /// usual (llama.cpp's kernels reach less of an HBM GPU's bandwidth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_efficiency: Option<f64>,
 }
 
 const GB: u64 = 1_000_000_000;
@@ -73,6 +77,7 @@ fn apple(
         price_usd: price,
         watts_load: watts.0,
         watts_idle: watts.1,
+        decode_efficiency: None,
     }
 }
 
@@ -99,6 +104,7 @@ fn gpu(
         price_usd: price,
         watts_load: watts.0,
         watts_idle: watts.1,
+        decode_efficiency: None,
     }
 }
 
@@ -275,52 +281,66 @@ pub fn hardware_catalog() -> Vec<Hardware> {
             1999.0,
             (575.0, 30.0),
         ),
-        gpu(
-            "a100-40",
-            "NVIDIA A100 SXM, 40 GB",
-            40,
-            1555.0,
-            312.0,
-            10000.0,
-            (400.0, 50.0),
-        ),
-        gpu(
-            "a100-80",
-            "NVIDIA A100 SXM, 80 GB",
-            80,
-            2039.0,
-            312.0,
-            15000.0,
-            (400.0, 50.0),
-        ),
-        gpu(
-            "h100-pcie",
-            "NVIDIA H100 PCIe, 80 GB",
-            80,
-            2039.0,
-            756.0,
-            25000.0,
-            (350.0, 50.0),
-        ),
-        gpu(
-            "h100-sxm",
-            "NVIDIA H100 SXM, 80 GB",
-            80,
-            3350.0,
-            989.0,
-            30000.0,
-            (700.0, 70.0),
-        ),
-        gpu(
-            "h200",
-            "NVIDIA H200 SXM, 141 GB",
-            141,
-            4800.0,
-            989.0,
-            32000.0,
-            (700.0, 70.0),
-        ),
     ]);
+    // Measured on an H100 SXM (docs/benchmarks.md): llama.cpp's decode
+    // kernels reach about half of HBM's bandwidth.
+    let hbm = |h: Hardware| Hardware {
+        decode_efficiency: Some(0.5),
+        ..h
+    };
+    boxes.extend(
+        [
+            (
+                "a100-40",
+                "NVIDIA A100 SXM, 40 GB",
+                40,
+                1555.0,
+                312.0,
+                10000.0,
+                (400.0, 50.0),
+            ),
+            (
+                "a100-80",
+                "NVIDIA A100 SXM, 80 GB",
+                80,
+                2039.0,
+                312.0,
+                15000.0,
+                (400.0, 50.0),
+            ),
+            (
+                "h100-pcie",
+                "NVIDIA H100 PCIe, 80 GB",
+                80,
+                2039.0,
+                756.0,
+                25000.0,
+                (350.0, 50.0),
+            ),
+            (
+                "h100-sxm",
+                "NVIDIA H100 SXM, 80 GB",
+                80,
+                3350.0,
+                989.0,
+                30000.0,
+                (700.0, 70.0),
+            ),
+            (
+                "h200",
+                "NVIDIA H200 SXM, 141 GB",
+                141,
+                4800.0,
+                989.0,
+                32000.0,
+                (700.0, 70.0),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, desc, vram, bw, tf, price, watts)| {
+            hbm(gpu(name, desc, vram, bw, tf, price, watts))
+        }),
+    );
     boxes.push(Hardware {
         name: "dgx-spark".into(),
         description: "NVIDIA DGX Spark (GB10), 128 GB unified LPDDR5x".into(),
@@ -333,6 +353,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         price_usd: 3999.0,
         watts_load: 240.0,
         watts_idle: 30.0,
+        decode_efficiency: None,
     });
     boxes.push(Hardware {
         name: "strix-halo-128".into(),
@@ -348,6 +369,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         price_usd: 1999.0,
         watts_load: 140.0,
         watts_idle: 10.0,
+        decode_efficiency: None,
     });
     boxes
 }
@@ -382,6 +404,7 @@ impl Hardware {
             price_usd: 0.0,
             watts_load: 0.0,
             watts_idle: 0.0,
+            decode_efficiency: None,
         }
     }
 
