@@ -20,6 +20,10 @@ pub struct ModelFacts {
     pub tied_embeddings: bool,
     /// Bytes of MoE expert tensors (`*_exps`): only the used experts are read per token.
     pub expert_bytes: u64,
+    /// Bytes of weight matrices llama.cpp's CPU backend copies into an
+    /// interleaved layout at load (Q4_0, Q4_K and IQ4_NL with rows in
+    /// multiples of 8): on a CPU they take memory twice.
+    pub cpu_repack_bytes: u64,
     pub layers: u32,
     pub embedding: u32,
     pub feed_forward: u32,
@@ -89,6 +93,17 @@ impl Gguf {
             token_embedding_bytes: tensor_bytes_named(&|n| n == "token_embd.weight"),
             tied_embeddings: !self.tensors.iter().any(|t| t.name == "output.weight"),
             expert_bytes: tensor_bytes_named(&|n| n.contains("_exps")),
+            cpu_repack_bytes: self
+                .tensors
+                .iter()
+                .filter(|t| {
+                    matches!(t.ty.name, "Q4_0" | "Q4_K" | "IQ4_NL")
+                        && t.dims.len() == 2
+                        && t.dims[1] % 8 == 0
+                        && t.name != "token_embd.weight"
+                })
+                .map(|t| t.bytes)
+                .sum(),
             layers,
             embedding,
             feed_forward: self.arch_max(&arch, "feed_forward_length"),

@@ -129,9 +129,8 @@ const ALIGNMENT: u64 = 32;
 
 /// llama.cpp's `use_more_bits`: the layers `_M` mixes give more bits.
 fn more_bits(layer: u32, layers: u32) -> bool {
-    layer < layers / 8
-        || layer >= 7 * layers / 8
-        || (layer >= layers / 8 && (layer - layers / 8) % 3 == 2)
+    let first = layers / 8;
+    layer < first || layer >= 7 * layers / 8 || (layer - first) % 3 == 2
 }
 
 /// The element type of a weight matrix whose rows are `row` long.
@@ -147,7 +146,7 @@ fn weight_type(quant: SyntheticQuant, row: u64, wants_more_bits: bool, output: b
         SyntheticQuant::Q4KM => Ty::Q4K,
     };
     // K-quant blocks span 256 elements; rows that don't divide fall back, as llama-quantize does.
-    if row % ty.block().0 != 0 {
+    if !row.is_multiple_of(ty.block().0) {
         Ty::Q8_0
     } else {
         ty

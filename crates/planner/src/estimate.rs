@@ -29,6 +29,8 @@ pub struct ModelSpec {
     pub feed_forward: u32,
     /// K plus V elements cached per token per layer.
     pub kv_width: u64,
+    /// Weight bytes the CPU backend holds twice (repacked for its kernels).
+    pub cpu_repack_bytes: u64,
     pub vocab: u64,
     pub context_length: u64,
 }
@@ -68,6 +70,7 @@ impl ModelSpec {
             embedding: facts.embedding,
             feed_forward: facts.feed_forward,
             kv_width: u64::from(facts.kv_heads) * u64::from(facts.head_dim_k + facts.head_dim_v),
+            cpu_repack_bytes: facts.cpu_repack_bytes,
             vocab: facts.vocab,
             context_length: facts.context_length,
         }
@@ -86,7 +89,13 @@ impl ModelSpec {
             Some((k, v)) => u64::from(k + v),
             None => 2 * u64::from(model.kv_heads) * u64::from(model.head_dim),
         };
+        // Without a file, assume the bulk of a Q4 mix is repackable.
+        let repack_share = match quant.to_ascii_uppercase().as_str() {
+            "Q4_0" | "Q4_K_M" | "Q4_K_S" | "IQ4_NL" => 0.8,
+            _ => 0.0,
+        };
         Some(Self {
+            cpu_repack_bytes: (bytes(model.parameters) as f64 * repack_share) as u64,
             name: model.name.into(),
             quant: quant.to_ascii_uppercase(),
             parameters: model.parameters,
@@ -242,12 +251,16 @@ pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) ->
     let compute = UBATCH
         * (model.vocab + 4 * u64::from(model.embedding) + 2 * u64::from(model.feed_forward))
         * 4;
+    let weights = match hardware.backend {
+        Backend::Cpu => model.weight_bytes + model.cpu_repack_bytes,
+        _ => model.weight_bytes,
+    };
     let memory = Memory {
-        weights: model.weight_bytes,
+        weights,
         kv_cache,
         compute,
         overhead: eff.overhead,
-        total: model.weight_bytes + kv_cache + compute + eff.overhead,
+        total: weights + kv_cache + compute + eff.overhead,
     };
     let usable = hardware.usable_bytes;
     let verdict = verdict_for(memory.total, usable);
