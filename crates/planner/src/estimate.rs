@@ -31,6 +31,8 @@ pub struct ModelSpec {
     pub kv_width: u64,
     /// Weight bytes the CPU backend holds twice (repacked for its kernels).
     pub cpu_repack_bytes: u64,
+    /// Of `bytes_per_token`, those in types with slow CPU kernels.
+    pub cpu_slow_bytes_per_token: u64,
     pub vocab: u64,
     pub context_length: u64,
 }
@@ -71,6 +73,7 @@ impl ModelSpec {
             feed_forward: facts.feed_forward,
             kv_width: u64::from(facts.kv_heads) * u64::from(facts.head_dim_k + facts.head_dim_v),
             cpu_repack_bytes: facts.cpu_repack_bytes,
+            cpu_slow_bytes_per_token: facts.cpu_slow_bytes.min(bytes_per_token),
             vocab: facts.vocab,
             context_length: facts.context_length,
         }
@@ -94,14 +97,20 @@ impl ModelSpec {
             "Q4_0" | "Q4_K_M" | "Q4_K_S" | "IQ4_NL" => 0.8,
             _ => 0.0,
         };
+        let slow_on_cpu = matches!(
+            quant.to_ascii_uppercase().as_str(),
+            "Q8_0" | "Q5_0" | "Q5_1" | "Q4_1" | "F16" | "BF16"
+        );
+        let bytes_per_token = bytes(model.active_parameters.saturating_sub(embedding_params));
         Some(Self {
+            cpu_slow_bytes_per_token: if slow_on_cpu { bytes_per_token } else { 0 },
             cpu_repack_bytes: (bytes(model.parameters) as f64 * repack_share) as u64,
             name: model.name.into(),
             quant: quant.to_ascii_uppercase(),
             parameters: model.parameters,
             active_parameters: model.active_parameters,
             weight_bytes: bytes(model.parameters),
-            bytes_per_token: bytes(model.active_parameters.saturating_sub(embedding_params)),
+            bytes_per_token,
             layers: model.layers,
             embedding: model.embedding,
             feed_forward: model.feed_forward,
@@ -231,7 +240,7 @@ fn efficiency(backend: Backend) -> Efficiency {
             overhead: 512 << 20,
         },
         Backend::Cpu => Efficiency {
-            bandwidth: 0.6,
+            bandwidth: 0.95,
             per_layer: 40e-6,
             compute: 0.5,
             overhead: 8 << 20,
@@ -271,8 +280,12 @@ pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) ->
     let bandwidth = hardware.bandwidth_gbs * 1e9;
     let bound_tps = bandwidth / model.bytes_per_token.max(1) as f64;
     let bandwidth_share = hardware.decode_efficiency.unwrap_or(eff.bandwidth);
-    let seconds_per_token = model.bytes_per_token as f64 / (bandwidth * bandwidth_share)
-        + f64::from(model.layers) * eff.per_layer;
+    let seconds_per_token = match (hardware.backend, hardware.cpu_threads) {
+        (Backend::Cpu, Some(threads)) => {
+            cpu_read_seconds(model, bandwidth * bandwidth_share, threads)
+        }
+        _ => model.bytes_per_token as f64 / (bandwidth * bandwidth_share),
+    } + f64::from(model.layers) * eff.per_layer;
     let prefill_tps =
         hardware.fp16_tflops * 1e12 * eff.compute / (2.0 * model.active_parameters.max(1) as f64);
     Estimate {
@@ -319,6 +332,25 @@ fn verdict_for(total: u64, usable: u64) -> Verdict {
     } else {
         Verdict::No
     }
+}
+
+/// Per-thread throughput of llama.cpp's CPU matrix-vector kernels, bytes of
+/// weights per second, measured on an x86-64 (AVX-512) box: legacy types
+/// are compute-bound well below memory bandwidth; K-quants and repacked Q4
+/// nearly reach it.
+const CPU_SLOW_BYTES_PER_THREAD: f64 = 13e9;
+const CPU_FAST_BYTES_PER_THREAD: f64 = 22e9;
+
+/// A CPU reads each class of weights at the lower of bandwidth and what its
+/// threads can multiply.
+fn cpu_read_seconds(model: &ModelSpec, bandwidth: f64, threads: u32) -> f64 {
+    let threads = f64::from(threads.max(1));
+    let slow = model.cpu_slow_bytes_per_token as f64;
+    let fast = model
+        .bytes_per_token
+        .saturating_sub(model.cpu_slow_bytes_per_token) as f64;
+    slow / bandwidth.min(CPU_SLOW_BYTES_PER_THREAD * threads)
+        + fast / bandwidth.min(CPU_FAST_BYTES_PER_THREAD * threads)
 }
 
 /// How many layers fit beside the buffers, each taking its share of weights and KV.

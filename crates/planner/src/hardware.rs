@@ -37,6 +37,10 @@ pub struct Hardware {
     /// usual (llama.cpp's kernels reach less of an HBM GPU's bandwidth).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decode_efficiency: Option<f64>,
+    /// For CPU boxes: the threads decoding, which cap how fast the CPU's
+    /// kernels get through the weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<u32>,
 }
 
 const GB: u64 = 1_000_000_000;
@@ -78,6 +82,7 @@ fn apple(
         watts_load: watts.0,
         watts_idle: watts.1,
         decode_efficiency: None,
+        cpu_threads: None,
     }
 }
 
@@ -105,6 +110,7 @@ fn gpu(
         watts_load: watts.0,
         watts_idle: watts.1,
         decode_efficiency: None,
+        cpu_threads: None,
     }
 }
 
@@ -286,6 +292,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
     // kernels reach about half of HBM's bandwidth.
     let hbm = |h: Hardware| Hardware {
         decode_efficiency: Some(0.5),
+        cpu_threads: None,
         ..h
     };
     boxes.extend(
@@ -354,6 +361,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         watts_load: 240.0,
         watts_idle: 30.0,
         decode_efficiency: None,
+        cpu_threads: None,
     });
     boxes.push(Hardware {
         name: "strix-halo-128".into(),
@@ -370,6 +378,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         watts_load: 140.0,
         watts_idle: 10.0,
         decode_efficiency: None,
+        cpu_threads: None,
     });
     boxes
 }
@@ -405,6 +414,7 @@ impl Hardware {
             watts_load: 0.0,
             watts_idle: 0.0,
             decode_efficiency: None,
+            cpu_threads: None,
         }
     }
 

@@ -191,6 +191,14 @@ fn resolve_shape(name: &str) -> anyhow::Result<CatalogModel> {
     if name.eq_ignore_ascii_case("llama-tiny") {
         return Ok(tiny_llama());
     }
+    if name.eq_ignore_ascii_case("mixtral-tiny") {
+        return Ok(CatalogModel {
+            name: "mixtral-tiny",
+            experts: 4,
+            experts_used: 2,
+            ..tiny_llama()
+        });
+    }
     let lower = name.to_ascii_lowercase();
     let full = ALIASES
         .iter()
@@ -199,7 +207,7 @@ fn resolve_shape(name: &str) -> anyhow::Result<CatalogModel> {
     catalog_model(full).with_context(|| {
         let aliases: Vec<&str> = ALIASES.iter().map(|(a, _)| *a).collect();
         format!(
-            "unknown shape '{name}': use a catalog model (`shelf fit --list-models`), {}, or llama-tiny",
+            "unknown shape '{name}': use a catalog model (`shelf fit --list-models`), {}, llama-tiny or mixtral-tiny",
             aliases.join(", ")
         )
     })

@@ -249,6 +249,35 @@ fn bench_on_synthetic_weights_measures_and_cleans_up() {
 }
 
 #[test]
+fn synthetic_moe_shapes_load_in_the_engine() {
+    let _guard = common::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "--synthetic",
+        "mixtral-tiny:Q8_0",
+        "--pp",
+        "16",
+        "--tg",
+        "4",
+        "--reps",
+        "1",
+        "--json",
+    ];
+    let out = shelf_output(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["results"][1]["avg_ts"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[test]
 fn synthetic_shapes_are_checked() {
     for (spec, expected) in [
         ("llama-70b", "ARCH-SIZE:QUANT"),
