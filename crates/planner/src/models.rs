@@ -103,19 +103,33 @@ const fn dense(
 
 /// The catalog: published parameter counts and config shapes.
 pub fn model_catalog() -> Vec<CatalogModel> {
+    // Two distills share their base models' shapes.
+    let llama_70b = dense(
+        "llama-3.3-70b",
+        "llama",
+        70_554 * M,
+        80,
+        8192,
+        28672,
+        64,
+        8,
+        128_256,
+        131_072,
+    );
+    let qwen_32b = dense(
+        "qwen-2.5-32b",
+        "qwen2",
+        32_764 * M,
+        64,
+        5120,
+        27648,
+        40,
+        8,
+        152_064,
+        32_768,
+    );
     let mut models = vec![
-        dense(
-            "llama-3.3-70b",
-            "llama",
-            70_554 * M,
-            80,
-            8192,
-            28672,
-            64,
-            8,
-            128_256,
-            131_072,
-        ),
+        llama_70b.clone(),
         dense(
             "llama-3.1-8b",
             "llama",
@@ -152,18 +166,7 @@ pub fn model_catalog() -> Vec<CatalogModel> {
             152_064,
             32_768,
         ),
-        dense(
-            "qwen-2.5-32b",
-            "qwen2",
-            32_764 * M,
-            64,
-            5120,
-            27648,
-            40,
-            8,
-            152_064,
-            32_768,
-        ),
+        qwen_32b.clone(),
         dense(
             "qwen-2.5-72b",
             "qwen2",
@@ -176,30 +179,15 @@ pub fn model_catalog() -> Vec<CatalogModel> {
             152_064,
             32_768,
         ),
-        dense(
-            "deepseek-r1-distill-llama-70b",
-            "llama",
-            70_554 * M,
-            80,
-            8192,
-            28672,
-            64,
-            8,
-            128_256,
-            131_072,
-        ),
-        dense(
-            "deepseek-r1-distill-qwen-32b",
-            "qwen2",
-            32_764 * M,
-            64,
-            5120,
-            27648,
-            40,
-            8,
-            152_064,
-            131_072,
-        ),
+        CatalogModel {
+            name: "deepseek-r1-distill-llama-70b",
+            ..llama_70b.clone()
+        },
+        CatalogModel {
+            name: "deepseek-r1-distill-qwen-32b",
+            context_length: 131_072,
+            ..qwen_32b.clone()
+        },
         dense(
             "mistral-nemo-12b",
             "llama",
