@@ -134,6 +134,9 @@ pub fn model_spec(globals: &Globals, model: &str) -> anyhow::Result<ModelSpec> {
                 first.tensor_bytes += part.tensor_bytes;
                 first.expert_bytes += part.expert_bytes;
                 first.token_embedding_bytes += part.token_embedding_bytes;
+                first.cpu_repack_bytes += part.cpu_repack_bytes;
+                first.cpu_slow_bytes += part.cpu_slow_bytes;
+                first.tied_embeddings &= part.tied_embeddings;
                 first
             }
         });
