@@ -411,3 +411,31 @@ async fn a_tree_listed_one_level_at_a_time_is_walked() {
     assert_eq!(entry.files.len(), 2);
     assert_eq!(std::fs::read(&entry.files[1]).unwrap(), parts[1]);
 }
+
+#[tokio::test]
+async fn a_registry_that_wants_an_anonymous_token_gets_one() {
+    let registry = MockRegistry::start();
+    let model = gguf(2 << 20, 19);
+    registry.add_ollama_model("team/tiny:1", model.clone(), &[]);
+    registry.set_faults(Faults {
+        token_auth: true,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let name = format!("{}/team/tiny:1", registry.host());
+    let entry = run(&store, &name, &options(&registry)).await.unwrap();
+    assert_eq!(std::fs::read(&entry.files[0]).unwrap(), model);
+    let requests = registry.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET /token")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.contains("/blobs/"))
+            .all(|r| r.ends_with("auth=yes")),
+        "{requests:?}"
+    );
+}

@@ -45,7 +45,12 @@ pub struct Faults {
     pub flat_tree: bool,
     /// Answer HEAD with 405.
     pub no_head: bool,
+    /// Ollama side: demand a bearer token from `/token`, as Docker-style registries do.
+    pub token_auth: bool,
 }
+
+/// The token `/token` hands out when `token_auth` is on.
+pub const REGISTRY_TOKEN: &str = "mock-registry-token";
 
 #[derive(Default)]
 struct Content {
@@ -224,7 +229,34 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if faults.token_auth
+        && segments.first() == Some(&"v2")
+        && auth.as_deref() != Some(REGISTRY_TOKEN)
+    {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let scope = segments.get(1..3).map(|p| p.join("/")).unwrap_or_default();
+        let challenge = format!(
+            "Bearer realm=\"http://{host}/token\",service=\"mock\",scope=\"repository:{scope}:pull\""
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, challenge)],
+            "",
+        )
+            .into_response();
+    }
     match segments.as_slice() {
+        ["token"] => {
+            let asked_for_scope = uri.query().is_some_and(|q| q.contains("scope=repository"));
+            if asked_for_scope {
+                axum::Json(serde_json::json!({"token": REGISTRY_TOKEN})).into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, "scope missing").into_response()
+            }
+        }
         ["cdn", hex] => serve_blob(&shared, &method, hex, &headers),
         ["v2", ns, model, "manifests", tag] => {
             let key = format!("{ns}/{model}:{tag}");
