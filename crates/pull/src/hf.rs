@@ -155,7 +155,7 @@ impl Hub<'_> {
             for entry in entries {
                 match entry.kind.as_str() {
                     "file" => files.push(RepoFile {
-                        sha256: entry.lfs.as_ref().and_then(|l| Digest::from_hex(&l.oid)),
+                        sha256: entry.lfs.as_ref().and_then(|l| lfs_digest(&l.oid)),
                         size: entry.lfs.and_then(|l| l.size).or(entry.size),
                         path: entry.path,
                     }),
@@ -191,7 +191,7 @@ impl Hub<'_> {
             .siblings
             .into_iter()
             .map(|s| RepoFile {
-                sha256: s.lfs.as_ref().and_then(|l| Digest::from_hex(&l.oid)),
+                sha256: s.lfs.as_ref().and_then(|l| lfs_digest(&l.oid)),
                 size: s.lfs.and_then(|l| l.size).or(s.size),
                 path: s.rfilename,
             })
@@ -289,6 +289,11 @@ fn next_page(headers: &HeaderMap, endpoint: &str) -> Option<String> {
             url.starts_with(endpoint).then(|| url.to_string())
         }
     })
+}
+
+/// An LFS object id: 64 hex characters, sometimes written `sha256:<hex>`.
+fn lfs_digest(oid: &str) -> Option<Digest> {
+    Digest::from_hex(oid.strip_prefix("sha256:").unwrap_or(oid))
 }
 
 /// `name-00002-of-00003.gguf` → ("name", 2, 3).

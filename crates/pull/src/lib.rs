@@ -129,7 +129,7 @@ pub async fn pull(
 
     let mut got = Vec::new();
     for blob in &plan.blobs {
-        let blob_done = download::fetch_blob(
+        let fetched = download::fetch_blob(
             &clients,
             store,
             blob,
@@ -137,8 +137,16 @@ pub async fn pull(
             options,
             &*progress,
         )
-        .await?;
-        got.push((blob.is_gguf, blob_done));
+        .await;
+        match fetched {
+            Ok(blob_done) => got.push((blob.is_gguf, blob_done)),
+            // A config, template or license layer the registry lacks does not
+            // stop the model from running; the weights must all be there.
+            Err(PullError::NotFound(what)) if !blob.is_gguf => {
+                progress.message(&format!("{what}: not on the registry; skipped"));
+            }
+            Err(e) => return Err(e),
+        }
     }
     match &plan.manifest {
         Some(bytes) => store.write_manifest_bytes(name, bytes)?,

@@ -439,3 +439,35 @@ async fn a_registry_that_wants_an_anonymous_token_gets_one() {
         "{requests:?}"
     );
 }
+
+#[tokio::test]
+async fn a_missing_config_layer_is_skipped_but_missing_weights_are_not() {
+    let registry = MockRegistry::start();
+    let model = gguf(1 << 20, 20);
+    registry.add_ollama_model("library/tiny:1", model.clone(), &[]);
+    registry.remove_blob(&shelf_testregistry::sha256_hex(
+        br#"{"model_format":"gguf"}"#,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let host = registry.host();
+    let entry = run(
+        &store,
+        &format!("{host}/library/tiny:1"),
+        &options(&registry),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&entry.files[0]).unwrap(), model);
+
+    registry.add_ollama_model("library/gone:1", gguf(1 << 20, 21), &[]);
+    registry.remove_blob(&shelf_testregistry::sha256_hex(&gguf(1 << 20, 21)));
+    let err = run(
+        &store,
+        &format!("{host}/library/gone:1"),
+        &options(&registry),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PullError::NotFound(_)), "{err}");
+}

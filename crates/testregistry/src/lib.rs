@@ -183,6 +183,11 @@ impl MockRegistry {
             .insert(name.to_string(), serde_json::to_vec(&manifest).unwrap());
     }
 
+    /// Stop serving a blob (a registry with a layer missing).
+    pub fn remove_blob(&self, hex: &str) {
+        self.shared.content.lock().unwrap().blobs.remove(hex);
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap() = faults;
     }
