@@ -150,7 +150,7 @@ impl Gguf {
 
 /// Types llama.cpp's CPU backend multiplies without repacking or K-quant
 /// kernels: measured at about 13 GB/s per thread against 22 for the rest.
-pub fn is_slow_on_cpu(type_name: &str) -> bool {
+fn is_slow_on_cpu(type_name: &str) -> bool {
     matches!(
         type_name,
         "Q8_0" | "Q5_0" | "Q5_1" | "Q4_1" | "F16" | "BF16" | "F32"

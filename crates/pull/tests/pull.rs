@@ -54,6 +54,22 @@ async fn run(
     pull(store, &name(model), options, Arc::new(Quiet)).await
 }
 
+/// An empty store in a temp directory (kept alive by the returned guard).
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    (dir, store)
+}
+
+/// A registry with one GGUF in `acme/Tiny` as `tiny-Q4_0.gguf`, serving with `faults`.
+fn one_hf_file(size: usize, seed: u8, faults: Faults) -> (MockRegistry, Bytes) {
+    let registry = MockRegistry::start();
+    let file = gguf(size, seed);
+    registry.add_hf_file("acme/Tiny", "tiny-Q4_0.gguf", file.clone());
+    registry.set_faults(faults);
+    (registry, file)
+}
+
 fn dir_is_empty(path: &Path) -> bool {
     std::fs::read_dir(path).map_or(true, |mut d| d.next().is_none())
 }
@@ -70,8 +86,7 @@ async fn hugging_face_quant_is_chosen_verified_and_stored() {
     registry.add_hf_file("acme/Tiny-GGUF", "tiny-Q4_K_M.gguf", wanted.clone());
     registry.add_hf_file("acme/Tiny-GGUF", "tiny-Q8_0.gguf", gguf(1000, 2));
     registry.add_hf_file("acme/Tiny-GGUF", "README.md", Bytes::from_static(b"# hi"));
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
 
     let entry = run(&store, "hf.co/acme/Tiny-GGUF:q4_k_m", &options(&registry))
         .await
@@ -109,8 +124,7 @@ async fn hugging_face_split_files_come_in_full() {
         let file = format!("big-Q8_0-{:05}-of-00003.gguf", i + 1);
         registry.add_hf_file("acme/Big", &format!("Q8_0/{file}"), part.clone());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let entry = run(&store, "hf.co/acme/Big:Q8_0", &options(&registry))
         .await
         .unwrap();
@@ -128,8 +142,7 @@ async fn hugging_face_file_names_and_gated_repositories() {
     let file = gguf(4000, 6);
     registry.add_hf_file("acme/Gated", "model.Q4_1.gguf", file.clone());
     registry.gate("acme/Gated", "secret");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
 
     let err = run(
         &store,
@@ -165,8 +178,7 @@ async fn hugging_face_file_names_and_gated_repositories() {
 async fn missing_models_and_quants_are_clear_errors() {
     let registry = MockRegistry::start();
     registry.add_hf_file("acme/Tiny", "tiny-Q4_0.gguf", gguf(100, 7));
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let opts = options(&registry);
     let cases = [
         ("hf.co/acme/Nope:Q4_0", "not found"),
@@ -196,8 +208,7 @@ async fn ollama_registry_keeps_the_manifest_and_every_layer() {
         model.clone(),
         &[("application/vnd.ollama.image.params", params)],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let host = registry.host();
     let entry = run(
         &store,
@@ -233,8 +244,7 @@ async fn a_wrong_digest_is_refused_and_nothing_lands() {
         corrupt: true,
         ..Faults::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     for model in [
         "hf.co/acme/Tiny:Q4_0".to_string(),
         format!("{}/library/tiny:1b", registry.host()),
@@ -247,7 +257,7 @@ async fn a_wrong_digest_is_refused_and_nothing_lands() {
         assert!(err.to_string().contains("sha256 mismatch"), "{err}");
     }
     assert!(nothing_landed(&store));
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_file())
@@ -257,15 +267,15 @@ async fn a_wrong_digest_is_refused_and_nothing_lands() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_resumed_within_the_range() {
-    let registry = MockRegistry::start();
-    let file = gguf(4 << 20, 11);
-    registry.add_hf_file("acme/Tiny", "tiny-Q4_0.gguf", file.clone());
-    registry.set_faults(Faults {
-        drop_after: Some(1_500_000),
-        ..Faults::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (registry, file) = one_hf_file(
+        4 << 20,
+        11,
+        Faults {
+            drop_after: Some(1_500_000),
+            ..Faults::default()
+        },
+    );
+    let (_dir, store) = temp_store();
     let entry = run(&store, "hf.co/acme/Tiny:Q4_0", &options(&registry))
         .await
         .unwrap();
@@ -287,8 +297,7 @@ async fn an_interrupted_pull_resumes_with_only_the_missing_bytes() {
         hang_after: Some(served_before_stall),
         ..Faults::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let impatient = PullOptions {
         stall_timeout: Duration::from_millis(500),
         retries: 0,
@@ -314,15 +323,15 @@ async fn an_interrupted_pull_resumes_with_only_the_missing_bytes() {
 
 #[tokio::test]
 async fn a_slow_server_still_delivers() {
-    let registry = MockRegistry::start();
-    let file = gguf(150_000, 13);
-    registry.add_hf_file("acme/Tiny", "tiny-Q4_0.gguf", file.clone());
-    registry.set_faults(Faults {
-        bytes_per_sec: Some(300_000),
-        ..Faults::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (registry, file) = one_hf_file(
+        150_000,
+        13,
+        Faults {
+            bytes_per_sec: Some(300_000),
+            ..Faults::default()
+        },
+    );
+    let (_dir, store) = temp_store();
     let opts = PullOptions {
         stall_timeout: Duration::from_secs(2),
         ..options(&registry)
@@ -333,15 +342,15 @@ async fn a_slow_server_still_delivers() {
 
 #[tokio::test]
 async fn a_server_without_ranges_gets_one_stream() {
-    let registry = MockRegistry::start();
-    let file = gguf(3 << 20, 14);
-    registry.add_hf_file("acme/Tiny", "tiny-Q4_0.gguf", file.clone());
-    registry.set_faults(Faults {
-        ignore_ranges: true,
-        ..Faults::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (registry, file) = one_hf_file(
+        3 << 20,
+        14,
+        Faults {
+            ignore_ranges: true,
+            ..Faults::default()
+        },
+    );
+    let (_dir, store) = temp_store();
     let entry = run(&store, "hf.co/acme/Tiny:Q4_0", &options(&registry))
         .await
         .unwrap();
@@ -356,8 +365,7 @@ async fn a_non_gguf_model_layer_is_refused() {
         Bytes::from_static(b"<html>not a model</html>"),
         &[],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let err = run(
         &store,
         &format!("{}/library/junk:1", registry.host()),
@@ -382,8 +390,7 @@ async fn a_sparse_hub_still_works() {
         no_head: true,
         ..Faults::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let entry = run(&store, "hf.co/acme/Sparse:Q4_0", &options(&registry))
         .await
         .unwrap();
@@ -403,8 +410,7 @@ async fn a_tree_listed_one_level_at_a_time_is_walked() {
         flat_tree: true,
         ..Faults::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let entry = run(&store, "hf.co/acme/Nested:q8_0", &options(&registry))
         .await
         .unwrap();
@@ -421,8 +427,7 @@ async fn a_registry_that_wants_an_anonymous_token_gets_one() {
         token_auth: true,
         ..Faults::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let name = format!("{}/team/tiny:1", registry.host());
     let entry = run(&store, &name, &options(&registry)).await.unwrap();
     assert_eq!(std::fs::read(&entry.files[0]).unwrap(), model);
@@ -448,8 +453,7 @@ async fn a_missing_config_layer_is_skipped_but_missing_weights_are_not() {
     registry.remove_blob(&shelf_testregistry::sha256_hex(
         br#"{"model_format":"gguf"}"#,
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(dir.path());
+    let (_dir, store) = temp_store();
     let host = registry.host();
     let entry = run(
         &store,

@@ -19,9 +19,18 @@ fn run(args: &[&str]) -> (bool, String, String) {
 }
 
 fn json(args: &[&str]) -> Value {
-    let (ok, stdout, stderr) = run(args);
-    assert!(ok, "{stderr}");
-    serde_json::from_str(&stdout).unwrap()
+    json_in(tempfile::tempdir().unwrap().path(), args)
+}
+
+/// `shelf ARGS --models-dir DIR`, which must succeed and print JSON.
+fn json_in(dir: &std::path::Path, args: &[&str]) -> Value {
+    let out = shelf_output(args, dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -216,13 +225,7 @@ fn bench_on_synthetic_weights_measures_and_cleans_up() {
         "1",
         "--json",
     ];
-    let out = shelf_output(&args, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_in(dir.path(), &args);
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     for result in results {
@@ -264,13 +267,7 @@ fn synthetic_moe_shapes_load_in_the_engine() {
         "1",
         "--json",
     ];
-    let out = shelf_output(&args, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_in(dir.path(), &args);
     assert!(
         report["results"][1]["avg_ts"].as_f64().unwrap() > 0.0,
         "{report}"

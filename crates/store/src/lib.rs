@@ -22,7 +22,7 @@ pub mod lock;
 mod name;
 mod store;
 
-pub use fsutil::{rename_durable, temp_name, write_atomic};
+pub use fsutil::write_atomic;
 pub use gc::{GcReport, PullRecord};
 pub use layers::{Layers, Listing};
 pub use name::{
@@ -30,6 +30,6 @@ pub use name::{
     DEFAULT_TAG, HF_HOST,
 };
 pub use store::{
-    hash_file, Descriptor, Digest, ImportMode, Manifest, ModelEntry, Store, StoreError,
-    MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE,
+    Descriptor, Digest, ImportMode, Manifest, ModelEntry, Store, StoreError, MANIFEST_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
 };

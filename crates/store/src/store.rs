@@ -589,7 +589,7 @@ fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
 }
 
 /// The sha256 and length of a file.
-pub fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
+fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
     read_hashing(path, |_| Ok(()))
 }
 
