@@ -6,3 +6,4 @@
 //! names and optionality, not shelf's.
 
 pub mod openai;
+pub mod shelf;

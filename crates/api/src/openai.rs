@@ -34,6 +34,9 @@ pub struct SamplingFields {
     /// llama-server's extension: keep generating past end-of-turn tokens.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// llama-server's extension: `false` computes the whole prompt instead
+    /// of reusing a cached prefix.
+    pub cache_prompt: Option<bool>,
 }
 
 /// `stop` may be one string or several.
@@ -115,6 +118,14 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: u32,
 }
 
 /// A non-streamed chat completion.

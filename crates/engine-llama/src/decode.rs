@@ -1,34 +1,57 @@
-//! The decode thread: one per loaded model, owning its llama.cpp context.
+//! The decode thread: one per loaded model, owning its llama.cpp context and
+//! every slot of it.
 //!
-//! Jobs arrive on a channel and run in order. Each job prefills its prompt in
-//! batch-sized chunks, then samples and decodes one token at a time, checking
-//! for cancellation before every chunk and every token.
+//! Each turn of the loop is one step: admit queued jobs into free slots
+//! (reusing the longest cached prefix), end cancelled jobs, then build one
+//! batch holding the next token of every generating slot and a chunk of any
+//! pending prompt, decode it once, and sample each slot's next token from
+//! its own sampler chain. Prompt chunks are sized by [`Pace`] so a long new
+//! prompt never stalls the running streams for more than about one step.
 //!
-//! Parallel slots will change one thing here: instead of one job at a time,
-//! the loop will gather one token from each active slot (each its own
-//! sequence id in the KV cache) into a single batch per step.
+//! On a GPU, `llama_decode` only launches the work; the text of the tokens
+//! just fed in is detokenized and sent while the GPU computes, so host work
+//! does not add to each token's time.
 
-use std::sync::mpsc;
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, TryRecvError};
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::{
-    Completion, EngineError, Event, FinishReason, GenerateRequest, GenerationSink, StopMatcher,
-    StopOutcome, Timings, Usage, Utf8Decoder,
-};
+use shelf_engine::{EngineError, FinishReason, GenerateRequest, GenerationSink};
 
+use crate::pace::Pace;
+use crate::prefix::{self, Candidate, RamCache};
 use crate::sampler;
+use crate::slot::{Active, Output, Slot};
 
 /// A queued generation.
 pub struct Job {
     pub request: GenerateRequest,
     pub sink: GenerationSink,
+}
+
+/// How the loop runs, fixed at load.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub slots: u32,
+    /// Context window of each slot.
+    pub n_ctx_slot: u32,
+    /// Most tokens in one batch.
+    pub n_batch: usize,
+    pub cache_ram_bytes: u64,
+    pub step_target: Duration,
+    /// The model's attention window on its sliding-window layers, if any:
+    /// their cache may no longer hold old positions.
+    pub sliding_window: Option<u32>,
+    /// `llama_decode` returns before the work is done (a GPU): emit text
+    /// while the next step computes.
+    pub overlap: bool,
 }
 
 /// The thread's body: create the context, report readiness, serve jobs until
@@ -37,10 +60,11 @@ pub fn run(
     backend: &LlamaBackend,
     model: &LlamaModel,
     params: LlamaContextParams,
+    setup: Setup,
     queue: mpsc::Receiver<Job>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let mut ctx = match model.new_context(backend, params) {
+    let ctx = match model.new_context(backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -49,194 +73,418 @@ pub fn run(
             return;
         }
     };
-    let n_batch = ctx.n_batch() as usize;
-    let mut batch = LlamaBatch::new(n_batch, 1);
+    let mut engine = Loop::new(ctx, model, setup);
     let _ = ready.send(Ok(()));
-    for job in queue {
-        let outcome = Decoder {
-            ctx: &mut ctx,
-            model,
-            batch: &mut batch,
-        }
-        .generate(&job.request, &job.sink);
-        let event = match outcome {
-            Ok(completion) => Event::Done(completion),
-            Err(error) => Event::Failed(error),
-        };
-        job.sink.send(event);
-    }
+    engine.serve(&queue);
 }
 
-struct Decoder<'a, 'm> {
-    ctx: &'a mut LlamaContext<'m>,
+/// Where one slot's logits are in the batch being decoded.
+struct Logits {
+    slot: usize,
+    serial: u64,
+    index: i32,
+}
+
+/// What one step put in its batch.
+#[derive(Default)]
+struct Plan {
+    outputs: Vec<Logits>,
+    generated: usize,
+    prompt: usize,
+}
+
+struct Loop<'m> {
+    ctx: LlamaContext<'m>,
     model: &'m LlamaModel,
-    batch: &'a mut LlamaBatch<'static>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Job>,
+    ram: RamCache,
+    pace: Pace,
+    setup: Setup,
+    /// Steps taken, the clock for least-recently-used choices.
+    clock: u64,
+    /// Jobs admitted, numbering them.
+    serial: u64,
+    /// Tokens sampled and being decoded whose text is not yet sent
+    /// (overlap mode): slot, job serial, token.
+    deferred: Vec<(usize, u64, LlamaToken)>,
 }
 
-/// Per-generation state of the output side: text assembly and limits.
-struct Output<'r> {
-    request: &'r GenerateRequest,
-    text: Utf8Decoder,
-    stops: StopMatcher,
-    produced: u32,
-}
-
-impl Decoder<'_, '_> {
-    fn generate(
-        &mut self,
-        request: &GenerateRequest,
-        sink: &GenerationSink,
-    ) -> Result<Completion, EngineError> {
-        let started = Instant::now();
-        // Dropping the sequence's cells is enough; clearing the whole cache
-        // would also zero its buffers, a memset of the full KV size per request.
-        if !matches!(self.ctx.clear_kv_cache_seq(None, None, None), Ok(true)) {
-            self.ctx.clear_kv_cache();
+impl<'m> Loop<'m> {
+    fn new(ctx: LlamaContext<'m>, model: &'m LlamaModel, setup: Setup) -> Self {
+        let slots = (0..setup.slots.max(1))
+            .map(|seq| Slot {
+                seq: seq as i32,
+                cached: Vec::new(),
+                last_used: 0,
+                job: None,
+            })
+            .collect();
+        Self {
+            batch: LlamaBatch::new(setup.n_batch, 1),
+            ctx,
+            model,
+            slots,
+            waiting: VecDeque::new(),
+            ram: RamCache::new(setup.cache_ram_bytes),
+            pace: Pace::new(setup.step_target),
+            setup,
+            clock: 0,
+            serial: 0,
+            deferred: Vec::new(),
         }
-        let prompt: Vec<LlamaToken> = request.prompt.iter().map(|t| LlamaToken(t.0)).collect();
-        let usage = |produced| Usage {
-            prompt_tokens: prompt.len() as u32,
-            completion_tokens: produced,
-        };
-        if !self.prefill(&prompt, sink)? {
-            return Ok(Completion {
-                finish_reason: FinishReason::Cancelled,
-                usage: usage(0),
-                timings: Timings::default(),
-            });
-        }
-        let mut sampler = sampler::chain(self.model, &request.sampling);
-        if sampler::has_penalties(&request.sampling) {
-            sampler.accept_many(&prompt);
-        }
-        let mut output = Output {
-            request,
-            text: Utf8Decoder::default(),
-            stops: StopMatcher::new(&request.stop),
-            produced: 0,
-        };
-        let mut timings = Timings::default();
-        let mut first_token_at = None;
-        let finish = self.decode_loop(&mut sampler, &mut output, prompt.len(), sink, |now| {
-            let first = *first_token_at.get_or_insert(now);
-            timings.prefill_ms = ms(first - started);
-            timings.decode_ms = ms(now - first);
-        })?;
-        timings.decoded_tokens = output.produced.saturating_sub(1);
-        Ok(Completion {
-            finish_reason: finish,
-            usage: usage(output.produced),
-            timings,
-        })
     }
 
-    /// Decode the prompt in batch-sized chunks. `false` if cancelled.
-    fn prefill(
-        &mut self,
-        prompt: &[LlamaToken],
-        sink: &GenerationSink,
-    ) -> Result<bool, EngineError> {
-        let chunk_len = self.ctx.n_batch() as usize;
-        for (i, chunk) in prompt.chunks(chunk_len).enumerate() {
-            if sink.is_cancelled() {
-                return Ok(false);
-            }
-            self.batch.clear();
-            let start = i * chunk_len;
-            for (j, &token) in chunk.iter().enumerate() {
-                let pos = start + j;
-                let last = pos + 1 == prompt.len();
-                self.batch
-                    .add(token, pos as i32, &[0], last)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-            }
-            self.ctx
-                .decode(self.batch)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-        }
-        Ok(true)
-    }
-
-    /// Sample, emit and decode until a stop condition. `on_token` is told
-    /// the time each token was sampled, for the timings.
-    fn decode_loop(
-        &mut self,
-        sampler: &mut LlamaSampler,
-        output: &mut Output<'_>,
-        mut n_past: usize,
-        sink: &GenerationSink,
-        mut on_token: impl FnMut(Instant),
-    ) -> Result<FinishReason, EngineError> {
-        let vocab = self.model.vocab();
-        let n_ctx = self.ctx.n_ctx() as usize;
-        let max_tokens = output.request.max_tokens.unwrap_or(u32::MAX);
-        let mut logits_at = self.batch.n_tokens() - 1;
-        let plain_greedy = sampler::is_plain_greedy(&output.request.sampling);
+    fn serve(&mut self, queue: &mpsc::Receiver<Job>) {
         loop {
-            if sink.is_cancelled() {
-                return Ok(FinishReason::Cancelled);
+            if self.is_idle() {
+                // Blocks until a job comes; returns when the model is dropped.
+                match queue.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
             }
-            let token = if plain_greedy {
-                LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(logits_at)))
-            } else {
-                sampler.sample(self.ctx, logits_at)
+            loop {
+                match queue.try_recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.step();
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.slots.iter().all(|s| s.job.is_none())
+    }
+
+    fn step(&mut self) {
+        self.clock += 1;
+        self.admit();
+        self.end_cancelled();
+        let plan = match self.fill_batch() {
+            Ok(plan) if plan.outputs.is_empty() && plan.prompt == 0 => return,
+            Ok(plan) => plan,
+            Err(error) => return self.fail_active(&error),
+        };
+        let started = Instant::now();
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            let error = EngineError::Decode(e.to_string());
+            return self.fail_active(&error);
+        }
+        self.emit_deferred();
+        self.sample(&plan);
+        self.pace
+            .record(plan.generated, plan.prompt, started.elapsed());
+    }
+
+    /// Move queued jobs into free slots.
+    fn admit(&mut self) {
+        while !self.waiting.is_empty() {
+            let free: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].job.is_none())
+                .collect();
+            if free.is_empty() {
+                return;
+            }
+            let Some(job) = self.waiting.pop_front() else {
+                return;
             };
-            on_token(Instant::now());
-            output.produced += 1;
-            if !output.request.ignore_eos && vocab.is_eog(token) {
-                return Ok(output.finish(sink, FinishReason::Stop));
+            // A caller that went away while queued never uses the model.
+            if job.sink.is_cancelled() {
+                continue;
             }
-            let piece = vocab.token_to_piece(token, false, None);
-            let text = output.text.push(&piece);
-            match output.stops.push(&text) {
-                StopOutcome::Stop(text) => {
-                    send_text(sink, text);
-                    return Ok(FinishReason::Stop);
-                }
-                StopOutcome::Continue(text) => {
-                    if !send_text(sink, text) {
-                        return Ok(FinishReason::Cancelled);
+            let prompt: Vec<LlamaToken> =
+                job.request.prompt.iter().map(|t| LlamaToken(t.0)).collect();
+            let candidates: Vec<Candidate> = free
+                .iter()
+                .map(|&index| {
+                    let slot = &self.slots[index];
+                    Candidate {
+                        index,
+                        shared: if job.request.cache_prompt {
+                            prefix::common_prefix(&slot.cached, &prompt)
+                        } else {
+                            0
+                        },
+                        cached: slot.cached.len(),
+                        last_used: slot.last_used,
                     }
+                })
+                .collect();
+            if let Some(index) = prefix::choose(&candidates, prompt.len()) {
+                self.start(index, job, prompt);
+            }
+        }
+    }
+
+    /// Put `job` in slot `index`, keeping as much of the slot's (or a saved)
+    /// KV as the prompt shares and the cache really holds.
+    fn start(&mut self, index: usize, job: Job, prompt: Vec<LlamaToken>) {
+        let use_cache = job.request.cache_prompt;
+        let mut reuse = if use_cache {
+            prefix::common_prefix(&self.slots[index].cached, &prompt)
+        } else {
+            0
+        };
+        let saved = match use_cache && self.ram.enabled() {
+            true => self.ram.take_best(&prompt, reuse),
+            false => None,
+        };
+        self.save_slot(index, reuse);
+        if let Some((tokens, state)) = saved {
+            let slot = &mut self.slots[index];
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cached.clear();
+            if self.ctx.state_seq_set(&state, slot.seq).is_ok() {
+                reuse = prefix::common_prefix(&tokens, &prompt);
+                slot.cached = tokens;
+            } else {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                reuse = 0;
+            }
+        }
+        // The last prompt token is always decoded: its logits give the first token.
+        reuse = reuse.min(prompt.len().saturating_sub(1));
+        reuse = self.keep_prefix(index, reuse);
+        let sampling = &job.request.sampling;
+        let sampler = match sampler::is_plain_greedy(sampling) {
+            true => None,
+            false => {
+                let mut chain = sampler::chain(self.model, sampling);
+                if sampler::has_penalties(sampling) {
+                    chain.accept_many(&prompt);
+                }
+                Some(chain)
+            }
+        };
+        self.serial += 1;
+        self.slots[index].job = Some(Active {
+            output: Output::new(&job.request),
+            sink: job.sink,
+            request: job.request,
+            prompt,
+            next_prompt: reuse,
+            pending: None,
+            sampler,
+            cached_tokens: reuse as u32,
+            started: Instant::now(),
+            first_token_at: None,
+            last_token_at: None,
+            serial: self.serial,
+        });
+    }
+
+    /// Copy the slot's state to RAM before a prompt keeping only `keep` of
+    /// its tokens overwrites it, if enough would be lost.
+    fn save_slot(&mut self, index: usize, keep: usize) {
+        let slot = &self.slots[index];
+        if !self.ram.enabled() || slot.cached.len() < keep + prefix::MIN_SAVED_TOKENS {
+            return;
+        }
+        match self
+            .ctx
+            .state_seq_get(slot.seq, LlamaStateSeqFlags::empty())
+        {
+            Ok(state) => self.ram.insert(slot.cached.clone(), state),
+            Err(error) => tracing::warn!(%error, "could not save a slot's state to RAM"),
+        }
+    }
+
+    /// Drop the slot's KV past `reuse` tokens and return how many it keeps:
+    /// fewer when the cache no longer holds what those tokens need.
+    fn keep_prefix(&mut self, index: usize, mut reuse: usize) -> usize {
+        let slot = &mut self.slots[index];
+        let seq = slot.seq;
+        if let (Some(window), true) = (self.setup.sliding_window, reuse > 0) {
+            // The next token attends to the window before it; the
+            // sliding-window cache may have dropped those positions.
+            let needed = (reuse as i64 - i64::from(window)).max(0);
+            if i64::from(self.ctx.kv_cache_seq_pos_min(seq)) > needed {
+                reuse = 0;
+            }
+        }
+        let kept = self
+            .ctx
+            .clear_kv_cache_seq(Some(seq as u32), Some(reuse as u32), None);
+        if !matches!(kept, Ok(true)) {
+            // Recurrent state cannot always be cut back: start over.
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            reuse = 0;
+        }
+        slot.cached.truncate(reuse);
+        reuse
+    }
+
+    /// End the jobs whose callers cancelled or went away.
+    fn end_cancelled(&mut self) {
+        for slot in &mut self.slots {
+            if slot.job.as_ref().is_some_and(|j| j.sink.is_cancelled()) {
+                if let Some(job) = slot.job.take() {
+                    job.finish(FinishReason::Cancelled);
+                }
+                slot.last_used = self.clock;
+            }
+        }
+    }
+
+    /// Build the step's batch: every generating slot's pending token, then
+    /// prompt chunks for the oldest jobs first, within the pace's budget.
+    fn fill_batch(&mut self) -> Result<Plan, EngineError> {
+        let Self {
+            batch,
+            slots,
+            pace,
+            setup,
+            ..
+        } = self;
+        batch.clear();
+        let mut plan = Plan::default();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            let Some(token) = job.pending.take() else {
+                continue;
+            };
+            add(batch, token, slot.cached.len(), slot.seq, true)?;
+            slot.cached.push(token);
+            plan.outputs.push(Logits {
+                slot: i,
+                serial: job.serial,
+                index: batch.n_tokens() - 1,
+            });
+            plan.generated += 1;
+        }
+        let room = setup.n_batch.saturating_sub(plan.generated);
+        let mut budget = pace.prompt_budget(plan.generated, room);
+        let mut prefilling: Vec<(u64, usize)> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.job
+                    .as_ref()
+                    .filter(|j| j.prefilling())
+                    .map(|j| (j.serial, i))
+            })
+            .collect();
+        prefilling.sort_unstable();
+        for (_, i) in prefilling {
+            if budget == 0 {
+                break;
+            }
+            let slot = &mut slots[i];
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            let end = job.prompt.len().min(job.next_prompt + budget);
+            for at in job.next_prompt..end {
+                let last = at + 1 == job.prompt.len();
+                add(batch, job.prompt[at], slot.cached.len(), slot.seq, last)?;
+                slot.cached.push(job.prompt[at]);
+                if last {
+                    plan.outputs.push(Logits {
+                        slot: i,
+                        serial: job.serial,
+                        index: batch.n_tokens() - 1,
+                    });
                 }
             }
-            if output.produced >= max_tokens || n_past + 1 >= n_ctx {
-                return Ok(output.finish(sink, FinishReason::Length));
+            budget -= end - job.next_prompt;
+            plan.prompt += end - job.next_prompt;
+            job.next_prompt = end;
+        }
+        Ok(plan)
+    }
+
+    /// Sample each output's next token, ending jobs at end-of-generation,
+    /// `max_tokens` or a full window.
+    fn sample(&mut self, plan: &Plan) {
+        let vocab = self.model.vocab();
+        let n_ctx = self.setup.n_ctx_slot as usize;
+        for out in &plan.outputs {
+            let slot = &mut self.slots[out.slot];
+            // A job that ended after this batch was built (a stop string).
+            let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
+                continue;
+            };
+            let token = match job.sampler.as_mut() {
+                Some(chain) => chain.sample(&self.ctx, out.index),
+                None => LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(out.index))),
+            };
+            let eog = vocab.is_eog(token) && !job.request.ignore_eos;
+            let end = job.sampled(token, eog, slot.cached.len(), n_ctx);
+            let end = match end {
+                Some(reason) if eog => Some(reason),
+                Some(reason) => Some(emit(self.model, job, token).unwrap_or(reason)),
+                None if self.setup.overlap => {
+                    self.deferred.push((out.slot, out.serial, token));
+                    None
+                }
+                None => emit(self.model, job, token),
+            };
+            if let Some(reason) = end {
+                finish(slot, reason, self.clock);
             }
-            self.batch.clear();
-            self.batch
-                .add(token, n_past as i32, &[0], true)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-            self.ctx
-                .decode(self.batch)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-            n_past += 1;
-            logits_at = 0;
+        }
+    }
+
+    /// Send the text of tokens now being decoded (overlap mode).
+    fn emit_deferred(&mut self) {
+        for (index, serial, token) in std::mem::take(&mut self.deferred) {
+            let slot = &mut self.slots[index];
+            let Some(job) = slot.job.as_mut().filter(|j| j.serial == serial) else {
+                continue;
+            };
+            if let Some(reason) = emit(self.model, job, token) {
+                finish(slot, reason, self.clock);
+            }
+        }
+    }
+
+    /// A failed decode leaves the KV of everything in the batch unknown:
+    /// fail the running jobs and forget their slots' caches.
+    fn fail_active(&mut self, error: &EngineError) {
+        tracing::error!(%error, "decode failed; failing the running requests");
+        self.deferred.clear();
+        for slot in &mut self.slots {
+            if let Some(job) = slot.job.take() {
+                job.fail(error.clone());
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                slot.cached.clear();
+            }
         }
     }
 }
 
-impl Output<'_> {
-    /// Flush held-back text and report why generation ended.
-    fn finish(&mut self, sink: &GenerationSink, reason: FinishReason) -> FinishReason {
-        let mut rest = self.text.finish();
-        rest = match self.stops.push(&rest) {
-            StopOutcome::Stop(text) => return finish_with(sink, text, FinishReason::Stop),
-            StopOutcome::Continue(text) => text + &self.stops.finish(),
-        };
-        finish_with(sink, rest, reason)
+/// Detokenize and send one token's text; `Some` when that ends the job.
+fn emit(model: &LlamaModel, job: &mut Active, token: LlamaToken) -> Option<FinishReason> {
+    let piece = model.vocab().token_to_piece(token, false, None);
+    job.output.emit(&job.sink, &piece)
+}
+
+fn finish(slot: &mut Slot, reason: FinishReason, clock: u64) {
+    if let Some(job) = slot.job.take() {
+        job.finish(reason);
     }
+    slot.last_used = clock;
 }
 
-fn finish_with(sink: &GenerationSink, text: String, reason: FinishReason) -> FinishReason {
-    send_text(sink, text);
-    reason
-}
-
-/// Send non-empty text; `false` when the caller has gone away.
-fn send_text(sink: &GenerationSink, text: String) -> bool {
-    text.is_empty() || sink.send(Event::Text(text))
-}
-
-fn ms(duration: std::time::Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+fn add(
+    batch: &mut LlamaBatch<'static>,
+    token: LlamaToken,
+    pos: usize,
+    seq: i32,
+    logits: bool,
+) -> Result<(), EngineError> {
+    batch
+        .add(token, pos as i32, &[seq], logits)
+        .map_err(|e| EngineError::Decode(e.to_string()))
 }

@@ -2,11 +2,16 @@
 //!
 //! This is the only crate that builds C++ and the only one allowed `unsafe`.
 //! It implements [`shelf_engine::LoadedModel`]: each loaded model gets one
-//! decode thread that owns the llama.cpp context and runs queued generations
-//! in order. Nothing here knows about HTTP, the store or the CLI.
+//! decode thread that owns the llama.cpp context and all its slots, and
+//! decodes every running generation in one batch per step (continuous
+//! batching), reusing cached prompt prefixes. Nothing here knows about
+//! HTTP, the store, runner processes or the CLI.
 
 mod decode;
 mod load;
+mod pace;
+mod prefix;
 mod sampler;
+mod slot;
 
 pub use load::{backend_description, devices, Device, LlamaEngine, LlamaModelHandle};

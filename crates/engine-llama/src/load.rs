@@ -11,10 +11,11 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use shelf_engine::{
-    EngineError, GenerateRequest, Generation, GpuLayers, LoadConfig, LoadedModel, ModelInfo, Token,
+    EngineError, GenerateRequest, GenerationSink, GpuLayers, LoadConfig, LoadedModel, ModelInfo,
+    Token, Unloaded,
 };
 
-use crate::decode::{self, Job};
+use crate::decode::{self, Job, Setup};
 
 /// llama.cpp's process-wide backend; it may be initialised only once.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
@@ -113,10 +114,20 @@ impl LlamaEngine {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_model = Arc::clone(&model);
-        let context_params = context_params(config, &info);
+        let setup = setup(config, &info, &gguf, backend.supports_gpu_offload());
+        let context_params = context_params(config, &setup, &info);
         let thread = thread::Builder::new()
             .name("shelf-decode".into())
-            .spawn(move || decode::run(backend, &thread_model, context_params, queue, ready_tx))
+            .spawn(move || {
+                decode::run(
+                    backend,
+                    &thread_model,
+                    context_params,
+                    setup,
+                    queue,
+                    ready_tx,
+                )
+            })
             .map_err(|e| load_error(format!("cannot start the decode thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -165,6 +176,7 @@ fn model_info(
         n_params: model.n_params(),
         size_bytes: model.size(),
         n_ctx,
+        slots: config.slots.max(1),
         n_ctx_train,
         n_vocab: u32::try_from(model.n_vocab()).unwrap_or(0),
         gpu_layers: gpu_layers.min(model.n_layer() + 1),
@@ -181,13 +193,34 @@ fn default_threads() -> u32 {
     thread::available_parallelism().map_or(4, |n| n.get() as u32)
 }
 
-fn context_params(config: &LoadConfig, info: &ModelInfo) -> LlamaContextParams {
+/// How the decode loop runs this model.
+fn setup(config: &LoadConfig, info: &ModelInfo, gguf: &shelf_gguf::Gguf, gpu: bool) -> Setup {
+    let facts = gguf.facts();
+    Setup {
+        slots: info.slots,
+        n_ctx_slot: info.n_ctx,
+        // Every generating slot needs a place in each step's batch.
+        n_batch: config.batch.max(info.slots) as usize,
+        cache_ram_bytes: config.cache_ram_bytes,
+        step_target: config.step_target,
+        sliding_window: facts
+            .sliding_window
+            .filter(|_| facts.sliding_window_layers > 0),
+        overlap: gpu && info.gpu_layers > 0,
+    }
+}
+
+/// One KV stream per slot, each `n_ctx` long (not one pool shared by all:
+/// each sequence's attention then reads only its own cells).
+fn context_params(config: &LoadConfig, setup: &Setup, info: &ModelInfo) -> LlamaContextParams {
     let threads = i32::try_from(info.threads).unwrap_or(i32::MAX);
     LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(info.n_ctx))
-        .with_n_batch(config.batch)
-        .with_n_ubatch(config.batch)
-        .with_n_seq_max(1)
+        .with_n_ctx(NonZeroU32::new(info.n_ctx.saturating_mul(info.slots)))
+        .with_n_batch(setup.n_batch as u32)
+        .with_n_ubatch(setup.n_batch.min(512) as u32)
+        .with_n_seq_max(info.slots)
+        .with_kv_unified(false)
+        .with_swa_full(!config.small_window_cache)
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
 }
@@ -229,14 +262,19 @@ impl LoadedModel for LlamaModelHandle {
         Ok(tokens.into_iter().map(|t| Token(t.0)).collect())
     }
 
-    fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+    fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError> {
         request.validate(self.info.n_ctx)?;
-        let (generation, sink) = Generation::channel();
         self.jobs
             .as_ref()
             .ok_or(EngineError::Unavailable)?
             .send(Job { request, sink })
-            .map_err(|_| EngineError::Unavailable)?;
-        Ok(generation)
+            .map_err(|_| EngineError::Unavailable)
+    }
+
+    fn unload(self: Arc<Self>) -> Unloaded {
+        // Dropping joins the decode thread: not on an async thread.
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || drop(self)).await;
+        })
     }
 }

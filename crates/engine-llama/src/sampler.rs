@@ -60,15 +60,24 @@ pub fn is_plain_greedy(params: &SamplingParams) -> bool {
 ///
 /// Reads llama.cpp's logits buffer in place: no copy, and none of the
 /// candidate-array building that a sampler chain does for every token.
+/// Two passes: the maximum, in lanes the compiler turns into vector
+/// instructions, then the first position holding it. This is on the
+/// critical path of every greedy token, between two decodes.
 pub fn arg_max(logits: &[f32]) -> i32 {
-    let mut best = 0;
-    let mut best_value = f32::NEG_INFINITY;
-    for (i, &value) in logits.iter().enumerate() {
-        if value > best_value {
-            best = i;
-            best_value = value;
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = if value > *lane { value } else { *lane };
         }
     }
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let best = logits.iter().position(|&v| v == max).unwrap_or(0);
     i32::try_from(best).unwrap_or(0)
 }
 
@@ -80,5 +89,10 @@ mod tests {
     fn arg_max_takes_the_first_largest() {
         assert_eq!(arg_max(&[0.0, 3.0, -1.0, 3.0]), 1);
         assert_eq!(arg_max(&[f32::NEG_INFINITY, -5.0]), 1);
+        let mut long: Vec<f32> = (0..1000).map(|i| (i % 97) as f32).collect();
+        long[611] = 500.0;
+        long[977] = 500.0;
+        assert_eq!(arg_max(&long), 611);
+        assert_eq!(arg_max(&long[612..]), 977 - 612);
     }
 }

@@ -14,12 +14,31 @@ use shelf_engine_llama::{LlamaEngine, LlamaModelHandle};
 use shelf_testmodels::{path, GEMMA3, QWEN_05B, SMOLLM2};
 
 fn load(name: &str, ctx: u32) -> LlamaModelHandle {
+    load_with(name, ctx, 1, 0)
+}
+
+fn load_with(name: &str, ctx: u32, slots: u32, cache_ram_bytes: u64) -> LlamaModelHandle {
     let config = LoadConfig {
         threads: Some(2),
         ctx: Some(ctx),
+        slots,
+        cache_ram_bytes,
         ..LoadConfig::default()
     };
     LlamaEngine.load(&path(name), &config).unwrap()
+}
+
+/// A greedy request for `text` as it stands (no template).
+fn raw_prompt(model: &LlamaModelHandle, text: &str, max_tokens: u32) -> GenerateRequest {
+    let mut request = GenerateRequest::new(model.tokenize(text).unwrap());
+    request.sampling = SamplingParams::greedy();
+    request.max_tokens = Some(max_tokens);
+    request
+}
+
+fn without_cache(mut request: GenerateRequest) -> GenerateRequest {
+    request.cache_prompt = false;
+    request
 }
 
 fn chat_prompt(model: &LlamaModelHandle, user: &str) -> GenerateRequest {
@@ -203,4 +222,176 @@ fn corrupt_files_are_load_errors_naming_the_file() {
 
     let message = load_error(&dir.path().join("missing.gguf"));
     assert!(message.contains("missing.gguf"), "{message}");
+}
+
+/// Slots decode in one batch, and each answers exactly as it would alone.
+#[test]
+fn parallel_slots_answer_as_they_would_alone() {
+    let model = load_with(SMOLLM2, 512, 4, 0);
+    let questions = [
+        "What is the capital of France?",
+        "Name three colours.",
+        "Write a haiku about rain.",
+        "What is 2 + 2?",
+    ];
+    let requests: Vec<GenerateRequest> = questions
+        .iter()
+        .map(|q| {
+            let mut r = chat_prompt(&model, q);
+            r.max_tokens = Some(24);
+            r.cache_prompt = false;
+            r
+        })
+        .collect();
+    let alone: Vec<String> = requests
+        .iter()
+        .map(|r| collect(model.submit(r.clone()).unwrap()).0)
+        .collect();
+    let generations: Vec<Generation> = requests
+        .iter()
+        .map(|r| model.submit(r.clone()).unwrap())
+        .collect();
+    let together: Vec<String> = generations.into_iter().map(|g| collect(g).0).collect();
+    assert_eq!(together, alone);
+}
+
+/// A second chat turn reuses the first turn's KV, reports it as cached, and
+/// answers exactly as a run without the cache does.
+#[test]
+fn the_next_turn_reuses_the_history() {
+    let model = load_with(SMOLLM2, 2048, 2, 0);
+    let history = format!(
+        "<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\nSummarise the rules.<|im_end|>\n<|im_start|>assistant\n",
+        "Rule: be kind to every visitor of the library. ".repeat(40)
+    );
+    let first = raw_prompt(&model, &history, 16);
+    let (answer, done) = collect(model.submit(first.clone()).unwrap());
+    assert_eq!(done.usage.cached_tokens, 0);
+    let turn_two = format!(
+        "{history}{answer}<|im_end|>\n<|im_start|>user\nAnd on Sundays?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let second = raw_prompt(&model, &turn_two, 16);
+    let (cached_answer, done) = collect(model.submit(second.clone()).unwrap());
+    assert!(
+        done.usage.cached_tokens as usize >= first.prompt.len(),
+        "{} cached of a {}-token history",
+        done.usage.cached_tokens,
+        first.prompt.len()
+    );
+    let (fresh_answer, fresh) = collect(model.submit(without_cache(second)).unwrap());
+    assert_eq!(fresh.usage.cached_tokens, 0);
+    assert_eq!(cached_answer, fresh_answer);
+}
+
+/// With one slot, a conversation pushed out by another is restored from RAM.
+#[test]
+fn a_pushed_out_slot_comes_back_from_ram() {
+    let model = load_with(SMOLLM2, 2048, 1, 256 << 20);
+    let a = raw_prompt(&model, &"The first story is about a cat. ".repeat(60), 4);
+    let b = raw_prompt(
+        &model,
+        &"A second, unrelated text on trains. ".repeat(60),
+        4,
+    );
+    let (a_text, _) = collect(model.submit(a.clone()).unwrap());
+    collect(model.submit(b).unwrap());
+    let (again, done) = collect(model.submit(a.clone()).unwrap());
+    assert_eq!(done.usage.cached_tokens as usize, a.prompt.len() - 1);
+    assert_eq!(again, a_text);
+
+    // Without the RAM cache the same sequence recomputes everything.
+    let model = load_with(SMOLLM2, 2048, 1, 0);
+    collect(model.submit(a.clone()).unwrap());
+    collect(
+        model
+            .submit(raw_prompt(&model, &"Trains. ".repeat(200), 4))
+            .unwrap(),
+    );
+    let (_, done) = collect(model.submit(a).unwrap());
+    assert!(done.usage.cached_tokens < 8, "{}", done.usage.cached_tokens);
+}
+
+/// With a window-sized cache, Gemma 3's sliding-window layers forget
+/// positions older than the window: a prompt that diverges early in a long
+/// cached one must not reuse the cache, and answers match a run without it
+/// either way.
+#[test]
+fn a_sliding_window_model_reuses_only_what_its_cache_holds() {
+    let config = LoadConfig {
+        threads: Some(2),
+        ctx: Some(4096),
+        small_window_cache: true,
+        ..LoadConfig::default()
+    };
+    let model = LlamaEngine.load(&path(GEMMA3), &config).unwrap();
+    let story = "Once upon a time there was a lighthouse keeper who counted ships. ".repeat(130);
+    let long = raw_prompt(&model, &story, 6);
+    // Past the window plus a micro-batch, the cache has dropped the start.
+    assert!(long.prompt.len() > 1600, "{}", long.prompt.len());
+    collect(model.submit(long.clone()).unwrap());
+
+    // Diverges after ~100 tokens, far behind the 512-token window.
+    let early = raw_prompt(&model, &format!("{} But then", &story[..400]), 8);
+    let (text, done) = collect(model.submit(early.clone()).unwrap());
+    assert_eq!(
+        done.usage.cached_tokens, 0,
+        "the window's positions are gone"
+    );
+    assert_eq!(text, collect(model.submit(without_cache(early)).unwrap()).0);
+
+    // Extends the cached prompt: everything it holds is reused.
+    collect(model.submit(long.clone()).unwrap());
+    let later = raw_prompt(&model, &format!("{story} The end came when"), 8);
+    let (text, done) = collect(model.submit(later.clone()).unwrap());
+    assert!(done.usage.cached_tokens as usize >= long.prompt.len() - 1);
+    assert_eq!(text, collect(model.submit(without_cache(later)).unwrap()).0);
+}
+
+/// A long prompt admitted while other slots generate is decoded in chunks
+/// between their tokens; every answer is still what it would be alone.
+#[test]
+fn a_long_prompt_joins_running_streams_without_changing_them() {
+    let model = load_with(SMOLLM2, 2048, 3, 0);
+    let mut short = chat_prompt(&model, "List the planets of the solar system.");
+    short.max_tokens = Some(40);
+    short.cache_prompt = false;
+    let mut long = chat_prompt(
+        &model,
+        &format!("{}\nWhich city is the first one on this list?", cities()),
+    );
+    long.max_tokens = Some(12);
+    long.cache_prompt = false;
+    assert!(long.prompt.len() > 600, "{}", long.prompt.len());
+    let short_alone = collect(model.submit(short.clone()).unwrap()).0;
+    let long_alone = collect(model.submit(long.clone()).unwrap()).0;
+    let mut running = model.submit(short.clone()).unwrap();
+    let mut so_far = String::new();
+    match running.blocking_next() {
+        Some(Event::Text(t)) => so_far.push_str(&t),
+        other => panic!("unexpected {other:?}"),
+    }
+    let joined = model.submit(long).unwrap();
+    let (rest, _) = collect(running);
+    assert_eq!(so_far + &rest, short_alone);
+    assert_eq!(collect(joined).0, long_alone);
+}
+
+/// A list of distinct lines, long enough to take several prompt chunks.
+fn cities() -> String {
+    let names = [
+        "Lisbon", "Oslo", "Quito", "Hanoi", "Accra", "Lima", "Perth", "Cork", "Turin", "Kyoto",
+        "Dakar", "Riga", "Bergen", "Porto", "Leeds", "Basel", "Malmo", "Split", "Ghent", "Pune",
+    ];
+    (0..120)
+        .map(|i| {
+            let name = names[i % names.len()];
+            format!(
+                "{}. {name} has {} bridges and {} parks.",
+                i + 1,
+                3 + i * 7 % 31,
+                2 + i * 5 % 17
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -1,40 +1,76 @@
 //! A deterministic stand-in for a real model, for testing the layers above
-//! the engine (server, scheduler) without loading weights.
+//! the engine (server, scheduler, runner protocol) without loading weights.
 //!
 //! Each character of text is one token. Generation replies with a fixed text,
-//! one character per token, on its own thread, honouring `max_tokens`, stop
-//! strings and cancellation the way the real engine does.
+//! one character per token, each on its own thread (so several run at once,
+//! as a model's slots do), honouring `max_tokens`, stop strings and
+//! cancellation the way the real engine does. A [`Gate`] holds generations
+//! before their first token until a test opens it, and [`FakeModel::crash`]
+//! ends the model the way a dead runner process does.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
+use tokio::sync::watch;
+
 use crate::{
-    Completion, EngineError, Event, FinishReason, GenerateRequest, Generation, GenerationSink,
-    LoadedModel, ModelInfo, StopMatcher, StopOutcome, Timings, Token, Usage,
+    Completion, Ended, EngineError, Event, FinishReason, GenerateRequest, GenerationSink,
+    LoadedModel, ModelInfo, StopMatcher, StopOutcome, Timings, Token, Unloaded, Usage,
 };
 
 /// A fake model that always answers with the same text.
 pub struct FakeModel {
     info: ModelInfo,
-    jobs: mpsc::Sender<(GenerateRequest, GenerationSink)>,
+    reply: Arc<Vec<char>>,
+    gate: Option<Gate>,
+    state: Arc<Shared>,
+}
+
+/// What the fake shares with its generation threads and with tests.
+struct Shared {
+    /// `Some(how)` once crashed.
+    crashed: watch::Sender<Option<String>>,
+    running: AtomicUsize,
+    unloaded: AtomicUsize,
+}
+
+/// Holds generations before their first token while closed.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Self {
+        Self::default()
+    }
+
+    /// Let every held generation, and every later one, go.
+    pub fn open(&self) {
+        let (open, wake) = &*self.0;
+        *open.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+    }
+
+    fn wait(&self) {
+        let (open, wake) = &*self.0;
+        let mut guard = open.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*guard {
+            guard = wake.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 impl FakeModel {
     /// A fake with a context window of `n_ctx` tokens that replies `reply`.
     pub fn new(reply: &str, n_ctx: u32) -> Self {
-        let (jobs, queue) = mpsc::channel::<(GenerateRequest, GenerationSink)>();
-        let reply: Vec<char> = reply.chars().collect();
-        thread::spawn(move || {
-            for (request, sink) in queue {
-                run(&reply, &request, &sink);
-            }
-        });
         Self {
             info: ModelInfo {
                 architecture: "fake".into(),
                 n_params: 0,
                 size_bytes: 0,
                 n_ctx,
+                slots: 1,
                 n_ctx_train: n_ctx,
                 n_vocab: 0x11_0000,
                 gpu_layers: 0,
@@ -43,18 +79,68 @@ impl FakeModel {
                 bos_token: String::new(),
                 eos_token: String::new(),
             },
-            jobs,
+            reply: Arc::new(reply.chars().collect()),
+            gate: None,
+            state: Arc::new(Shared {
+                crashed: watch::channel(None).0,
+                running: AtomicUsize::new(0),
+                unloaded: AtomicUsize::new(0),
+            }),
         }
+    }
+
+    /// Report `slots` slots.
+    pub fn with_slots(mut self, slots: u32) -> Self {
+        self.info.slots = slots;
+        self
+    }
+
+    /// Hold every generation before its first token until `gate` opens.
+    pub fn with_gate(mut self, gate: &Gate) -> Self {
+        self.gate = Some(gate.clone());
+        self
+    }
+
+    /// A handle for tests to crash the model or see it unloaded.
+    pub fn control(&self) -> FakeControl {
+        FakeControl(Arc::clone(&self.state))
     }
 }
 
-fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink) {
+/// A test's hold on a [`FakeModel`] it has handed away.
+#[derive(Clone)]
+pub struct FakeControl(Arc<Shared>);
+
+impl FakeControl {
+    /// End the model as a dead runner would: running generations fail with
+    /// [`EngineError::Crashed`] and [`LoadedModel::ended`] resolves.
+    pub fn crash(&self, how: &str) {
+        self.0.crashed.send_replace(Some(how.to_string()));
+    }
+
+    /// Generations running now.
+    pub fn running(&self) -> usize {
+        self.0.running.load(Ordering::SeqCst)
+    }
+
+    /// How many times the model was unloaded.
+    pub fn unloads(&self) -> usize {
+        self.0.unloaded.load(Ordering::SeqCst)
+    }
+}
+
+fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink, state: &Shared) {
+    let crashed = || state.crashed.borrow().clone();
     let mut stops = StopMatcher::new(&request.stop);
     let limit = request.max_tokens.map_or(usize::MAX, |n| n as usize);
     let mut produced = 0u32;
     let mut finish = FinishReason::Stop;
     let mut matched_stop = false;
     for (i, c) in reply.iter().enumerate() {
+        if let Some(how) = crashed() {
+            sink.send(Event::Failed(EngineError::Crashed(how)));
+            return;
+        }
         if sink.is_cancelled() {
             finish = FinishReason::Cancelled;
             break;
@@ -89,6 +175,7 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink) {
         usage: Usage {
             prompt_tokens: request.prompt.len() as u32,
             completion_tokens: produced,
+            cached_tokens: 0,
         },
         timings: Timings::default(),
     }));
@@ -103,19 +190,50 @@ impl LoadedModel for FakeModel {
         Ok(text.chars().map(|c| Token(c as i32)).collect())
     }
 
-    fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+    fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError> {
+        if let Some(how) = self.state.crashed.borrow().clone() {
+            return Err(EngineError::Crashed(how));
+        }
         request.validate(self.info.n_ctx)?;
-        let (generation, sink) = Generation::channel();
-        self.jobs
-            .send((request, sink))
-            .map_err(|_| EngineError::Unavailable)?;
-        Ok(generation)
+        let reply = Arc::clone(&self.reply);
+        let gate = self.gate.clone();
+        let state = Arc::clone(&self.state);
+        state.running.fetch_add(1, Ordering::SeqCst);
+        thread::spawn(move || {
+            if let Some(gate) = gate {
+                gate.wait();
+            }
+            run(&reply, &request, &sink, &state);
+            state.running.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(())
+    }
+
+    fn ended(&self) -> Ended {
+        let mut crashed = self.state.crashed.subscribe();
+        Box::pin(async move {
+            let how = crashed
+                .wait_for(Option::is_some)
+                .await
+                .map(|how| how.clone().unwrap_or_default());
+            match how {
+                Ok(how) => how,
+                // The model is gone, so nothing can crash it any more.
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+
+    fn unload(self: Arc<Self>) -> Unloaded {
+        self.state.unloaded.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Generation;
 
     fn generate(request: GenerateRequest) -> (String, Completion) {
         let model = FakeModel::new("hello world", 64);
@@ -135,13 +253,8 @@ mod tests {
         let (text, completion) = generate(GenerateRequest::new(vec![Token(1); 3]));
         assert_eq!(text, "hello world");
         assert_eq!(completion.finish_reason, FinishReason::Stop);
-        assert_eq!(
-            completion.usage,
-            Usage {
-                prompt_tokens: 3,
-                completion_tokens: 11
-            }
-        );
+        assert_eq!(completion.usage.prompt_tokens, 3);
+        assert_eq!(completion.usage.completion_tokens, 11);
     }
 
     #[test]
@@ -175,11 +288,41 @@ mod tests {
     }
 
     #[test]
-    fn too_long_prompt_is_refused() {
+    fn too_long_prompt_and_zero_max_tokens_are_refused() {
         let model = FakeModel::new("x", 4);
         assert!(matches!(
             model.submit(GenerateRequest::new(vec![Token(1); 4])),
             Err(EngineError::PromptTooLong { .. })
+        ));
+        let mut request = GenerateRequest::new(vec![Token(1)]);
+        request.max_tokens = Some(0);
+        assert!(matches!(
+            model.submit(request),
+            Err(EngineError::InvalidParam {
+                param: "max_tokens",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_gate_holds_generations_and_a_crash_fails_them() {
+        let gate = Gate::closed();
+        let model = FakeModel::new("abc", 64).with_gate(&gate);
+        let control = model.control();
+        let mut generation = model.submit(GenerateRequest::new(vec![Token(1)])).unwrap();
+        assert_eq!(control.running(), 1);
+        control.crash("killed by signal 9");
+        gate.open();
+        assert_eq!(
+            generation.blocking_next(),
+            Some(Event::Failed(EngineError::Crashed(
+                "killed by signal 9".into()
+            )))
+        );
+        assert!(matches!(
+            model.submit(GenerateRequest::new(vec![Token(1)])),
+            Err(EngineError::Crashed(_))
         ));
     }
 }

@@ -32,6 +32,8 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens whose KV was reused from the prefix cache, not computed.
+    pub cached_tokens: u32,
 }
 
 /// Wall-clock time spent in prefill and decode.
@@ -84,8 +86,33 @@ pub struct Generation {
 /// The engine's end of a generation.
 #[derive(Debug)]
 pub struct GenerationSink {
-    events: mpsc::UnboundedSender<Event>,
+    events: Target,
     cancel: CancelToken,
+}
+
+/// Where a sink's events go: its own channel, or a channel shared by many
+/// generations with each event tagged by its generation's id (a runner
+/// forwards every generation's events through one writer that way).
+#[derive(Debug)]
+enum Target {
+    Own(mpsc::UnboundedSender<Event>),
+    Tagged(u64, mpsc::UnboundedSender<(u64, Event)>),
+}
+
+impl Target {
+    fn send(&self, event: Event) -> bool {
+        match self {
+            Self::Own(tx) => tx.send(event).is_ok(),
+            Self::Tagged(id, tx) => tx.send((*id, event)).is_ok(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Own(tx) => tx.is_closed(),
+            Self::Tagged(_, tx) => tx.is_closed(),
+        }
+    }
 }
 
 impl Generation {
@@ -98,7 +125,10 @@ impl Generation {
                 events: rx,
                 cancel: cancel.clone(),
             },
-            GenerationSink { events: tx, cancel },
+            GenerationSink {
+                events: Target::Own(tx),
+                cancel,
+            },
         )
     }
 
@@ -138,6 +168,22 @@ impl Drop for Generation {
 }
 
 impl GenerationSink {
+    /// A sink whose events go to a shared channel as `(id, event)`; the
+    /// token cancels it.
+    pub fn tagged(id: u64, events: mpsc::UnboundedSender<(u64, Event)>) -> (CancelToken, Self) {
+        let cancel = CancelToken::new();
+        let sink = Self {
+            events: Target::Tagged(id, events),
+            cancel: cancel.clone(),
+        };
+        (cancel, sink)
+    }
+
+    /// The token the caller cancels with, to wait on it.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
     /// Whether the caller cancelled or went away.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled() || self.events.is_closed()
@@ -145,6 +191,6 @@ impl GenerationSink {
 
     /// Send an event; `false` when the caller has gone away.
     pub fn send(&self, event: Event) -> bool {
-        self.events.send(event).is_ok()
+        self.events.send(event)
     }
 }

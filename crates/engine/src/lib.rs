@@ -6,6 +6,10 @@
 //! on llama.cpp, and [`fake::FakeModel`] implements it deterministically for
 //! tests of the layers above.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 mod cancel;
 mod error;
 pub mod fake;
@@ -35,8 +39,10 @@ pub struct ModelInfo {
     pub n_params: u64,
     /// Size of the weights in bytes.
     pub size_bytes: u64,
-    /// Context window this instance was created with.
+    /// Context window of each slot.
     pub n_ctx: u32,
+    /// Sequences this instance generates at once.
+    pub slots: u32,
     /// Tokens in the vocabulary.
     pub n_vocab: u32,
     /// Context length the model was trained with.
@@ -68,5 +74,35 @@ pub trait LoadedModel: Send + Sync {
 
     /// Queue a generation. Events arrive on the returned [`Generation`];
     /// dropping it cancels the work.
-    fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
+    fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let (generation, sink) = Generation::channel();
+        self.submit_to(request, sink)?;
+        Ok(generation)
+    }
+
+    /// Queue a generation whose events go to `sink` (a runner passes sinks
+    /// that share one channel to its writer).
+    fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError>;
+
+    /// The process the model runs in, when it has one of its own.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
+    /// Resolves when the model can no longer serve (its runner process
+    /// died), with how it ended. An in-process model never ends this way.
+    fn ended(&self) -> Ended {
+        Box::pin(std::future::pending())
+    }
+
+    /// Release the model and resolve once its memory is back with the
+    /// system (a runner process has exited, a decode thread has joined).
+    /// Called once, when nothing else uses the model.
+    fn unload(self: Arc<Self>) -> Unloaded;
 }
+
+/// See [`LoadedModel::ended`].
+pub type Ended = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// See [`LoadedModel::unload`].
+pub type Unloaded = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -1,5 +1,7 @@
 //! What callers ask of the engine: how to load a model and what to generate.
 
+use std::time::Duration;
+
 use crate::{EngineError, Token};
 
 /// How many layers go to the GPU.
@@ -17,13 +19,27 @@ pub enum GpuLayers {
 pub struct LoadConfig {
     /// Decode threads; `None` means one per available CPU.
     pub threads: Option<u32>,
-    /// Context window in tokens; `None` means the model's trained length,
-    /// capped at [`LoadConfig::DEFAULT_MAX_CTX`] to keep KV memory modest.
+    /// Context window of each slot in tokens; `None` means the model's
+    /// trained length, capped at [`LoadConfig::DEFAULT_MAX_CTX`] to keep KV
+    /// memory modest.
     pub ctx: Option<u32>,
     /// Layers to offload to a GPU.
     pub gpu_layers: GpuLayers,
-    /// Most prompt tokens decoded in one llama.cpp batch.
+    /// Most tokens decoded in one llama.cpp batch.
     pub batch: u32,
+    /// Sequences generated at once (slots), each with its own `ctx` of KV.
+    pub slots: u32,
+    /// Bytes of RAM for slot states pushed out of the KV cache, restored
+    /// when a later prompt shares their prefix; 0 turns it off.
+    pub cache_ram_bytes: u64,
+    /// Sliding-window layers keep only their window's KV (plus a batch),
+    /// not the whole context: less memory, but a cached prefix is reused
+    /// only while the window before its end is still held.
+    pub small_window_cache: bool,
+    /// While slots are generating, prompt chunks are sized so one decode
+    /// step takes about this long, so a long new prompt never stalls the
+    /// running streams for more than this.
+    pub step_target: Duration,
 }
 
 impl LoadConfig {
@@ -38,6 +54,10 @@ impl Default for LoadConfig {
             ctx: None,
             gpu_layers: GpuLayers::Auto,
             batch: 512,
+            slots: 1,
+            cache_ram_bytes: 0,
+            small_window_cache: false,
+            step_target: Duration::from_millis(100),
         }
     }
 }
@@ -154,6 +174,8 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Reuse a cached prefix of the prompt's KV; `false` computes every token.
+    pub cache_prompt: bool,
 }
 
 impl GenerateRequest {
@@ -165,6 +187,7 @@ impl GenerateRequest {
             max_tokens: None,
             stop: Vec::new(),
             ignore_eos: false,
+            cache_prompt: true,
         }
     }
 
@@ -172,6 +195,12 @@ impl GenerateRequest {
     pub fn validate(&self, n_ctx: u32) -> Result<(), EngineError> {
         if self.prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
+        }
+        if self.max_tokens == Some(0) {
+            return Err(EngineError::InvalidParam {
+                param: "max_tokens",
+                reason: "must be at least 1".into(),
+            });
         }
         // One slot of the window must stay free for the first generated token.
         if self.prompt.len() >= n_ctx as usize {

@@ -1,50 +1,66 @@
-//! Model residency: which models are loaded, loading them on first use, and
-//! evicting the least recently used when the limit is reached.
+//! Model residency: which models are loaded, within one memory budget, and
+//! who gets their slots.
 //!
-//! The host knows names and paths, not files or HTTP: resolving a name is
-//! the [`Catalog`]'s job and loading is the [`Loader`]'s, both injected by
-//! the binary, so tests swap in fakes. Requests to one model run in order
-//! because the engine's decode thread takes them one at a time; parallel
-//! slots and a memory budget come with the planner.
+//! A request [`ModelHost::acquire`]s a model by name and gets a [`Lease`]
+//! on one of its slots: at once if one is free, else after the requests
+//! queued before it (a bounded FIFO per model). A model that is not loaded
+//! is resolved by the [`Catalog`], sized by the [`Sizer`] (the planner's
+//! estimate for its slots) and admitted only when its bytes fit the budget,
+//! after unloading least recently used idle models if needed. A model with
+//! a running or queued request is never unloaded, and unloading never
+//! blocks: it runs in its own task, and its bytes count against the budget
+//! until the model has let them go. Idle models unload after the
+//! keep-alive; pinned ones never do. A model whose runner dies is dropped,
+//! and the next request for it loads it again.
+//!
+//! The host knows names, paths and byte counts, not files, GGUF or HTTP:
+//! resolving, sizing and loading are seams the binary fills, so tests use
+//! fakes and paused time.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+mod catalog;
+mod host;
+mod status;
+
+pub use catalog::{Catalog, CatalogError, Resolution, CATALOG_TIMEOUT};
+pub use host::{Lease, ModelHost};
+pub use status::{ModelCounts, ModelStatus};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use shelf_engine::template::ChatTemplate;
 use shelf_engine::{EngineError, LoadedModel};
-use std::time::Duration;
 
-use tokio::sync::watch;
-
-/// Resolves model names to files and lists what can be served. Both calls
-/// may block on a slow disk or a network store; the host runs them on a
-/// blocking thread with a time limit.
-pub trait Catalog: Send + Sync {
-    /// The file behind a name.
-    fn resolve(&self, name: &str) -> Result<Resolution, String>;
-    /// Every servable model name.
-    fn list(&self) -> Result<Vec<String>, String>;
-}
-
-/// What the catalog knows of a name.
+/// What to load: the file, and how many slots to give it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
-    /// Ready to load from this file.
-    Ready(PathBuf),
-    /// No such model.
-    Missing,
-    /// Not yet available, but on its way (being pulled); the text says how far.
-    Preparing(String),
+pub struct LoadPlan {
+    pub name: String,
+    pub path: PathBuf,
+    pub slots: u32,
 }
 
-/// How long a catalog call may take before the request gets a 503.
-pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Loads a model. Blocking: it is called on a blocking thread.
+pub type Loader = dyn Fn(&LoadPlan) -> Result<Arc<dyn LoadedModel>, EngineError> + Send + Sync;
 
-/// Loads a model file. Blocking: it is called on a blocking thread.
-pub type Loader =
-    dyn Fn(&std::path::Path) -> Result<Arc<dyn LoadedModel>, EngineError> + Send + Sync;
+/// What a model costs in memory at the served context: a fixed part
+/// (weights, compute buffers, runtime) and a part per slot (its KV cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelCost {
+    pub fixed: u64,
+    pub per_slot: u64,
+}
+
+impl ModelCost {
+    /// Bytes with `slots` slots.
+    pub fn with_slots(&self, slots: u32) -> u64 {
+        self.fixed
+            .saturating_add(self.per_slot.saturating_mul(u64::from(slots)))
+    }
+}
+
+/// Sizes a model file. Blocking: it reads the file's header.
+pub type Sizer = dyn Fn(&Path) -> Result<ModelCost, String> + Send + Sync;
 
 /// A loaded model, with what the server needs next to it.
 pub struct Resident {
@@ -55,237 +71,79 @@ pub struct Resident {
     pub template: ChatTemplate,
 }
 
-/// Why a model could not be handed out.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HostError {
-    #[error("model '{0}' not found")]
-    NotFound(String),
-    #[error("model '{0}' is loading; retry shortly")]
-    Loading(String),
-    #[error("{0}")]
-    Preparing(String),
-    #[error("the model store failed: {0}")]
-    Catalog(String),
-    #[error(transparent)]
-    Load(EngineError),
+/// When idle models are unloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// This long after their last request ends (zero: at once).
+    After(Duration),
+    /// Never.
+    Forever,
 }
 
 /// Settings for the host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Most models resident at once; the least recently used is unloaded
-    /// (once its last request finishes) to make room.
-    pub max_loaded: usize,
+    /// Bytes all loaded models may take together.
+    pub budget: u64,
+    /// Slots per model; `None` gives each model as many as fit the budget,
+    /// up to [`HostConfig::AUTO_MAX_SLOTS`].
+    pub slots: Option<u32>,
+    pub keep_alive: KeepAlive,
+    /// Requests that may wait for a model's slots; more get
+    /// [`HostError::Overloaded`].
+    pub max_queue: usize,
+    /// Most models loaded at once, whatever their size.
+    pub max_loaded: Option<usize>,
+    /// Models that are never unloaded (but reloaded if their runner dies).
+    pub pinned: Vec<String>,
+}
+
+impl HostConfig {
+    /// The most slots a model gets when the number is left to the budget.
+    pub const AUTO_MAX_SLOTS: u32 = 4;
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { max_loaded: 1 }
-    }
-}
-
-/// Set once a load ends: `Ok` when the slot is ready, the error otherwise.
-type LoadOutcome = Option<Result<(), EngineError>>;
-
-enum Slot {
-    Loading,
-    Ready {
-        resident: Arc<Resident>,
-        last_used: Instant,
-    },
-}
-
-/// Owns the set of resident models.
-pub struct ModelHost {
-    catalog: Arc<dyn Catalog>,
-    loader: Arc<Loader>,
-    config: HostConfig,
-    slots: Arc<Mutex<HashMap<String, Slot>>>,
-}
-
-impl ModelHost {
-    /// A host with nothing loaded.
-    pub fn new(catalog: Arc<dyn Catalog>, loader: Arc<Loader>, config: HostConfig) -> Self {
         Self {
-            catalog,
-            loader,
-            config,
-            slots: Arc::default(),
+            budget: u64::MAX,
+            slots: None,
+            keep_alive: KeepAlive::After(Duration::from_secs(300)),
+            max_queue: 64,
+            max_loaded: None,
+            pinned: Vec::new(),
         }
-    }
-
-    /// Model names the catalog offers.
-    pub async fn list(&self) -> Result<Vec<String>, HostError> {
-        let catalog = Arc::clone(&self.catalog);
-        bounded(move || catalog.list()).await
-    }
-
-    /// Whether any model is loading now.
-    pub fn is_loading(&self) -> bool {
-        lock(&self.slots)
-            .values()
-            .any(|slot| matches!(slot, Slot::Loading))
-    }
-
-    /// The resident model for `name`, loading it if needed.
-    ///
-    /// The request that finds a model absent starts its load and waits for
-    /// it. Others that arrive during that load get [`HostError::Loading`]
-    /// (HTTP 503), so clients retry rather than pile up.
-    pub async fn get(&self, name: &str) -> Result<Arc<Resident>, HostError> {
-        if let Some(resident) = self.ready_or_loading(name)? {
-            return Ok(resident);
-        }
-        let catalog = Arc::clone(&self.catalog);
-        let wanted = name.to_string();
-        let path = match bounded(move || catalog.resolve(&wanted)).await? {
-            Resolution::Ready(path) => path,
-            Resolution::Missing => return Err(HostError::NotFound(name.to_string())),
-            Resolution::Preparing(status) => return Err(HostError::Preparing(status)),
-        };
-        let mut done = self.start_load(name, path)?;
-        // The load runs in its own task: a client that gives up while
-        // waiting does not leave the slot stuck in Loading.
-        let _ = done.changed().await;
-        let outcome = done.borrow().clone();
-        match outcome {
-            Some(Err(error)) => Err(HostError::Load(error)),
-            _ => self
-                .ready_or_loading(name)?
-                .ok_or_else(|| HostError::Loading(name.to_string())),
-        }
-    }
-
-    fn ready_or_loading(&self, name: &str) -> Result<Option<Arc<Resident>>, HostError> {
-        let mut slots = lock(&self.slots);
-        match slots.get_mut(name) {
-            Some(Slot::Ready {
-                resident,
-                last_used,
-            }) => {
-                *last_used = Instant::now();
-                Ok(Some(Arc::clone(resident)))
-            }
-            Some(Slot::Loading) => Err(HostError::Loading(name.to_string())),
-            None => Ok(None),
-        }
-    }
-
-    fn start_load(
-        &self,
-        name: &str,
-        path: PathBuf,
-    ) -> Result<watch::Receiver<LoadOutcome>, HostError> {
-        let (tx, rx) = watch::channel(None);
-        {
-            let mut slots = lock(&self.slots);
-            if slots.contains_key(name) {
-                return Err(HostError::Loading(name.to_string()));
-            }
-            evict_for_one_more(&mut slots, self.config.max_loaded);
-            slots.insert(name.to_string(), Slot::Loading);
-        }
-        let loader = Arc::clone(&self.loader);
-        let slots = Arc::clone(&self.slots);
-        let name = name.to_string();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let load_path = path.clone();
-            let result = tokio::task::spawn_blocking(move || loader(&load_path))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(EngineError::Load {
-                        path: path.clone(),
-                        reason: format!("the loader panicked: {e}"),
-                    })
-                });
-            let mut guard = lock(&slots);
-            let outcome = match result {
-                Ok(model) => {
-                    tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
-                    let template = template_for(&name, model.as_ref());
-                    let resident = Arc::new(Resident {
-                        name: name.clone(),
-                        model,
-                        template,
-                    });
-                    guard.insert(
-                        name,
-                        Slot::Ready {
-                            resident,
-                            last_used: Instant::now(),
-                        },
-                    );
-                    Ok(())
-                }
-                Err(error) => {
-                    tracing::warn!(model = %name, %error, "model failed to load");
-                    guard.remove(&name);
-                    Err(error)
-                }
-            };
-            drop(guard);
-            let _ = tx.send(Some(outcome));
-        });
-        Ok(rx)
     }
 }
 
-/// Drop least recently used ready models until one more fits.
-fn evict_for_one_more(slots: &mut HashMap<String, Slot>, max_loaded: usize) {
-    while slots.len() >= max_loaded.max(1) {
-        let oldest = slots
-            .iter()
-            .filter_map(|(name, slot)| match slot {
-                Slot::Ready { last_used, .. } => Some((name.clone(), *last_used)),
-                Slot::Loading => None,
-            })
-            .min_by_key(|(_, used)| *used);
-        let Some((name, _)) = oldest else { break };
-        tracing::info!(model = %name, "unloading to make room");
-        slots.remove(&name);
-    }
-}
-
-fn template_for(name: &str, model: &dyn LoadedModel) -> ChatTemplate {
-    let info = model.info();
-    let own = ChatTemplate::new(
-        info.chat_template.as_deref(),
-        &info.bos_token,
-        &info.eos_token,
-    );
-    let template = match own {
-        Ok(template) => template,
-        Err(error) => {
-            tracing::warn!(model = %name, %error, "the model's chat template does not parse; using ChatML");
-            ChatTemplate::fallback(&info.bos_token, &info.eos_token)
-        }
-    };
-    if template.is_fallback {
-        tracing::warn!(model = %name, "the model has no chat template; chat prompts use ChatML");
-    }
-    template
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Run a catalog call on a blocking thread, giving up after [`CATALOG_TIMEOUT`]
-/// so a hung network store cannot hang the server.
-async fn bounded<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, HostError> {
-    let task = tokio::task::spawn_blocking(call);
-    match tokio::time::timeout(CATALOG_TIMEOUT, task).await {
-        Ok(Ok(result)) => result.map_err(HostError::Catalog),
-        Ok(Err(join)) => Err(HostError::Catalog(join.to_string())),
-        Err(_) => Err(HostError::Catalog(format!(
-            "the model store did not answer within {} s",
-            CATALOG_TIMEOUT.as_secs()
-        ))),
-    }
+/// Why a model could not be handed out.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    #[error("model '{0}' not found")]
+    NotFound(String),
+    /// Being pulled; the text says how far.
+    #[error("{0}")]
+    Preparing(String),
+    /// The store could not be read now; retrying may help.
+    #[error("the model store failed: {0}")]
+    StoreUnavailable(String),
+    /// Fetching the model failed for good; retrying will not help.
+    #[error("{0}")]
+    PullFailed(String),
+    #[error(transparent)]
+    Load(EngineError),
+    /// The model's queue is full.
+    #[error("model '{model}' has {queued} requests waiting, its limit")]
+    Overloaded { model: String, queued: usize },
+    /// The model needs more than the budget can ever give it.
+    #[error("model '{model}' needs {needed} bytes with one slot; the memory budget has {available} bytes for it")]
+    TooLarge {
+        model: String,
+        needed: u64,
+        available: u64,
+    },
+    /// The model's runner died while the request waited, more than once.
+    #[error("model '{model}' keeps failing: its runner process stopped: {how}")]
+    Crashed { model: String, how: String },
 }

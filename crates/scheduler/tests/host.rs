@@ -1,120 +1,431 @@
-//! The model host with a fake engine: loading, errors, eviction.
+//! The model host with fake models and paused time: queues, the budget,
+//! eviction, keep-alive, pinning and crashes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
-
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use shelf_engine::fake::FakeModel;
+use shelf_engine::fake::{FakeControl, FakeModel};
 use shelf_engine::{EngineError, LoadedModel};
-use shelf_scheduler::{Catalog, HostConfig, HostError, Loader, ModelHost, Resolution};
+use shelf_scheduler::{
+    Catalog, CatalogError, HostConfig, HostError, KeepAlive, Lease, LoadPlan, Loader, ModelCost,
+    ModelHost, Resolution, Sizer,
+};
 
-struct Names(Vec<&'static str>);
+/// A catalog of names, each with its cost; `broken` fails to load.
+struct Fakes {
+    costs: HashMap<&'static str, ModelCost>,
+    loads: Mutex<Vec<LoadPlan>>,
+    controls: Mutex<HashMap<String, Vec<FakeControl>>>,
+}
 
-impl Catalog for Names {
-    fn resolve(&self, name: &str) -> Result<Resolution, String> {
-        Ok(if self.0.contains(&name) {
+impl Catalog for Fakes {
+    fn resolve(&self, name: &str) -> Result<Resolution, CatalogError> {
+        Ok(if self.costs.contains_key(name) {
             Resolution::Ready(PathBuf::from(format!("/models/{name}.gguf")))
         } else {
             Resolution::Missing
         })
     }
-    fn list(&self) -> Result<Vec<String>, String> {
-        Ok(self.0.iter().map(|s| s.to_string()).collect())
+    fn list(&self) -> Result<Vec<String>, CatalogError> {
+        Ok(self.costs.keys().map(|s| s.to_string()).collect())
     }
 }
 
-fn fake_loader(loads: Arc<AtomicUsize>) -> Arc<Loader> {
-    Arc::new(move |path: &Path| {
-        loads.fetch_add(1, Ordering::SeqCst);
-        if path.ends_with("broken.gguf") {
+impl Fakes {
+    fn name_of(path: &Path) -> String {
+        path.file_stem().unwrap().to_string_lossy().into_owned()
+    }
+
+    fn loads_of(&self, name: &str) -> usize {
+        self.loads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.name == name)
+            .count()
+    }
+
+    /// The fake behind the latest load of `name`.
+    fn control(&self, name: &str) -> FakeControl {
+        self.controls.lock().unwrap()[name].last().unwrap().clone()
+    }
+
+    fn unloads(&self, name: &str) -> usize {
+        self.controls.lock().unwrap()[name]
+            .iter()
+            .map(|c| c.unloads())
+            .sum()
+    }
+}
+
+struct Setup {
+    host: Arc<ModelHost>,
+    fakes: Arc<Fakes>,
+}
+
+fn setup(models: &[(&'static str, u64)], config: HostConfig) -> Setup {
+    let fakes = Arc::new(Fakes {
+        costs: models
+            .iter()
+            .map(|&(name, bytes)| {
+                (
+                    name,
+                    ModelCost {
+                        fixed: bytes,
+                        per_slot: 0,
+                    },
+                )
+            })
+            .collect(),
+        loads: Mutex::default(),
+        controls: Mutex::default(),
+    });
+    setup_with(fakes, config)
+}
+
+fn setup_with(fakes: Arc<Fakes>, config: HostConfig) -> Setup {
+    let loading = Arc::clone(&fakes);
+    let loader: Arc<Loader> = Arc::new(move |plan: &LoadPlan| {
+        loading.loads.lock().unwrap().push(plan.clone());
+        if plan.name == "broken" {
             return Err(EngineError::Load {
-                path: path.into(),
+                path: plan.path.clone(),
                 reason: "not a GGUF".into(),
             });
         }
-        Ok(Arc::new(FakeModel::new("ok", 64)) as Arc<dyn LoadedModel>)
-    })
+        let model = FakeModel::new("ok", 64).with_slots(plan.slots);
+        loading
+            .controls
+            .lock()
+            .unwrap()
+            .entry(plan.name.clone())
+            .or_default()
+            .push(model.control());
+        Ok(Arc::new(model) as Arc<dyn LoadedModel>)
+    });
+    let sizing = Arc::clone(&fakes);
+    let sizer: Arc<Sizer> =
+        Arc::new(move |path: &Path| Ok(sizing.costs[Fakes::name_of(path).as_str()]));
+    let host = Arc::new(ModelHost::new(
+        Arc::clone(&fakes) as Arc<dyn Catalog>,
+        loader,
+        sizer,
+        config,
+    ));
+    Setup { host, fakes }
 }
 
-fn host(names: Vec<&'static str>, max_loaded: usize) -> (ModelHost, Arc<AtomicUsize>) {
-    let loads = Arc::new(AtomicUsize::new(0));
-    let host = ModelHost::new(
-        Arc::new(Names(names)),
-        fake_loader(Arc::clone(&loads)),
-        HostConfig { max_loaded },
-    );
-    (host, loads)
+fn config(budget: u64) -> HostConfig {
+    HostConfig {
+        budget,
+        slots: Some(1),
+        keep_alive: KeepAlive::Forever,
+        max_queue: 8,
+        ..HostConfig::default()
+    }
+}
+
+fn loaded(host: &ModelHost) -> Vec<String> {
+    host.status()
+        .into_iter()
+        .filter(|s| !s.loading)
+        .map(|s| s.name)
+        .collect()
+}
+
+/// Let spawned tasks (loads, unloads, timers at the current instant) run.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Until `cond` holds, letting other tasks run (no wall-clock time passes).
+async fn until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition never held");
 }
 
 #[tokio::test]
-async fn loads_on_first_use_then_reuses() {
-    let (host, loads) = host(vec!["a"], 1);
-    let first = host.get("a").await.unwrap();
-    let second = host.get("a").await.unwrap();
-    assert!(Arc::ptr_eq(&first, &second));
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
-    assert_eq!(first.name, "a");
-    assert!(first.template.is_fallback, "the fake has no template");
+async fn a_model_loads_once_and_serves_every_request() {
+    let s = setup(&[("a", 100)], config(1000));
+    drop(s.host.acquire("a").await.unwrap());
+    let lease = s.host.acquire("a").await.unwrap();
+    assert_eq!(lease.resident().name, "a");
+    assert!(
+        lease.resident().template.is_fallback,
+        "the fake has no template"
+    );
+    assert_eq!(s.fakes.loads_of("a"), 1);
 }
 
 #[tokio::test]
 async fn unknown_names_are_not_found_and_never_loaded() {
-    let (host, loads) = host(vec!["a"], 1);
-    assert!(matches!(host.get("nope").await, Err(HostError::NotFound(n)) if n == "nope"));
-    assert_eq!(loads.load(Ordering::SeqCst), 0);
+    let s = setup(&[("a", 100)], config(1000));
+    assert!(matches!(s.host.acquire("nope").await, Err(HostError::NotFound(n)) if n == "nope"));
+    assert!(s.fakes.loads.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_failed_load_is_reported_and_can_be_retried() {
-    let (host, loads) = host(vec!["broken"], 1);
-    assert!(matches!(host.get("broken").await, Err(HostError::Load(_))));
-    assert!(matches!(host.get("broken").await, Err(HostError::Load(_))));
-    assert_eq!(
-        loads.load(Ordering::SeqCst),
-        2,
-        "a failure must not stick as 'loading'"
-    );
-    assert!(!host.is_loading());
+    let s = setup(&[("broken", 100)], config(1000));
+    assert!(matches!(
+        s.host.acquire("broken").await,
+        Err(HostError::Load(_))
+    ));
+    assert!(matches!(
+        s.host.acquire("broken").await,
+        Err(HostError::Load(_))
+    ));
+    assert_eq!(s.fakes.loads_of("broken"), 2, "a failure must not stick");
+    assert!(!s.host.is_loading());
+    assert_eq!(s.host.memory().1, 0, "a failed load holds no memory");
 }
 
 #[tokio::test]
-async fn least_recently_used_is_evicted_at_the_limit() {
-    let (host, loads) = host(vec!["a", "b"], 1);
-    let a = host.get("a").await.unwrap();
-    host.get("b").await.unwrap();
-    let a_again = host.get("a").await.unwrap();
-    assert!(!Arc::ptr_eq(&a, &a_again), "a was evicted and reloaded");
-    assert_eq!(loads.load(Ordering::SeqCst), 3);
+async fn requests_get_a_busy_models_slots_in_arrival_order() {
+    let s = setup(&[("a", 100)], config(1000));
+    let first = s.host.acquire("a").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let host = Arc::clone(&s.host);
+        let order = Arc::clone(&order);
+        waiters.push(tokio::spawn(async move {
+            let lease = host.acquire("a").await.unwrap();
+            order.lock().unwrap().push(i);
+            drop(lease);
+        }));
+        // Each is queued before the next arrives.
+        until(|| s.host.status()[0].queued == i + 1).await;
+    }
+    drop(first);
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_during_a_load_get_loading() {
-    let (release, gate) = mpsc::channel::<()>();
-    let (started_tx, started) = mpsc::channel::<()>();
-    let gate = Mutex::new(gate);
-    let loader: Arc<Loader> = Arc::new(move |_: &Path| {
-        started_tx.send(()).ok();
-        gate.lock().unwrap().recv().ok();
-        Ok(Arc::new(FakeModel::new("ok", 64)) as Arc<dyn LoadedModel>)
-    });
-    let host = Arc::new(ModelHost::new(
-        Arc::new(Names(vec!["a"])),
-        loader,
-        HostConfig::default(),
+#[tokio::test]
+async fn a_full_queue_refuses_with_overloaded() {
+    let mut c = config(1000);
+    c.max_queue = 2;
+    let s = setup(&[("a", 100)], c);
+    let _running = s.host.acquire("a").await.unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let host = Arc::clone(&s.host);
+            tokio::spawn(async move { host.acquire("a").await.map(drop) })
+        })
+        .collect();
+    until(|| s.host.status()[0].queued == 2).await;
+    match s.host.acquire("a").await {
+        Err(HostError::Overloaded { model, queued }) => {
+            assert_eq!((model.as_str(), queued), ("a", 2))
+        }
+        other => panic!("expected Overloaded, got {:?}", other.map(|_| ())),
+    }
+    drop(_running);
+    for w in waiting {
+        w.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_leaves_the_queue_never_uses_the_model() {
+    let s = setup(&[("a", 100)], config(1000));
+    let running = s.host.acquire("a").await.unwrap();
+    let host = Arc::clone(&s.host);
+    let left = tokio::spawn(async move { host.acquire("a").await.map(drop) });
+    until(|| s.host.status()[0].queued == 1).await;
+    left.abort();
+    until(|| s.host.status()[0].queued == 0).await;
+    drop(running);
+    let status = &s.host.status()[0];
+    assert_eq!((status.busy, status.queued), (0, 0));
+}
+
+/// The acceptance case: a budget that fits two; a stream runs on A while C
+/// is requested: B (idle) is unloaded, never A.
+#[tokio::test]
+async fn room_comes_from_idle_models_never_busy_ones() {
+    let s = setup(&[("a", 100), ("b", 100), ("c", 100)], config(250));
+    let a = s.host.acquire("a").await.unwrap();
+    drop(s.host.acquire("b").await.unwrap());
+    let _c = s.host.acquire("c").await.unwrap();
+    settle().await;
+    assert_eq!(loaded(&s.host), vec!["a", "c"]);
+    assert_eq!(s.fakes.unloads("b"), 1);
+    assert_eq!(s.fakes.unloads("a"), 0);
+    assert_eq!(a.resident().name, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_least_recently_used_idle_model_goes_first() {
+    let s = setup(&[("a", 100), ("b", 100), ("c", 100)], config(250));
+    drop(s.host.acquire("a").await.unwrap());
+    tokio::time::advance(Duration::from_millis(10)).await;
+    drop(s.host.acquire("b").await.unwrap());
+    tokio::time::advance(Duration::from_millis(10)).await;
+    drop(s.host.acquire("a").await.unwrap());
+    drop(s.host.acquire("c").await.unwrap());
+    settle().await;
+    assert_eq!(loaded(&s.host), vec!["a", "c"]);
+}
+
+#[tokio::test]
+async fn a_load_waits_until_a_busy_model_goes_idle() {
+    let s = setup(&[("a", 100), ("b", 100)], config(150));
+    let a = s.host.acquire("a").await.unwrap();
+    let host = Arc::clone(&s.host);
+    let b = tokio::spawn(async move { host.acquire("b").await.map(drop) });
+    settle().await;
+    assert!(!b.is_finished(), "b must wait: a is busy");
+    assert_eq!(s.fakes.loads_of("b"), 0);
+    drop(a);
+    b.await.unwrap().unwrap();
+    assert_eq!(s.fakes.unloads("a"), 1);
+}
+
+#[tokio::test]
+async fn a_model_over_the_budget_is_refused_with_its_size() {
+    let s = setup(&[("huge", 5000)], config(1000));
+    match s.host.acquire("huge").await {
+        Err(HostError::TooLarge {
+            model,
+            needed,
+            available,
+        }) => {
+            assert_eq!((model.as_str(), needed, available), ("huge", 5000, 1000));
+        }
+        other => panic!("expected TooLarge, got {:?}", other.map(|_| ())),
+    }
+    assert!(s.fakes.loads.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pinned_models_take_their_share_of_the_budget_for_good() {
+    let mut c = config(1000);
+    c.pinned = vec!["p".into()];
+    c.keep_alive = KeepAlive::After(Duration::ZERO);
+    let s = setup(&[("p", 600), ("q", 500), ("r", 300)], c);
+    s.host.preload("p").await.unwrap();
+    settle().await;
+    assert_eq!(
+        loaded(&s.host),
+        vec!["p"],
+        "keep-alive 0 spares pinned models"
+    );
+    assert!(matches!(
+        s.host.acquire("q").await,
+        Err(HostError::TooLarge { available: 400, .. })
     ));
-    let first = tokio::spawn({
-        let host = Arc::clone(&host);
-        async move { host.get("a").await.map(|r| r.name.clone()) }
+    drop(s.host.acquire("r").await.unwrap());
+    settle().await;
+    assert_eq!(loaded(&s.host), vec!["p"], "r unloads at once, p stays");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_models_unload_after_the_keep_alive() {
+    let mut c = config(1000);
+    c.keep_alive = KeepAlive::After(Duration::from_secs(300));
+    let s = setup(&[("a", 100)], c);
+    drop(s.host.acquire("a").await.unwrap());
+    let status = &s.host.status()[0];
+    assert_eq!(status.unloads_in, Some(Duration::from_secs(300)));
+    tokio::time::advance(Duration::from_secs(299)).await;
+    settle().await;
+    assert_eq!(loaded(&s.host), vec!["a"]);
+    // A request in the meantime restarts the clock.
+    drop(s.host.acquire("a").await.unwrap());
+    tokio::time::advance(Duration::from_secs(299)).await;
+    settle().await;
+    assert_eq!(loaded(&s.host), vec!["a"]);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    assert!(loaded(&s.host).is_empty());
+    assert_eq!(s.fakes.unloads("a"), 1);
+    assert_eq!(s.host.memory().1, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_zero_unloads_when_idle_and_forever_never_does() {
+    let mut c = config(1000);
+    c.keep_alive = KeepAlive::After(Duration::ZERO);
+    let s = setup(&[("a", 100)], c);
+    let lease = s.host.acquire("a").await.unwrap();
+    assert_eq!(loaded(&s.host), vec!["a"], "busy: kept");
+    drop(lease);
+    settle().await;
+    assert!(loaded(&s.host).is_empty());
+
+    let s = setup(&[("a", 100)], config(1000));
+    drop(s.host.acquire("a").await.unwrap());
+    tokio::time::advance(Duration::from_secs(365 * 86_400)).await;
+    settle().await;
+    assert_eq!(loaded(&s.host), vec!["a"]);
+}
+
+#[tokio::test]
+async fn a_crashed_runner_is_dropped_and_the_next_request_starts_another() {
+    let s = setup(&[("a", 100)], config(1000));
+    drop(s.host.acquire("a").await.unwrap());
+    s.fakes.control("a").crash("was killed (signal 9)");
+    until(|| s.host.status().is_empty()).await;
+    assert_eq!(s.host.counts()[0].1.crashes, 1);
+    assert_eq!(s.host.memory().1, 0);
+    let lease = s.host.acquire("a").await.unwrap();
+    assert_eq!(s.fakes.loads_of("a"), 2);
+    assert_eq!(lease.resident().name, "a");
+}
+
+#[tokio::test]
+async fn requests_queued_when_a_runner_dies_get_a_new_one() {
+    let s = setup(&[("a", 100)], config(1000));
+    let running = s.host.acquire("a").await.unwrap();
+    let host = Arc::clone(&s.host);
+    let queued =
+        tokio::spawn(async move { host.acquire("a").await.map(|l| l.resident().name.clone()) });
+    until(|| s.host.status()[0].queued == 1).await;
+    s.fakes.control("a").crash("aborted (signal 6)");
+    assert_eq!(queued.await.unwrap().unwrap(), "a");
+    assert_eq!(s.fakes.loads_of("a"), 2);
+    drop(running);
+}
+
+#[tokio::test]
+async fn slots_default_to_what_the_budget_allows() {
+    let fakes = Arc::new(Fakes {
+        costs: [(
+            "a",
+            ModelCost {
+                fixed: 100,
+                per_slot: 50,
+            },
+        )]
+        .into(),
+        loads: Mutex::default(),
+        controls: Mutex::default(),
     });
-    tokio::task::spawn_blocking(move || started.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(host.is_loading());
-    assert!(matches!(host.get("a").await, Err(HostError::Loading(_))));
-    release.send(()).unwrap();
-    assert_eq!(first.await.unwrap().unwrap(), "a");
-    assert!(host.get("a").await.is_ok());
+    let mut c = config(260);
+    c.slots = None;
+    let s = setup_with(Arc::clone(&fakes), c);
+    let leases: Vec<Lease> = {
+        let mut leases = Vec::new();
+        for _ in 0..3 {
+            leases.push(s.host.acquire("a").await.unwrap());
+        }
+        leases
+    };
+    let status = &s.host.status()[0];
+    assert_eq!((status.slots, status.busy, status.bytes), (3, 3, 250));
+    assert_eq!(fakes.loads.lock().unwrap()[0].slots, 3);
+    drop(leases);
 }

@@ -8,6 +8,9 @@ use crate::AppError;
 
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 const MAX_STOPS: usize = 16;
+/// Longest stop string accepted, in bytes: matching holds back up to this
+/// much text, and an unbounded one would hold back the whole answer.
+const MAX_STOP_BYTES: usize = 512;
 
 /// Sampling settings, defaulting as llama.cpp does; out-of-range values are 422.
 pub fn sampling(fields: &SamplingFields) -> Result<SamplingParams, AppError> {
@@ -48,7 +51,25 @@ pub fn stops(fields: &SamplingFields) -> Result<Vec<String>, AppError> {
             "stop",
         ));
     }
+    if stops.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(AppError::invalid(
+            format!("each stop string may be at most {MAX_STOP_BYTES} bytes"),
+            "stop",
+        ));
+    }
     Ok(stops)
+}
+
+/// `max_tokens` (or `max_completion_tokens`), which must be at least 1.
+pub fn max_tokens(value: Option<u32>, param: &'static str) -> Result<Option<u32>, AppError> {
+    match value {
+        Some(0) => Err(AppError::BelowMinimum {
+            param,
+            minimum: 1,
+            given: 0,
+        }),
+        other => Ok(other),
+    }
 }
 
 /// The conversation, with text parts joined; other part types are 422.
@@ -113,5 +134,8 @@ pub fn usage(usage: Usage) -> wire::Usage {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         total_tokens: usage.prompt_tokens + usage.completion_tokens,
+        prompt_tokens_details: wire::PromptTokensDetails {
+            cached_tokens: usage.cached_tokens,
+        },
     }
 }

@@ -15,6 +15,12 @@ pub enum AppError {
         message: String,
         param: Option<String>,
     },
+    /// 400: an integer below its minimum, as OpenAI reports it.
+    BelowMinimum {
+        param: &'static str,
+        minimum: u32,
+        given: u32,
+    },
     /// 400: the prompt does not fit the model's context.
     ContextLength(String),
     /// 404: no such model.
@@ -38,6 +44,14 @@ pub enum AppError {
     StoreUnavailable(String),
     /// 500: the model could not be loaded; the message names the file.
     LoadFailed(String),
+    /// 503: the model's queue is full.
+    Overloaded { model: String, queued: usize },
+    /// 400: the model can never fit the memory budget.
+    ModelTooLarge(String),
+    /// 502: fetching the model from its registry failed for good.
+    PullFailed(String),
+    /// 502: the model's runner process died under the request.
+    ModelCrashed(String),
     /// 500: something unexpected; details are logged, not sent.
     Internal(String),
 }
@@ -67,6 +81,17 @@ impl AppError {
                 None,
                 message,
                 param,
+            ),
+            Self::BelowMinimum {
+                param,
+                minimum,
+                given,
+            } => (
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                Some("integer_below_min_value"),
+                format!("Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, but got {given} instead."),
+                Some(param.into()),
             ),
             Self::ContextLength(message) => (
                 S::BAD_REQUEST,
@@ -140,6 +165,34 @@ impl AppError {
                 message,
                 None,
             ),
+            Self::Overloaded { model, queued } => (
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("server_overloaded"),
+                format!("The server is overloaded: '{model}' already has {queued} requests waiting; retry shortly"),
+                None,
+            ),
+            Self::ModelTooLarge(message) => (
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                Some("model_too_large"),
+                message,
+                Some("model".into()),
+            ),
+            Self::PullFailed(message) => (
+                S::BAD_GATEWAY,
+                "server_error",
+                Some("model_pull_failed"),
+                message,
+                None,
+            ),
+            Self::ModelCrashed(message) => (
+                S::BAD_GATEWAY,
+                "server_error",
+                Some("model_crashed"),
+                message,
+                None,
+            ),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (
@@ -177,7 +230,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let retry = matches!(
             self,
-            Self::Loading(_) | Self::Preparing(_) | Self::StoreUnavailable(_)
+            Self::Loading(_)
+                | Self::Preparing(_)
+                | Self::StoreUnavailable(_)
+                | Self::Overloaded { .. }
         );
         let (status, body) = self.render();
         let mut response = (status, Json(body)).into_response();
@@ -194,13 +250,30 @@ impl From<HostError> for AppError {
     fn from(error: HostError) -> Self {
         match error {
             HostError::NotFound(model) => Self::ModelNotFound(model),
-            HostError::Loading(model) => Self::Loading(model),
             HostError::Preparing(status) => Self::Preparing(status),
-            HostError::Catalog(detail) => Self::StoreUnavailable(detail),
-            HostError::Load(e) => Self::LoadFailed(e.to_string()),
+            HostError::StoreUnavailable(detail) => Self::StoreUnavailable(detail),
+            HostError::PullFailed(detail) => Self::PullFailed(detail),
+            HostError::Load(e) => Self::from(e),
+            HostError::Overloaded { model, queued } => Self::Overloaded { model, queued },
+            HostError::TooLarge {
+                model,
+                needed,
+                available,
+            } => Self::ModelTooLarge(format!(
+                "The model '{model}' needs about {} with one slot at the served context, and the memory budget has {} for it; lower --ctx, or raise --memory-budget",
+                gib(needed),
+                gib(available)
+            )),
+            HostError::Crashed { model, how } => {
+                Self::ModelCrashed(format!("The model '{model}' could not be served: its runner process stopped: {how}"))
+            }
             other => Self::Internal(other.to_string()),
         }
     }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
 
 impl From<EngineError> for AppError {
@@ -213,8 +286,16 @@ impl From<EngineError> for AppError {
                 message: error.to_string(),
                 param: Some("messages".into()),
             },
-            EngineError::Load { .. } => Self::LoadFailed(error.to_string()),
+            // The file's name only: clients never see the server's paths.
+            EngineError::Load { path, reason } => Self::LoadFailed(format!(
+                "cannot load model {}: {reason}",
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            )),
             EngineError::Unavailable => Self::Loading("requested".into()),
+            EngineError::Crashed(how) => Self::ModelCrashed(format!(
+                "The model's runner process stopped: {how}; retry to start it again"
+            )),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -8,20 +8,27 @@
 mod convert;
 mod error;
 mod json;
+mod metrics;
 mod openai;
+mod ps;
+mod running;
 mod stream;
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shelf_scheduler::ModelHost;
 use tokio::net::TcpListener;
 
 pub use error::AppError;
+pub use metrics::Metrics;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -46,6 +53,20 @@ impl Default for ServerConfig {
 pub struct AppState {
     /// The resident models.
     pub host: Arc<ModelHost>,
+    pub metrics: Arc<Metrics>,
+    /// Set while the models named at start-up load: `/health` says 503.
+    pub starting: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State for a host, with fresh metrics, not starting.
+    pub fn new(host: Arc<ModelHost>) -> Self {
+        Self {
+            host,
+            metrics: Arc::new(Metrics::new()),
+            starting: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// The router, without a socket: tests drive it with `oneshot`.
@@ -57,10 +78,38 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/models/{*id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/api/ps", get(ps::ps))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async { AppError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Count every request by its route's template (never its raw path, which
+/// a client controls) and status.
+async fn count_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.request(&route, response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.host);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Serve until `shutdown` resolves, then let in-flight responses finish for

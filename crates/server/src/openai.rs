@@ -1,7 +1,8 @@
 //! OpenAI-compatible handlers: chat completions, completions, models, health.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shelf_api::openai as wire;
 use shelf_engine::template::FALLBACK_STOPS;
-use shelf_engine::{GenerateRequest, Generation};
+use shelf_engine::GenerateRequest;
 use shelf_scheduler::Resident;
 
+use crate::running::Running;
 use crate::stream::{self, ChunkFormat};
 use crate::{convert, json, status_body, AppError, AppState};
 
@@ -21,9 +23,10 @@ use crate::{convert, json, status_body, AppError, AppState};
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
 const FINGERPRINT: &str = "shelf";
 
-/// `GET /health`: 200 when ready, 503 while a model loads.
+/// `GET /health`: 503 while the models named at start-up load, then 200:
+/// the server is up even while some model loads or restarts.
 pub async fn health(State(state): State<AppState>) -> Response {
-    if state.host.is_loading() {
+    if state.starting.load(Ordering::Acquire) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             status_body("loading model"),
@@ -82,8 +85,12 @@ pub async fn chat_completions(
     let messages = convert::messages(&request.messages)?;
     let sampling = convert::sampling(&request.sampling)?;
     let user_stops = convert::stops(&request.sampling)?;
-    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    let max_tokens = match request.max_completion_tokens {
+        Some(n) => convert::max_tokens(Some(n), "max_completion_tokens")?,
+        None => convert::max_tokens(request.max_tokens, "max_tokens")?,
+    };
     let ignore_eos = request.sampling.ignore_eos;
+    let cache_prompt = request.sampling.cache_prompt.unwrap_or(true);
     let generation = start(&state, &request.model, move |resident| {
         let prompt = resident.template.render(&messages, true)?;
         let mut engine_request = GenerateRequest::new(resident.model.tokenize(&prompt)?);
@@ -91,6 +98,7 @@ pub async fn chat_completions(
         engine_request.max_tokens = max_tokens;
         engine_request.stop = user_stops;
         engine_request.ignore_eos = ignore_eos;
+        engine_request.cache_prompt = cache_prompt;
         if resident.template.is_fallback {
             engine_request.stop.extend(FALLBACK_STOPS.map(String::from));
         }
@@ -148,15 +156,18 @@ pub async fn completions(
     }
     let sampling = convert::sampling(&request.sampling)?;
     let stops = convert::stops(&request.sampling)?;
-    let max_tokens = request.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
+    let max_tokens = convert::max_tokens(request.max_tokens, "max_tokens")?
+        .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
     let echo = request.echo.then(|| prompt.clone());
     let ignore_eos = request.sampling.ignore_eos;
+    let cache_prompt = request.sampling.cache_prompt.unwrap_or(true);
     let generation = start(&state, &request.model, move |resident| {
         let mut engine_request = GenerateRequest::new(resident.model.tokenize(&prompt)?);
         engine_request.sampling = sampling;
         engine_request.max_tokens = Some(max_tokens);
         engine_request.stop = stops;
         engine_request.ignore_eos = ignore_eos;
+        engine_request.cache_prompt = cache_prompt;
         Ok(engine_request)
     })
     .await?;
@@ -181,24 +192,34 @@ pub async fn completions(
     Ok(Json(body).into_response())
 }
 
-/// Resolve the model, then template, tokenize and submit off the async
-/// threads (long prompts take milliseconds to tokenize).
+/// Wait for a slot of the model (loading it if needed), then template,
+/// tokenize and submit off the async threads (long prompts take
+/// milliseconds to tokenize).
 async fn start(
     state: &AppState,
     model: &str,
     build: impl FnOnce(&Resident) -> Result<GenerateRequest, shelf_engine::EngineError> + Send + 'static,
-) -> Result<Generation, AppError> {
+) -> Result<Running, AppError> {
     if model.is_empty() {
         return Err(AppError::invalid("model must not be empty", "model"));
     }
-    let resident = state.host.get(model).await?;
+    let arrived = Instant::now();
+    let lease = state.host.acquire(model).await?;
+    state.metrics.queue_wait(model, lease.waited());
+    let resident = Arc::clone(lease.resident());
     let generation = tokio::task::spawn_blocking(move || {
         let request = build(&resident)?;
         resident.model.submit(request)
     })
     .await
     .map_err(|e| AppError::Internal(e.to_string()))??;
-    Ok(generation)
+    Ok(Running::new(
+        generation,
+        lease,
+        model,
+        arrived,
+        Arc::clone(&state.metrics),
+    ))
 }
 
 struct ChatFormat {

@@ -1,8 +1,8 @@
 //! Server-sent events for streamed completions, ending with `[DONE]`.
 //!
-//! The stream owns the [`Generation`]: when a client disconnects, hyper
-//! drops the stream, which drops the generation, which cancels it, so the
-//! model is free again within one token.
+//! The stream owns the [`Running`] generation: when a client disconnects,
+//! hyper drops the stream, which drops the generation (cancelling it) and
+//! its slot lease, so the model is free again within one token.
 
 use std::convert::Infallible;
 
@@ -10,8 +10,9 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use futures::stream::{self, Stream};
 use serde::Serialize;
 use shelf_api::openai::Usage;
-use shelf_engine::{Event, Generation};
+use shelf_engine::Event;
 
+use crate::running::Running;
 use crate::{convert, AppError};
 
 /// How one API shapes its chunks.
@@ -38,7 +39,7 @@ enum Phase {
 }
 
 struct Run<F> {
-    generation: Generation,
+    generation: Running,
     format: F,
     include_usage: bool,
     phase: Phase,
@@ -46,7 +47,7 @@ struct Run<F> {
 
 /// An SSE response streaming `generation` in `format`.
 pub fn sse<F: ChunkFormat>(
-    generation: Generation,
+    generation: Running,
     format: F,
     include_usage: bool,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

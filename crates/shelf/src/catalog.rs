@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context};
 use shelf_pull::{Progress, PullOptions};
-use shelf_scheduler::{Catalog, Resolution};
+use shelf_scheduler::{Catalog, CatalogError, Resolution};
 use shelf_store::{Layers, ModelName};
 
 /// Whether a MODEL argument names a file rather than a store entry: it
@@ -57,26 +57,27 @@ pub struct StoreCatalog {
 }
 
 impl Catalog for StoreCatalog {
-    fn resolve(&self, name: &str) -> Result<Resolution, String> {
+    fn resolve(&self, name: &str) -> Result<Resolution, CatalogError> {
         if let Some((_, path)) = self.files.iter().find(|(n, _)| n == name) {
             return Ok(Resolution::Ready(path.clone()));
         }
         let Ok(parsed) = ModelName::parse(name) else {
             return Ok(Resolution::Missing);
         };
-        let found = self.layers.get(&parsed).map_err(|e| e.to_string())?;
+        let unavailable = |e: shelf_store::StoreError| CatalogError::Unavailable(e.to_string());
+        let found = self.layers.get(&parsed).map_err(unavailable)?;
         match (found, &self.puller) {
             (Some(entry), _) => self
                 .layers
                 .model_path(&entry)
                 .map(Resolution::Ready)
-                .map_err(|e| e.to_string()),
+                .map_err(unavailable),
             (None, Some(puller)) => puller.status_or_start(&self.layers, parsed),
             (None, None) => Ok(Resolution::Missing),
         }
     }
 
-    fn list(&self) -> Result<Vec<String>, String> {
+    fn list(&self) -> Result<Vec<String>, CatalogError> {
         let mut names: Vec<String> = self.files.iter().map(|(n, _)| n.clone()).collect();
         let listing = self.layers.list();
         for problem in &listing.problems {
@@ -105,7 +106,11 @@ impl Puller {
 
     /// How far the pull of `name` is, starting it if none is running. A
     /// failed pull is reported once; the next request starts a new one.
-    fn status_or_start(&self, layers: &Layers, name: ModelName) -> Result<Resolution, String> {
+    fn status_or_start(
+        &self,
+        layers: &Layers,
+        name: ModelName,
+    ) -> Result<Resolution, CatalogError> {
         let key = name.to_string();
         let mut pulls = self.pulls.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pull) = pulls.get(&key).cloned() {
@@ -116,9 +121,12 @@ impl Puller {
                 .clone();
             return match outcome {
                 None => Ok(Resolution::Preparing(pull.status(&key))),
+                // Reported once, as final: the next request starts afresh.
                 Some(Err(error)) => {
                     pulls.remove(&key);
-                    Err(format!("pulling {key} failed: {error}"))
+                    Err(CatalogError::Failed(format!(
+                        "pulling {key} failed: {error}"
+                    )))
                 }
                 // Finished between the store lookup and now.
                 Some(Ok(())) => {

@@ -20,7 +20,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HF_TOKEN", "Hugging Face token for gated and private repositories; default: the contents of the token file, if any"),
     ("HF_TOKEN_PATH", "Where that token file is; default: `$HF_HOME/token`"),
     ("HF_HOME", "Hugging Face's home directory, for the token file; default: `~/.cache/huggingface`"),
-    ("SHELF_ADDR", "Address `shelf serve` listens on (`--addr`); default: `127.0.0.1:11435`"),
+    ("SHELF_ADDR", "Address `shelf serve` listens on (`--addr`), and where `shelf ps` asks; default: `127.0.0.1:11435`"),
+    ("SHELF_PARALLEL", "Slots per model, requests each runs at once (`--parallel`); default: as many as the memory budget allows, at most 4"),
+    ("SHELF_MEMORY_BUDGET", "Memory all loaded models may take together, e.g. `24GiB`, or `auto` (`--memory-budget`); default: `auto`, the planner's usable memory for this box"),
+    ("SHELF_KEEP_ALIVE", "How long an idle model stays loaded, e.g. `10m`; `0` unloads at once, `-1` never (`--keep-alive`); default: `5m`"),
+    ("SHELF_MAX_QUEUE", "Requests that may wait for a model's slots before more get 503 (`--max-queue`); default: `64`"),
+    ("SHELF_CACHE_RAM", "RAM per model for prompt caches pushed out of its slots, e.g. `2GiB`; `0` turns it off (`--cache-ram`); default: `1GiB`"),
     ("SHELF_LOG", "Log filter, in tracing's `EnvFilter` syntax, e.g. `debug`; default: `info` for serve, `warn` otherwise"),
 ];
 
@@ -114,6 +119,69 @@ impl Globals {
     }
 }
 
+/// `--memory-budget`: the planner's figure, or a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Auto,
+    Bytes(u64),
+}
+
+fn parse_budget(text: &str) -> Result<Budget, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(Budget::Auto);
+    }
+    parse_size(text).map(Budget::Bytes)
+}
+
+/// A size: a number with an optional unit. KiB, MiB, GiB, TiB (and K, M,
+/// G, T) are powers of 1024; KB, MB, GB, TB powers of 1000.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 8GiB or 512MiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    let bytes = number * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `--keep-alive`: a duration (`5m`, `90s`, or plain seconds), `0` for at
+/// once, a negative number for never, as Ollama reads it.
+fn parse_keep_alive(text: &str) -> Result<shelf_scheduler::KeepAlive, String> {
+    use shelf_scheduler::KeepAlive;
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(match u64::try_from(seconds) {
+            Ok(seconds) => KeepAlive::After(std::time::Duration::from_secs(seconds)),
+            Err(_) => KeepAlive::Forever,
+        });
+    }
+    if text.starts_with('-') {
+        return Ok(KeepAlive::Forever);
+    }
+    humantime::parse_duration(text)
+        .map(KeepAlive::After)
+        .map_err(|e| format!("'{text}' is not a duration such as 5m or 1h: {e}"))
+}
+
 fn parse_gpu_layers(text: &str) -> Result<GpuLayers, String> {
     if text.eq_ignore_ascii_case("auto") {
         return Ok(GpuLayers::Auto);
@@ -150,6 +218,47 @@ pub enum Command {
     Fit(FitArgs),
     /// What a million tokens cost on the box, next to hosted APIs
     Cost(CostArgs),
+    /// Show the models a running server has loaded
+    Ps(PsArgs),
+    /// Serve one model to `shelf serve` over its socket (started by the server)
+    #[command(hide = true)]
+    Runner(RunnerArgs),
+    /// Print what models may use on this box, as JSON (used by the server)
+    #[command(hide = true)]
+    Probe,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// The server's address
+    #[arg(long, env = "SHELF_ADDR", default_value = "127.0.0.1:11435")]
+    pub addr: SocketAddr,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the server tells a runner what to load; globals carry threads,
+/// context and GPU layers.
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// The GGUF file
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The server's socket
+    #[arg(long)]
+    pub connect: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Bytes of RAM for pushed-out prompt caches
+    #[arg(long, default_value_t = 0)]
+    pub cache_ram: u64,
+    /// Target milliseconds for a decode step while streams run
+    #[arg(long, default_value_t = 100)]
+    pub step_ms: u64,
+    /// Keep only the window's KV in sliding-window layers
+    #[arg(long)]
+    pub small_swa_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -310,13 +419,40 @@ pub struct ServeArgs {
     /// Address to listen on; loopback unless you open it up
     #[arg(long, env = "SHELF_ADDR", default_value = "127.0.0.1:11435")]
     pub addr: SocketAddr,
-    /// Load this model (a name in the store or a .gguf path) at start-up;
-    /// a path is served under its file name without `.gguf`
+    /// Load this model (a name in the store or a .gguf path) at start-up
+    /// and keep it loaded (repeatable); a path is served under its file
+    /// name without `.gguf`
     #[arg(long)]
-    pub model: Option<String>,
-    /// Most models resident at once
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_loaded: u32,
+    pub model: Vec<String>,
+    /// Slots per model: requests each model runs at once, batched together
+    /// [default: as many as the memory budget allows, at most 4]
+    #[arg(long, env = "SHELF_PARALLEL", value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub parallel: Option<u32>,
+    /// Memory all loaded models may take together (`auto`: the planner's
+    /// usable memory for this box), e.g. `24GiB`
+    #[arg(long, env = "SHELF_MEMORY_BUDGET", default_value = "auto", value_parser = parse_budget)]
+    pub memory_budget: Budget,
+    /// How long an idle model stays loaded: `5m`, `1h`; `0` unloads it at
+    /// once, `-1` never
+    #[arg(long, env = "SHELF_KEEP_ALIVE", default_value = "5m", value_parser = parse_keep_alive, allow_hyphen_values = true)]
+    pub keep_alive: shelf_scheduler::KeepAlive,
+    /// Requests that may wait for a model's slots; more get 503
+    #[arg(long, env = "SHELF_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Most models loaded at once, whatever the budget allows
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_loaded: Option<u32>,
+    /// RAM per model for prompt caches pushed out of its slots, e.g. `2GiB`
+    #[arg(long, env = "SHELF_CACHE_RAM", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_ram: u64,
+    /// Sliding-window layers keep only their window's KV (less memory; a
+    /// long conversation's prefix is then reused only while still held)
+    #[arg(long)]
+    pub small_swa_cache: bool,
+    /// While streams run, a long new prompt is fed in chunks that keep each
+    /// decode step near this many milliseconds
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub step_ms: u64,
     /// Largest request body accepted, in bytes
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
@@ -351,6 +487,10 @@ pub struct BenchArgs {
     /// Repetitions of each test
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub reps: u32,
+    /// Sequences decoded together: measures aggregate throughput, as
+    /// llama-batched-bench does
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub parallel: u32,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -376,7 +516,27 @@ pub struct RmArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::ENV_VARS;
+    use super::{parse_keep_alive, parse_size, ENV_VARS};
+    use shelf_scheduler::KeepAlive;
+    use std::time::Duration;
+
+    #[test]
+    fn sizes_and_durations_parse_as_documented() {
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("8 parsecs").is_err());
+        let after = |s| KeepAlive::After(Duration::from_secs(s));
+        assert_eq!(parse_keep_alive("5m"), Ok(after(300)));
+        assert_eq!(parse_keep_alive("90"), Ok(after(90)));
+        assert_eq!(parse_keep_alive("0"), Ok(after(0)));
+        assert_eq!(parse_keep_alive("-1"), Ok(KeepAlive::Forever));
+        assert_eq!(parse_keep_alive("-5m"), Ok(KeepAlive::Forever));
+        assert!(parse_keep_alive("soon").is_err());
+    }
 
     /// The environment table as markdown, as docs/configuration.md carries it.
     fn env_table_markdown() -> String {

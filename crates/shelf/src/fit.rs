@@ -120,15 +120,20 @@ pub fn model_spec(globals: &Globals, model: &str) -> anyhow::Result<ModelSpec> {
                 .files
         }
     };
+    spec_from_files(model, &files)
+}
+
+/// The planner's view of a model from its GGUF file(s): later parts of a
+/// split model add their tensors to the first part's facts.
+pub fn spec_from_files(model: &str, files: &[std::path::PathBuf]) -> anyhow::Result<ModelSpec> {
     let mut facts = None::<shelf_gguf::ModelFacts>;
     let mut quant = None;
-    for file in &files {
+    for file in files {
         let gguf = shelf_gguf::Gguf::open(file)?;
         let part = gguf.facts();
         quant = quant.or_else(|| gguf.quantization());
         facts = Some(match facts {
             None => part,
-            // Later parts of a split model only add tensors.
             Some(mut first) => {
                 first.parameters += part.parameters;
                 first.tensor_bytes += part.tensor_bytes;

@@ -10,8 +10,10 @@ mod cli;
 mod fit;
 mod probe;
 mod progress;
+mod ps;
 mod pull;
 mod run;
+mod runner;
 mod serve;
 mod store_cmds;
 mod synthetic;
@@ -55,6 +57,9 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Gc(args) => store_cmds::gc(&globals, args),
         cli::Command::Fit(args) => fit::fit(&globals, args),
         cli::Command::Cost(args) => fit::cost(&globals, args),
+        cli::Command::Ps(args) => ps::ps(args).await,
+        cli::Command::Runner(args) => runner::runner(&globals, args).await,
+        cli::Command::Probe => runner::probe(&globals),
     }
 }
 

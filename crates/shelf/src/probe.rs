@@ -7,23 +7,44 @@ use shelf_planner::{Backend, Hardware};
 
 /// This machine as the planner sees it.
 pub fn this_box(threads: Option<u32>) -> Hardware {
+    if let Some(gpu) = detected_gpu() {
+        return gpu;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.map_or(cores, |t| t as usize);
+    cpu_box(threads, read_bandwidth_gbs(threads))
+}
+
+/// This machine's memory as the planner sees it, without timing anything:
+/// for the server's memory budget.
+pub fn memory_only(threads: Option<u32>) -> Hardware {
+    if let Some(gpu) = detected_gpu() {
+        return gpu;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpu_box(threads.map_or(cores, |t| t as usize), 0.0)
+}
+
+/// A GPU llama.cpp sees that the catalog knows.
+fn detected_gpu() -> Option<Hardware> {
+    let memory = total_memory().unwrap_or(0);
+    let devices = shelf_engine_llama::devices().unwrap_or_default();
+    let gpu = devices.iter().find(|d| d.is_gpu)?;
+    let known = known_gpu(&gpu.description, memory)?;
+    Some(Hardware {
+        name: format!("this-box ({})", known.name),
+        description: format!("{} (detected)", gpu.description),
+        memory_bytes: gpu
+            .memory_total
+            .max(known.memory_bytes.min(gpu.memory_total)),
+        ..known
+    })
+}
+
+/// This machine as a CPU box.
+fn cpu_box(threads: usize, bandwidth: f64) -> Hardware {
     let memory = total_memory().unwrap_or(0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let devices = shelf_engine_llama::devices().unwrap_or_default();
-    if let Some(gpu) = devices.iter().find(|d| d.is_gpu) {
-        if let Some(known) = known_gpu(&gpu.description, memory) {
-            return Hardware {
-                name: format!("this-box ({})", known.name),
-                description: format!("{} (detected)", gpu.description),
-                memory_bytes: gpu
-                    .memory_total
-                    .max(known.memory_bytes.min(gpu.memory_total)),
-                ..known
-            };
-        }
-    }
-    let threads = threads.map_or(cores, |t| t as usize);
-    let bandwidth = read_bandwidth_gbs(threads);
     // Quantized prefill runs int8 dot products: about 150 GOPS a thread on a
     // recent x86-64 core (rough; prefill on a CPU varies with the shape).
     let tflops = threads as f64 * 0.15;

@@ -58,8 +58,19 @@ pub async fn load(
     globals: &Globals,
     ctx: Option<u32>,
 ) -> anyhow::Result<LlamaModelHandle> {
+    load_with(path, globals, ctx, 1).await
+}
+
+/// [`load`] with `slots` slots.
+pub async fn load_with(
+    path: PathBuf,
+    globals: &Globals,
+    ctx: Option<u32>,
+    slots: u32,
+) -> anyhow::Result<LlamaModelHandle> {
     let mut config = globals.load_config();
     config.ctx = ctx.or(config.ctx);
+    config.slots = slots;
     tokio::task::spawn_blocking(move || LlamaEngine.load(&path, &config))
         .await
         .context("the loader thread failed")?

@@ -1,39 +1,51 @@
-//! `shelf serve`: wire the store, the engine and the HTTP server together.
+//! `shelf serve`: wire the store, the runner processes, the model host and
+//! the HTTP server together.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shelf_engine::LoadedModel;
-use shelf_engine_llama::LlamaEngine;
-use shelf_scheduler::{HostConfig, Loader, ModelHost};
+use serde::Deserialize;
+use shelf_engine::{GpuLayers, LoadConfig, LoadedModel};
+use shelf_planner::{Backend, FitOptions, Hardware};
+use shelf_runner::{RunnerCommand, RunnerModel};
+use shelf_scheduler::{HostConfig, LoadPlan, Loader, ModelCost, ModelHost, Sizer};
 use shelf_server::{AppState, ServerConfig};
 
 use crate::catalog::{self, Puller, StoreCatalog};
-use crate::cli::{Globals, ServeArgs};
+use crate::cli::{Budget, Globals, ServeArgs};
+
+/// How long a runner may take to start and load its model.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     let layers = globals.layers()?;
     let mut files = Vec::new();
-    let preload = match &args.model {
-        Some(model) if catalog::looks_like_path(model) => {
+    let mut pinned = Vec::new();
+    for model in &args.model {
+        if catalog::looks_like_path(model) {
             let path = catalog::resolve(&layers, model)?;
             let name = catalog::file_model_name(&path);
             files.push((name.clone(), path));
-            Some(name)
-        }
-        Some(model) => {
+            pinned.push(name);
+        } else {
             catalog::resolve(&layers, model)?;
-            Some(model.clone())
+            pinned.push(model.clone());
         }
-        None => None,
+    }
+    let machine = probe_machine(globals).await?;
+    let budget = match args.memory_budget {
+        Budget::Auto => machine.usable_bytes,
+        Budget::Bytes(bytes) => bytes,
     };
-    let load_config = globals.load_config();
-    let loader: Arc<Loader> = Arc::new(move |path| {
-        LlamaEngine
-            .load(path, &load_config)
-            .map(|model| Arc::new(model) as Arc<dyn LoadedModel>)
-    });
+    tracing::info!(
+        budget = %crate::store_cmds::human_bytes(budget),
+        box_ = %machine.name,
+        "memory budget"
+    );
     let host = Arc::new(ModelHost::new(
         Arc::new(StoreCatalog {
             layers,
@@ -45,9 +57,15 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
                 )
             }),
         }),
-        loader,
+        runner_loader(globals, &args)?,
+        sizer(globals.ctx, machine.hardware()),
         HostConfig {
-            max_loaded: args.max_loaded as usize,
+            budget,
+            slots: args.parallel,
+            keep_alive: args.keep_alive,
+            max_queue: args.max_queue,
+            max_loaded: args.max_loaded.map(|n| n as usize),
+            pinned: pinned.clone(),
         },
     ));
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -63,30 +81,180 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
     };
-    let server = shelf_server::serve(
-        listener,
-        AppState {
-            host: Arc::clone(&host),
-        },
-        config,
-        shutdown_signal(),
-    );
-    // The server answers (health says "loading", requests get 503) while a
-    // model named at start-up loads; if it cannot load, shelf exits with why.
+    let state = AppState::new(Arc::clone(&host));
+    state.starting.store(!pinned.is_empty(), Ordering::Release);
+    let starting = Arc::clone(&state.starting);
+    let server = shelf_server::serve(listener, state, config, shutdown_signal());
+    // The server answers (health says "loading", requests queue) while the
+    // models named at start-up load; if one cannot load, shelf exits with why.
     let preload = async {
-        if let Some(name) = preload {
-            host.get(&name)
+        for name in &pinned {
+            host.preload(name)
                 .await
                 .with_context(|| format!("loading {name}"))?;
             println!("shelf ready: {name} loaded");
         }
+        starting.store(false, Ordering::Release);
         std::future::pending::<anyhow::Result<()>>().await
     };
-    tokio::select! {
-        result = server => result?,
-        result = preload => result?,
+    let result = tokio::select! {
+        result = server => result.map_err(anyhow::Error::from),
+        result = preload => result,
+    };
+    host.unload_all().await;
+    result
+}
+
+/// What `shelf probe` reported about this box.
+#[derive(Debug, Deserialize)]
+struct Machine {
+    name: String,
+    backend: String,
+    usable_bytes: u64,
+}
+
+impl Machine {
+    /// A planner box with this backend and memory, enough to size models.
+    fn hardware(&self) -> Hardware {
+        let backend = match self.backend.as_str() {
+            "cuda" => Backend::Cuda,
+            "metal" => Backend::Metal,
+            "vulkan" => Backend::Vulkan,
+            _ => Backend::Cpu,
+        };
+        let mut hardware = Hardware::custom(
+            &self.name,
+            "this box",
+            backend,
+            self.usable_bytes,
+            backend != Backend::Cuda,
+            0.0,
+            0.0,
+        );
+        hardware.usable_bytes = self.usable_bytes;
+        hardware
     }
-    Ok(())
+}
+
+/// Ask a child `shelf probe` what this box offers, so the server process
+/// itself never initialises llama.cpp or a GPU runtime.
+async fn probe_machine(globals: &Globals) -> anyhow::Result<Machine> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.arg("probe");
+    if let Some(threads) = globals.threads {
+        command.arg("--threads").arg(threads.to_string());
+    }
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("cannot run `shelf probe` to size the memory budget")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`shelf probe` failed ({}); pass --memory-budget",
+        output.status
+    );
+    serde_json::from_slice(&output.stdout).context("`shelf probe` printed something unexpected")
+}
+
+/// Loads each model in a runner process of its own.
+fn runner_loader(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Arc<Loader>> {
+    let program = std::env::current_exe().context("cannot find the shelf executable")?;
+    let mut common: Vec<OsString> = vec!["runner".into()];
+    let mut flag = |name: &str, value: String| {
+        common.push(name.into());
+        common.push(value.into());
+    };
+    if let Some(threads) = globals.threads {
+        flag("--threads", threads.to_string());
+    }
+    if let Some(ctx) = globals.ctx {
+        flag("--ctx", ctx.to_string());
+    }
+    flag(
+        "--gpu-layers",
+        match globals.gpu_layers {
+            GpuLayers::Auto => "auto".into(),
+            GpuLayers::Count(n) => n.to_string(),
+        },
+    );
+    flag("--cache-ram", args.cache_ram.to_string());
+    flag("--step-ms", args.step_ms.to_string());
+    if args.small_swa_cache {
+        common.push("--small-swa-cache".into());
+    }
+    let runtime = tokio::runtime::Handle::current();
+    Ok(Arc::new(move |plan: &LoadPlan| {
+        let mut args = common.clone();
+        args.extend(["--model".into(), plan.path.clone().into_os_string()]);
+        args.extend(["--slots".into(), plan.slots.to_string().into()]);
+        let command = RunnerCommand {
+            program: program.clone(),
+            args,
+            load_timeout: LOAD_TIMEOUT,
+        };
+        RunnerModel::start(&command, runtime.clone())
+            .map(|model| Arc::new(model) as Arc<dyn LoadedModel>)
+            .map_err(|error| with_path(error, &plan.path))
+    }))
+}
+
+/// Load errors from a runner name the file the server asked for.
+fn with_path(error: shelf_engine::EngineError, path: &Path) -> shelf_engine::EngineError {
+    match error {
+        shelf_engine::EngineError::Load { reason, .. } => shelf_engine::EngineError::Load {
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Sizes models with the planner: weights, compute and runtime are fixed,
+/// each slot adds its KV cache at the served context.
+fn sizer(ctx: Option<u32>, hardware: Hardware) -> Arc<Sizer> {
+    Arc::new(move |path: &Path| {
+        let files = split_parts(path);
+        let spec = crate::fit::spec_from_files(&catalog::file_model_name(path), &files)
+            .map_err(|e| format!("{e:#}"))?;
+        let ctx = ctx.map_or_else(
+            || {
+                spec.context_length
+                    .min(u64::from(LoadConfig::DEFAULT_MAX_CTX))
+            },
+            u64::from,
+        );
+        let options = FitOptions {
+            ctx: ctx.max(16),
+            parallel: 1,
+            ..FitOptions::default()
+        };
+        let memory = shelf_planner::estimate(&spec, &hardware, &options).memory;
+        Ok(ModelCost {
+            fixed: memory.total - memory.kv_cache,
+            per_slot: memory.kv_cache,
+        })
+    })
+}
+
+/// All files of a split model (`NAME-00001-of-00003.gguf`), or the file.
+fn split_parts(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let Some((stem, count)) = name.as_deref().and_then(split_name) else {
+        return vec![path.to_path_buf()];
+    };
+    (1..=count)
+        .map(|i| path.with_file_name(format!("{stem}-{i:05}-of-{count:05}.gguf")))
+        .collect()
+}
+
+/// `("NAME", 3)` for `NAME-00001-of-00003.gguf`.
+fn split_name(name: &str) -> Option<(&str, u32)> {
+    let rest = name.strip_suffix(".gguf")?;
+    let (rest, count) = rest.rsplit_once("-of-")?;
+    let (stem, first) = rest.rsplit_once('-')?;
+    (first == "00001").then_some(())?;
+    Some((stem, count.parse().ok()?))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -108,5 +276,18 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_name;
+
+    #[test]
+    fn split_model_names_are_recognised() {
+        assert_eq!(split_name("m-00001-of-00003.gguf"), Some(("m", 3)));
+        assert_eq!(split_name("a-b-00001-of-00012.gguf"), Some(("a-b", 12)));
+        assert_eq!(split_name("m-00002-of-00003.gguf"), None);
+        assert_eq!(split_name("model.gguf"), None);
     }
 }

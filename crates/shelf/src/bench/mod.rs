@@ -7,6 +7,8 @@ use shelf_engine::{Completion, Event, GenerateRequest, LoadedModel, SamplingPara
 use shelf_engine_llama::{backend_description, LlamaModelHandle};
 
 use crate::cli::{BenchArgs, Globals};
+
+mod parallel;
 use crate::{catalog, run, store_cmds::human_bytes};
 
 #[derive(Debug, Serialize)]
@@ -47,6 +49,10 @@ pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
     };
     // Like llama-bench, the context holds exactly what the tests need.
     let ctx = globals.ctx.unwrap_or(args.pp.max(1) + args.tg + 8);
+    if args.parallel > 1 {
+        let model = run::load_with(path, globals, Some(ctx), args.parallel).await?;
+        return parallel::bench(&model, &label, &args).await;
+    }
     let model = run::load(path, globals, Some(ctx)).await?;
     let info = model.info().clone();
     let mut results = Vec::new();
@@ -121,7 +127,11 @@ async fn generate(
 
 /// `n` pseudo-random tokens, as llama-bench uses, so no tokenizer cost is measured.
 fn prefill_request(info: &shelf_engine::ModelInfo, n: u32) -> GenerateRequest {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
+    random_prompt(info, n, 0x2545_f491_4f6c_dd1d)
+}
+
+fn random_prompt(info: &shelf_engine::ModelInfo, n: u32, seed: u64) -> GenerateRequest {
+    let mut state = seed;
     let vocab = u64::from(info.n_vocab.max(2));
     let prompt = (0..n)
         .map(|_| {
@@ -134,6 +144,8 @@ fn prefill_request(info: &shelf_engine::ModelInfo, n: u32) -> GenerateRequest {
     let mut request = GenerateRequest::new(prompt);
     request.sampling = SamplingParams::greedy();
     request.max_tokens = Some(1);
+    // Every repetition computes the whole prompt.
+    request.cache_prompt = false;
     request
 }
 

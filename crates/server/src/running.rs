@@ -1,0 +1,73 @@
+//! A generation in progress with the slot it runs in: ending it (finished,
+//! or dropped when the client goes away) cancels the work and gives the
+//! slot back. Its events feed the metrics on the way through.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shelf_engine::{Completion, EngineError, Event, Generation};
+use shelf_scheduler::Lease;
+
+use crate::metrics::Metrics;
+
+pub struct Running {
+    generation: Generation,
+    /// Held until the generation is dropped: the model's slot.
+    _lease: Lease,
+    model: String,
+    arrived: Instant,
+    sent_first: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Running {
+    pub fn new(
+        generation: Generation,
+        lease: Lease,
+        model: &str,
+        arrived: Instant,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            generation,
+            _lease: lease,
+            model: model.to_string(),
+            arrived,
+            sent_first: false,
+            metrics,
+        }
+    }
+
+    /// The next event; `None` after the last.
+    pub async fn next(&mut self) -> Option<Event> {
+        let event = self.generation.next().await;
+        match &event {
+            Some(Event::Text(_)) if !self.sent_first => {
+                self.sent_first = true;
+                self.metrics
+                    .first_token(&self.model, self.arrived.elapsed());
+            }
+            Some(Event::Done(completion)) => {
+                let decode =
+                    Duration::from_secs_f64(completion.timings.decode_ms.max(0.0) / 1000.0);
+                self.metrics
+                    .finished(&self.model, &completion.usage, Some(decode));
+            }
+            _ => {}
+        }
+        event
+    }
+
+    /// Collect the whole text and the completion, for non-streamed answers.
+    pub async fn collect(mut self) -> Result<(String, Completion), EngineError> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event {
+                Event::Text(piece) => text.push_str(&piece),
+                Event::Done(completion) => return Ok((text, completion)),
+                Event::Failed(error) => return Err(error),
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+}
