@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing shelf needs on a fresh Debian/Ubuntu
 # machine: cmake and libclang (llama.cpp and its bindings), the test models,
-# and a Python venv with the openai client for the compatibility tests.
+# and a Python venv with the openai client (and Prometheus's text parser) for
+# the compatibility tests.
 # Safe to run again: each step is skipped when already done.
 #
 # Usage: scripts/setup.sh [--no-python] [MODEL ...]
@@ -33,8 +34,8 @@ fi
 python3 scripts/fetch-models.py "${models[@]}"
 
 if [ "$python" = 1 ]; then
-  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import openai' 2>/dev/null; then
+  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import openai, prometheus_client' 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet 'openai>=1.50,<3' 'pytest>=8,<10'
+    .venv/bin/pip install --quiet 'openai>=1.50,<3' 'pytest>=8,<10' 'prometheus-client>=0.20,<1'
   fi
 fi

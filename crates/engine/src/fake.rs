@@ -233,7 +233,6 @@ impl LoadedModel for FakeModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Generation;
 
     fn generate(request: GenerateRequest) -> (String, Completion) {
         let model = FakeModel::new("hello world", 64);

@@ -76,7 +76,7 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can use the models");
     }
     // Tests and scripts read this line to find the port when --addr ends in :0.
-    println!("shelf listening on http://{addr}");
+    say(&format!("shelf listening on http://{addr}"));
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
@@ -92,7 +92,7 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
             host.preload(name)
                 .await
                 .with_context(|| format!("loading {name}"))?;
-            println!("shelf ready: {name} loaded");
+            say(&format!("shelf ready: {name} loaded"));
         }
         starting.store(false, Ordering::Release);
         std::future::pending::<anyhow::Result<()>>().await
@@ -103,6 +103,14 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     };
     host.unload_all().await;
     result
+}
+
+/// A line on stdout for whoever started the server. Nobody may be reading
+/// any more (a closed pipe): that is no reason to stop serving.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// What `shelf probe` reported about this box.

@@ -142,7 +142,15 @@ fn streamed_chat_matches_the_unstreamed_answer_and_reports_usage() {
     );
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"].as_array().unwrap().len(), 0);
-    assert_eq!(last["usage"], whole["usage"]);
+    for field in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(last["usage"][field], whole["usage"][field], "{field}");
+    }
+    // The same prompt again: all but its last token come from the cache.
+    assert_eq!(whole["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(
+        last["usage"]["prompt_tokens_details"]["cached_tokens"],
+        whole["usage"]["prompt_tokens"].as_u64().unwrap() - 1
+    );
     assert!(chunks[..chunks.len() - 1]
         .iter()
         .all(|c| c["usage"].is_null()));
