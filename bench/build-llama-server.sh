@@ -6,7 +6,8 @@
 #
 # Usage: bench/build-llama-server.sh [extra cmake args, e.g. -DGGML_CUDA=ON]
 # Env:   LLAMA_SERVER_SRC (a llama.cpp tree to use instead of the sdist's),
-#        LLAMA_SERVER_BUILD_DIR (default .bench/llama-server-build)
+#        LLAMA_SERVER_BUILD_DIR (default .bench/llama-server-build),
+#        FETCH_ONLY=1: fetch and unpack the sdist, print its llama.cpp tree, build nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,7 @@ if [ -z "$src" ]; then
     tar -C "$cache" -xzf "$tarball" "llama_cpp_python-$version/vendor/llama.cpp"
   fi
 fi
+if [ -n "${FETCH_ONLY:-}" ]; then echo "$src"; exit 0; fi
 # No network at build time (no prebuilt web UI, no curl), no TLS.
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \

@@ -3,8 +3,10 @@
 # in one run. Builds both if needed, alternates them ROUNDS times (so drift in
 # machine load hits both alike), and prints each result and shelf's ratio.
 #
+# Exits non-zero when shelf is below BAR x raw llama.cpp on any test.
+#
 # Usage: bench/compare-llama.sh [MODEL.gguf] [THREADS]
-# Env:   PP (512) TG (128) REPS (5) ROUNDS (2) GPU_LAYERS (0 on CPU builds)
+# Env:   PP (512) TG (128) REPS (5) ROUNDS (2) GPU_LAYERS (0 on CPU builds) BAR (0.95)
 #        SHELF_BIN, LLAMA_BENCH: use prebuilt binaries instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +30,9 @@ for round in $(seq "$rounds"); do
     --pp "$pp" --tg "$tg" --reps "$reps" --json > "$out/shelf-$round.json"
 done
 
-python3 - "$out" "$rounds" "$model" "$threads" <<'PY'
+python3 - "$out" "$rounds" "$model" "$threads" "${BAR:-0.95}" <<'PY'
 import json, os, statistics, sys
-out, rounds, model, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, rounds, model, threads, bar = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
 llama, shelf = {}, {}
 for r in range(1, rounds + 1):
     for line in open(os.path.join(out, f"llama-{r}.json")):
@@ -48,5 +50,6 @@ for test in llama:
     worst = ratio if worst is None else min(worst, ratio)
     rounds_ratio = ", ".join(f"{y / x:.3f}" for x, y in zip(llama[test], shelf[test]))
     print(f"| {test} | {a:.2f} | {b:.2f} | {ratio:.3f} | {rounds_ratio} |")
-print(f"lowest ratio: {worst:.3f} ({'meets' if worst >= 0.95 else 'BELOW'} the 0.95 bar)")
+print(f"lowest ratio: {worst:.3f} ({'meets' if worst >= bar else 'BELOW'} the {bar} bar)")
+sys.exit(0 if worst >= bar else 1)
 PY

@@ -7,12 +7,17 @@
 # CUDA from the same vendored llama.cpp source, plus bench/llama-bench-lite,
 # and runs both against the same model with LD_LIBRARY_PATH set.
 #
-#   here:    scripts/gpu-bench.sh prepare        # .gpu/ (code) and .gpu-model-{1,2}/ (model halves)
-#   GPU, 1:  scripts/gpu-bench.sh device-build   # carry .gpu and .gpu-model-1; ~5 min
-#   GPU, 2:  scripts/gpu-bench.sh device-run     # carry .gpu-model-2; within the machine's warm window
-#   GPU, 3:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
+# The serving anchor, llama-server, is built there the same way from the
+# llama.cpp tree inside the llama-cpp-python sdist (bench/build-llama-server.sh).
 #
-# Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8)
+#   here:    scripts/gpu-bench.sh prepare        # .gpu/ (code), .gpu-server/ (sdist tree), .gpu-model-{1,2}/
+#   GPU, 1:  scripts/gpu-bench.sh device-build   # carry .gpu and .gpu-model-1; ~5 min
+#   GPU, 2:  scripts/gpu-bench.sh device-build-server  # carry .gpu-server; ~5 min, while warm
+#   GPU, 3:  scripts/gpu-bench.sh device-run     # carry .gpu-model-2; within the machine's warm window
+#   GPU, 4:  scripts/gpu-bench.sh device-serve   # concurrency, fairness, prefix cache against llama-server
+#   GPU, 5:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
+#
+# Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8), STREAMS (32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${WORK:-/tmp/shelf-gpu}
@@ -20,8 +25,8 @@ model_name=smollm2-135m-instruct-q4_1
 model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 prepare() {
-  rm -rf .gpu .gpu-model-1 .gpu-model-2
-  mkdir -p .gpu .gpu-model-1 .gpu-model-2
+  rm -rf .gpu .gpu-server .gpu-model-1 .gpu-model-2
+  mkdir -p .gpu .gpu-server .gpu-model-1 .gpu-model-2
   # The crate's build script hard-links its libraries here and panics on
   # links left dangling by an earlier build.
   find target/gpu/release target/gpu/release/examples target/gpu/release/deps -maxdepth 1 -name '*.so*' -xtype l -delete 2>/dev/null || true
@@ -29,24 +34,36 @@ prepare() {
   RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/gpu \
     cargo build --release --bin shelf --features dynamic-link
   strip -o .gpu/shelf target/gpu/release/shelf
+  RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/gpu \
+    cargo build --release --bin shelf-loadgen
+  strip -o .gpu/shelf-loadgen target/gpu/release/shelf-loadgen
   src=$(cargo metadata --format-version 1 | python3 -c '
 import json, os, sys
 [p] = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "llama-cpp-sys-2"]
 print(os.path.dirname(p["manifest_path"]))')
   tar -C "$src" -czf .gpu/llama.cpp.tar.gz --exclude='llama.cpp/models/*' --exclude='llama.cpp/docs' \
     --exclude='llama.cpp/examples' --exclude='llama.cpp/tools/ui' llama.cpp
+  # llama-server's tree, without what a CUDA build of the server never reads.
+  server_src=$(dirname "$(FETCH_ONLY=1 bench/build-llama-server.sh)")
+  tar -C "$server_src" -czf .gpu-server/llama.cpp.tar.gz --exclude='llama.cpp/models/*' \
+    --exclude='llama.cpp/docs' --exclude='llama.cpp/examples' --exclude='llama.cpp/media' \
+    --exclude='llama.cpp/tools/ui' --exclude='llama.cpp/tools/server/tests' --exclude='llama.cpp/gguf-py' \
+    --exclude='llama.cpp/.git*' --exclude='llama.cpp/ggml/src/ggml-vulkan' --exclude='llama.cpp/ggml/src/ggml-sycl' \
+    --exclude='llama.cpp/ggml/src/ggml-opencl' --exclude='llama.cpp/ggml/src/ggml-cann' --exclude='llama.cpp/ggml/src/ggml-musa' \
+    --exclude='llama.cpp/ggml/src/ggml-metal' --exclude='llama.cpp/ggml/src/ggml-webgpu' llama.cpp
   python3 scripts/fetch-models.py "$model_name"
   models=${SHELF_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/shelf/test-models}
   half=$(( $(stat -c %s "$models/$model_name.gguf") / 2 ))
   head -c "$half" "$models/$model_name.gguf" > .gpu-model-1/part
   tail -c +$((half + 1)) "$models/$model_name.gguf" > .gpu-model-2/part
-  for d in .gpu .gpu-model-1 .gpu-model-2; do grep -qx "/$d/" .git/info/exclude || echo "/$d/" >> .git/info/exclude; done
-  du -sh .gpu .gpu-model-1 .gpu-model-2
+  for d in .gpu .gpu-server .gpu-model-1 .gpu-model-2; do grep -qx "/$d/" .git/info/exclude || echo "/$d/" >> .git/info/exclude; done
+  du -sh .gpu .gpu-server .gpu-model-1 .gpu-model-2
 }
 
 device_build() {
   mkdir -p "$work"
   cp .gpu/shelf "$work/shelf" && chmod +x "$work/shelf"
+  cp .gpu/shelf-loadgen "$work/shelf-loadgen" && chmod +x "$work/shelf-loadgen"
   cp .gpu-model-1/part "$work/model.part1"
   rm -rf "$work/src" && mkdir -p "$work/src" && tar -C "$work/src" -xzf .gpu/llama.cpp.tar.gz
   LLAMA_SRC="$work/src/llama.cpp" LLAMA_BUILD_DIR="$work/build" bench/build-llama.sh \
@@ -54,6 +71,13 @@ device_build() {
   cmake --build "$work/build" --target llama -j "$(nproc)" >&2
   find "$work/build" -name '*.so*' -printf '%h\n' | sort -u > "$work/libdirs"
   echo "built:"; find "$work/build" -name '*.so' -printf '%f %s\n'
+}
+
+device_build_server() {
+  rm -rf "$work/server-src" && mkdir -p "$work/server-src"
+  tar -C "$work/server-src" -xzf .gpu-server/llama.cpp.tar.gz
+  LLAMA_SERVER_SRC="$work/server-src/llama.cpp" LLAMA_SERVER_BUILD_DIR="$work/server-build" \
+    bench/build-llama-server.sh -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90a}"
 }
 
 device_run() {
@@ -64,7 +88,19 @@ device_run() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   SHELF_BIN="$work/shelf" LLAMA_BENCH="$work/build/llama-bench-lite" GPU_LAYERS=99 \
     bench/compare-llama.sh "$work/$model_name.gguf" "${THREADS:-8}"
-  SHELF_BIN="$work/shelf" bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}"
+  SHELF_BIN="$work/shelf" GPU_LAYERS=99 bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}"
+}
+
+# Serving against llama-server, both on the GPU, same model, threads and client.
+device_serve() {
+  LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH SHELF_BIN="$work/shelf" LOADGEN="$work/shelf-loadgen"
+  export LLAMA_SERVER="$work/server-build/bin/llama-server" GPU_LAYERS=99
+  local status=0
+  STREAMS=${STREAMS:-32} bench/concurrency.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
+  bench/fairness.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
+  bench/prefix-cache.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
+  return $status
 }
 
 # Predicted memory and speed against what happens: synthetic weights in real
@@ -91,7 +127,9 @@ device_plan() {
 case "${1:-}" in
   prepare) prepare ;;
   device-build) device_build ;;
+  device-build-server) device_build_server ;;
   device-run) device_run ;;
+  device-serve) device_serve ;;
   device-plan) device_plan ;;
-  *) echo "usage: $0 prepare|device-build|device-run|device-plan" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan" >&2; exit 2 ;;
 esac

@@ -30,6 +30,11 @@ use crate::prefix::{self, Candidate, RamCache};
 use crate::sampler;
 use crate::slot::{Active, Output, Slot};
 
+/// From this many greedy outputs in a step, on a GPU, arg-maxes run on
+/// several threads.
+const PARALLEL_ARG_MAX: usize = 8;
+const ARG_MAX_THREADS: usize = 4;
+
 /// A queued generation.
 pub struct Job {
     pub request: GenerateRequest,
@@ -175,8 +180,14 @@ impl<'m> Loop<'m> {
         }
         self.emit_deferred();
         self.sample(&plan);
-        self.pace
-            .record(plan.generated, plan.prompt, started.elapsed());
+        let elapsed = started.elapsed();
+        tracing::trace!(
+            generated = plan.generated,
+            prompt = plan.prompt,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "step"
+        );
+        self.pace.record(plan.generated, plan.prompt, elapsed);
     }
 
     /// Move queued jobs into free slots.
@@ -407,15 +418,17 @@ impl<'m> Loop<'m> {
     fn sample(&mut self, plan: &Plan) {
         let vocab = self.model.vocab();
         let n_ctx = self.setup.n_ctx_slot as usize;
-        for out in &plan.outputs {
+        let greedy = self.greedy_tokens(plan);
+        for (out, greedy) in plan.outputs.iter().zip(greedy) {
             let slot = &mut self.slots[out.slot];
             // A job that ended after this batch was built (a stop string).
             let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
                 continue;
             };
-            let token = match job.sampler.as_mut() {
-                Some(chain) => chain.sample(&self.ctx, out.index),
-                None => LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(out.index))),
+            let token = match (job.sampler.as_mut(), greedy) {
+                (Some(chain), _) => chain.sample(&self.ctx, out.index),
+                (None, Some(token)) => LlamaToken(token),
+                (None, None) => LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(out.index))),
             };
             let eog = vocab.is_eog(token) && !job.request.ignore_eos;
             let end = job.sampled(token, eog, slot.cached.len(), n_ctx);
@@ -432,6 +445,43 @@ impl<'m> Loop<'m> {
                 finish(slot, reason, self.clock);
             }
         }
+    }
+
+    /// The arg-max of every plain greedy output's logits. Each reads a whole
+    /// vocabulary's logits, so with many slots on a GPU (where this is all
+    /// the host does between two decodes) they are shared among threads.
+    fn greedy_tokens(&self, plan: &Plan) -> Vec<Option<i32>> {
+        let logits: Vec<Option<&[f32]>> = plan
+            .outputs
+            .iter()
+            .map(|out| {
+                let job = self.slots[out.slot].job.as_ref();
+                job.filter(|j| j.serial == out.serial && j.sampler.is_none())
+                    .map(|_| self.ctx.get_logits_ith(out.index))
+            })
+            .collect();
+        if !self.setup.overlap || logits.len() < PARALLEL_ARG_MAX {
+            return logits.iter().map(|l| l.map(sampler::arg_max)).collect();
+        }
+        let per_thread = logits.len().div_ceil(ARG_MAX_THREADS);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = logits
+                .chunks(per_thread)
+                .map(|part| {
+                    let handle = scope.spawn(move || {
+                        part.iter()
+                            .map(|l| l.map(sampler::arg_max))
+                            .collect::<Vec<_>>()
+                    });
+                    (part.len(), handle)
+                })
+                .collect();
+            // A part that failed leaves its outputs to the sequential path.
+            parts
+                .into_iter()
+                .flat_map(|(len, handle)| handle.join().unwrap_or_else(|_| vec![None; len]))
+                .collect()
+        })
     }
 
     /// Send the text of tokens now being decoded (overlap mode).

@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 /// Never fewer prompt tokens than this in a step: progress beats latency.
-const MIN_CHUNK: usize = 16;
+const MIN_CHUNK: usize = 8;
 /// Weight of the newest measurement in the running averages.
-const ALPHA: f64 = 0.3;
+const ALPHA: f64 = 0.5;
 
 #[derive(Debug)]
 pub struct Pace {

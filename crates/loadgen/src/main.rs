@@ -148,12 +148,34 @@ async fn throughput(args: ThroughputArgs) -> anyhow::Result<Value> {
     }
     let wall = started.elapsed().as_secs_f64();
     let tokens: u64 = streams.iter().map(Stream::completion_tokens).sum();
+    // The steady part: from the moment every stream has its first token to the last token.
+    let all_started = streams
+        .iter()
+        .filter_map(|s| s.tokens.first())
+        .max()
+        .copied();
+    let last = streams
+        .iter()
+        .filter_map(|s| s.tokens.last())
+        .max()
+        .copied();
+    let decode_tps = match (all_started, last) {
+        (Some(from), Some(to)) if to > from => {
+            let after: usize = streams
+                .iter()
+                .map(|s| s.tokens.iter().filter(|&&t| t > from).count())
+                .sum();
+            after as f64 / (to - from).as_secs_f64()
+        }
+        _ => 0.0,
+    };
     let ttfts: Vec<f64> = streams.iter().filter_map(|s| s.ttft()).map(ms).collect();
     Ok(json!({
         "streams": args.streams,
         "tokens": tokens,
         "wall_s": wall,
         "aggregate_tps": tokens as f64 / wall,
+        "decode_tps": decode_tps,
         "ttft_ms_max": ttfts.iter().copied().fold(0.0, f64::max),
         "max_gap_ms": streams.iter().map(|s| ms(s.max_gap_since(started))).fold(0.0, f64::max),
     }))
@@ -366,8 +388,8 @@ fn document(tokens: usize) -> String {
         "Lisbon", "Oslo", "Quito", "Hanoi", "Accra", "Lima", "Perth", "Cork", "Turin", "Kyoto",
         "Dakar", "Riga",
     ];
-    // About 16 tokens a line.
-    (0..tokens.div_ceil(16))
+    // About 24 tokens a line.
+    (0..tokens.div_ceil(24))
         .map(|i| {
             format!(
                 "{}. {} reported {} ferries and {} bridges in year {}.",

@@ -629,7 +629,7 @@ impl Inner {
         let model = Arc::clone(&resident.model);
         drop(resident);
         let inner = Arc::clone(self);
-        tokio::spawn(async move {
+        spawn(async move {
             model.unload().await;
             inner.lock().freeing -= bytes;
             inner.capacity.notify_waiters();
@@ -664,7 +664,7 @@ impl Inner {
         }
         let inner = Arc::clone(self);
         let name = name.to_string();
-        tokio::spawn(async move {
+        spawn(async move {
             tokio::time::sleep_until(deadline).await;
             let mut models = inner.lock();
             let still_idle = models
@@ -692,6 +692,14 @@ impl Models {
             .map(|e| e.bytes)
             .sum();
         admitted + self.freeing
+    }
+}
+
+/// Run `task` on the current runtime. A lease can be dropped where there is
+/// none (a process shutting down): then there is nothing left to run it for.
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
     }
 }
 

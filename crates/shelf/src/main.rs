@@ -23,10 +23,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A runner's async work is one socket: a single thread keeps it off the
+    // cores its decode threads use.
+    let mut builder = match cli.command {
+        cli::Command::Runner(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
