@@ -243,7 +243,8 @@ impl<'m> Loop<'m> {
             true => self.ram.take_best(&prompt, reuse),
             false => None,
         };
-        self.save_slot(index, reuse);
+        // A restore replaces everything the slot holds.
+        self.save_slot(index, if saved.is_some() { 0 } else { reuse });
         if let Some((tokens, state)) = saved {
             let slot = &mut self.slots[index];
             let _ = self
