@@ -64,7 +64,7 @@ device_build() {
   mkdir -p "$work"
   cp .gpu/shelf "$work/shelf" && chmod +x "$work/shelf"
   cp .gpu/shelf-loadgen "$work/shelf-loadgen" && chmod +x "$work/shelf-loadgen"
-  cp .gpu-model-1/part "$work/model.part1"
+  if [ -f .gpu-model-1/part ]; then cp .gpu-model-1/part "$work/model.part1"; fi
   rm -rf "$work/src" && mkdir -p "$work/src" && tar -C "$work/src" -xzf .gpu/llama.cpp.tar.gz
   LLAMA_SRC="$work/src/llama.cpp" LLAMA_BUILD_DIR="$work/build" bench/build-llama.sh \
     -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90a}" -DBUILD_SHARED_LIBS=ON
