@@ -47,7 +47,7 @@ print(os.path.dirname(p["manifest_path"]))')
   server_src=$(dirname "$(FETCH_ONLY=1 bench/build-llama-server.sh)")
   tar -C "$server_src" -czf .gpu-server/llama.cpp.tar.gz --exclude='llama.cpp/models/*' \
     --exclude='llama.cpp/docs' --exclude='llama.cpp/examples' --exclude='llama.cpp/media' \
-    --exclude='llama.cpp/tools/ui' --exclude='llama.cpp/tools/server/tests' --exclude='llama.cpp/gguf-py' \
+    --exclude='llama.cpp/tools/ui/tests' --exclude='llama.cpp/tools/server/tests' --exclude='llama.cpp/gguf-py' \
     --exclude='llama.cpp/.git*' --exclude='llama.cpp/ggml/src/ggml-vulkan' --exclude='llama.cpp/ggml/src/ggml-sycl' \
     --exclude='llama.cpp/ggml/src/ggml-opencl' --exclude='llama.cpp/ggml/src/ggml-cann' --exclude='llama.cpp/ggml/src/ggml-musa' \
     --exclude='llama.cpp/ggml/src/ggml-metal' --exclude='llama.cpp/ggml/src/ggml-webgpu' llama.cpp
