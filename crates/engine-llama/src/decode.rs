@@ -13,7 +13,7 @@
 //! does not add to each token's time.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, TryRecvError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -150,11 +150,8 @@ impl<'m> Loop<'m> {
                     Err(_) => return,
                 }
             }
-            loop {
-                match queue.try_recv() {
-                    Ok(job) => self.waiting.push_back(job),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+            while let Ok(job) = queue.try_recv() {
+                self.waiting.push_back(job);
             }
             self.step();
         }

@@ -1,6 +1,8 @@
 //! The runner protocol end to end in one process: a fake model served by
 //! `host::serve`, used through `RunnerModel`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -315,7 +315,7 @@ impl Ticket {
                 let failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
                 return Err(failure
                     .clone()
-                    .unwrap_or_else(|| HostError::Load(EngineError::Unavailable)));
+                    .unwrap_or(HostError::Load(EngineError::Unavailable)));
             }
         };
         let Some(entry) = models.entry_with(&self.name, self.id) else {

@@ -1,6 +1,8 @@
 //! The model host with fake models and paused time: queues, the budget,
 //! eviction, keep-alive, pinning and crashes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

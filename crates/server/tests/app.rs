@@ -1,6 +1,8 @@
 //! The router without a socket: handlers over a host of fake models, driven
 //! with `oneshot`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -104,13 +104,16 @@ fn metric(server: &Server, name: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-/// A streamed chat, read on its own thread: its text, and whether it ended
-/// with an error event.
+/// What a stream ended with: its text, the error event if any, the finish reason.
+type Streamed = (String, Option<Value>, Option<String>);
+
+/// A streamed chat, read on its own thread, and a channel that says when
+/// its first text arrived.
 fn stream_in_background(
     server: &Server,
     body: Value,
 ) -> (
-    std::thread::JoinHandle<(String, Option<Value>, Option<String>)>,
+    std::thread::JoinHandle<Streamed>,
     std::sync::mpsc::Receiver<()>,
 ) {
     let url = server.url("/v1/chat/completions");
