@@ -169,3 +169,24 @@ mod fuzz {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_reports_the_generations_running() {
+    let gate = Gate::closed();
+    let fake = FakeModel::new("ok", 64).with_gate(&gate);
+    let runner = in_process(Arc::new(fake), tokio::runtime::Handle::current())
+        .await
+        .unwrap();
+    let timeout = Duration::from_secs(5);
+    assert_eq!(runner.ping(timeout).await.unwrap().running, 0);
+    let held: Vec<_> = (0..3)
+        .map(|_| runner.submit(GenerateRequest::new(vec![Token(1)])).unwrap())
+        .collect();
+    // Frames are handled in order: the submits are in before the ping.
+    assert_eq!(runner.ping(timeout).await.unwrap().running, 3);
+    gate.open();
+    for generation in held {
+        collect(generation).await;
+    }
+    assert_eq!(runner.ping(timeout).await.unwrap().running, 0);
+}
