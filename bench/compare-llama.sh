@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shelf against raw llama.cpp, same vendored source, same model and threads,
 # in one run. Builds both if needed, alternates them ROUNDS times (so drift in
-# machine load hits both alike), and prints each result and shelf's ratio.
+# machine load hits both alike, each going first in every other round), and
+# prints each result and shelf's ratio.
 #
 # Exits non-zero when shelf is below BAR x raw llama.cpp on any test.
 #
@@ -24,10 +25,15 @@ fi
 LLAMA_BENCH=${LLAMA_BENCH:-$(bench/build-llama.sh)}
 
 out=$(mktemp -d)
-for round in $(seq "$rounds"); do
-  "$LLAMA_BENCH" "$model" "$threads" "$pp" "$tg" "$reps" "$ngl" > "$out/llama-$round.json"
+run_llama() { "$LLAMA_BENCH" "$model" "$threads" "$pp" "$tg" "$reps" "$ngl" > "$out/llama-$1.json"; }
+run_shelf() {
   SHELF_LOG=error "$SHELF_BIN" bench "$model" --threads "$threads" --gpu-layers "$ngl" \
-    --pp "$pp" --tg "$tg" --reps "$reps" --json > "$out/shelf-$round.json"
+    --pp "$pp" --tg "$tg" --reps "$reps" --json > "$out/shelf-$1.json"
+}
+# Each goes first in every other round, so neither always gets the cooler start.
+for round in $(seq "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then run_llama "$round"; run_shelf "$round"
+  else run_shelf "$round"; run_llama "$round"; fi
 done
 
 python3 - "$out" "$rounds" "$model" "$threads" "${BAR:-0.95}" <<'PY'
