@@ -86,9 +86,11 @@ device_run() {
   LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export LD_LIBRARY_PATH
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  local status=0
   SHELF_BIN="$work/shelf" LLAMA_BENCH="$work/build/llama-bench-lite" GPU_LAYERS=99 \
-    bench/compare-llama.sh "$work/$model_name.gguf" "${THREADS:-8}"
-  SHELF_BIN="$work/shelf" GPU_LAYERS=99 bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}"
+    bench/compare-llama.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
+  SHELF_BIN="$work/shelf" GPU_LAYERS=99 bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
+  return $status
 }
 
 # Serving against llama-server, both on the GPU, same model, threads and client.
