@@ -22,19 +22,7 @@ trap stop_server EXIT
 
 out=$(mktemp -d)
 name=$(basename "$model" .gguf)
-for round in $(seq "$rounds"); do
-  for server in llama shelf; do
-    case $server in
-      llama) start_llama_server "$model" "$threads" "$streams" "$ctx" "$ngl"; served=$name ;;
-      shelf) start_shelf "$model" "$threads" "$streams" "$ctx" "$ngl"; served=$name ;;
-    esac
-    # One warm-up pass, then the measured one.
-    "$LOADGEN" throughput --url "$SERVER_URL" --model "$served" --streams "$streams" --max-tokens 16 > /dev/null
-    "$LOADGEN" throughput --url "$SERVER_URL" --model "$served" --streams "$streams" \
-      --max-tokens "$tokens" > "$out/$server-$round.json"
-    stop_server
-  done
-done
+run_rounds "$rounds" "$streams" "$ctx" "$out" throughput --streams "$streams" --max-tokens "$tokens"
 
 python3 - "$out" "$rounds" "$name" "$threads" "$streams" "$tokens" "$bar" <<'PY'
 import json, os, statistics, sys

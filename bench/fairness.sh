@@ -23,19 +23,7 @@ trap stop_server EXIT
 
 out=$(mktemp -d)
 name=$(basename "$model" .gguf)
-slots=$((streams + 1))
-for round in $(seq "$rounds"); do
-  for server in llama shelf; do
-    case $server in
-      llama) start_llama_server "$model" "$threads" "$slots" "$ctx" "$ngl" ;;
-      shelf) start_shelf "$model" "$threads" "$slots" "$ctx" "$ngl" ;;
-    esac
-    "$LOADGEN" throughput --url "$SERVER_URL" --model "$name" --streams "$slots" --max-tokens 16 > /dev/null
-    "$LOADGEN" fairness --url "$SERVER_URL" --model "$name" --streams "$streams" \
-      --prompt-tokens "$prompt" > "$out/$server-$round.json"
-    stop_server
-  done
-done
+run_rounds "$rounds" $((streams + 1)) "$ctx" "$out" fairness --streams "$streams" --prompt-tokens "$prompt"
 
 python3 - "$out" "$rounds" "$name" "$threads" "$streams" "$bar" <<'PY'
 import json, os, sys

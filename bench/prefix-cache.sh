@@ -25,17 +25,7 @@ trap stop_server EXIT
 
 out=$(mktemp -d)
 name=$(basename "$model" .gguf)
-for round in $(seq "$rounds"); do
-  for server in llama shelf; do
-    case $server in
-      llama) start_llama_server "$model" "$threads" 1 "$ctx" "$ngl" ;;
-      shelf) start_shelf "$model" "$threads" 1 "$ctx" "$ngl" ;;
-    esac
-    "$LOADGEN" throughput --url "$SERVER_URL" --model "$name" --streams 1 --max-tokens 8 > /dev/null
-    "$LOADGEN" multiturn --url "$SERVER_URL" --model "$name" --history-tokens "$history" > "$out/$server-$round.json"
-    stop_server
-  done
-done
+run_rounds "$rounds" 1 "$ctx" "$out" multiturn --history-tokens "$history"
 
 python3 - "$out" "$rounds" "$name" "$threads" "$bar" <<'PY'
 import json, os, statistics, sys

@@ -49,3 +49,26 @@ prepare_binaries() {
   fi
   LLAMA_SERVER=${LLAMA_SERVER:-$(bench/build-llama-server.sh)}
 }
+
+# run_rounds ROUNDS SLOTS CTX OUT SCENARIO [LOADGEN ARGS...]: ROUNDS times,
+# each server in turn (each first in every other round), started on $model
+# with $threads threads and $ngl GPU layers, warmed up, then the load
+# generator's SCENARIO run against it into OUT/{llama,shelf}-ROUND.json.
+run_rounds() {
+  local rounds=$1 slots=$2 ctx=$3 out=$4 scenario=$5 round server name
+  shift 5
+  name=$(basename "$model" .gguf)
+  for round in $(seq "$rounds"); do
+    local order="llama shelf"
+    [ $((round % 2)) = 1 ] || order="shelf llama"
+    for server in $order; do
+      case $server in
+        llama) start_llama_server "$model" "$threads" "$slots" "$ctx" "$ngl" ;;
+        shelf) start_shelf "$model" "$threads" "$slots" "$ctx" "$ngl" ;;
+      esac
+      "$LOADGEN" throughput --url "$SERVER_URL" --model "$name" --streams "$slots" --max-tokens 16 > /dev/null
+      "$LOADGEN" "$scenario" --url "$SERVER_URL" --model "$name" "$@" > "$out/$server-$round.json"
+      stop_server
+    done
+  done
+}

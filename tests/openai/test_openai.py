@@ -3,31 +3,16 @@
 Each test states the behaviour it guards. The server is the real binary
 (SHELF_BIN) on a free loopback port, started once for the module.
 """
-import os
-import subprocess
-
 import openai
 import pytest
 
-MODEL = "smollm2-135m-instruct-q4_1"
+from conftest import MODEL, shelf_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    models = os.environ.get("SHELF_TEST_MODELS") or os.path.expanduser("~/.cache/shelf/test-models")
-    path = os.path.join(models, f"{MODEL}.gguf")
-    assert os.path.isfile(path), f"{path} is missing: run scripts/fetch-models.py"
-    proc = subprocess.Popen(
-        [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
-         "--model", path, "--threads", "2", "--ctx", "1024", "--models-dir", os.environ.get("TMPDIR", "/tmp")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
-    )
-    base = proc.stdout.readline().strip().removeprefix("shelf listening on ")
-    ready = proc.stdout.readline()
-    assert ready.startswith("shelf ready"), ready
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with shelf_server("--ctx", "1024") as base:
+        yield base
 
 
 @pytest.fixture

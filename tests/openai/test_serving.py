@@ -6,33 +6,19 @@ counters it checks start from zero.
 """
 import json
 import os
-import subprocess
 import urllib.request
 
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-MODEL = "smollm2-135m-instruct-q4_1"
+from conftest import MODEL, shelf_server
 
 
 @pytest.fixture
 def server():
-    models = os.environ.get("SHELF_TEST_MODELS") or os.path.expanduser("~/.cache/shelf/test-models")
-    path = os.path.join(models, f"{MODEL}.gguf")
-    assert os.path.isfile(path), f"{path} is missing: run scripts/fetch-models.py"
-    proc = subprocess.Popen(
-        [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
-         "--model", path, "--threads", "2", "--ctx", "2048", "--parallel", "2",
-         "--models-dir", os.environ.get("TMPDIR", "/tmp")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
-    )
-    base = proc.stdout.readline().strip().removeprefix("shelf listening on ")
-    ready = proc.stdout.readline()
-    assert ready.startswith("shelf ready"), ready
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with shelf_server("--ctx", "2048", "--parallel", "2") as base:
+        yield base
 
 
 def client(base):

@@ -210,18 +210,7 @@ impl LoadedModel for FakeModel {
     }
 
     fn ended(&self) -> Ended {
-        let mut crashed = self.state.crashed.subscribe();
-        Box::pin(async move {
-            let how = crashed
-                .wait_for(Option::is_some)
-                .await
-                .map(|how| how.clone().unwrap_or_default());
-            match how {
-                Ok(how) => how,
-                // The model is gone, so nothing can crash it any more.
-                Err(_) => std::future::pending().await,
-            }
-        })
+        crate::ended_when(self.state.crashed.subscribe())
     }
 
     fn unload(self: Arc<Self>) -> Unloaded {

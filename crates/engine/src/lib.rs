@@ -104,5 +104,20 @@ pub trait LoadedModel: Send + Sync {
 /// See [`LoadedModel::ended`].
 pub type Ended = Pin<Box<dyn Future<Output = String> + Send>>;
 
+/// An [`Ended`] that resolves when `crashed` is set, with how. If the
+/// sender goes away unset, the model is gone and nothing can end it any more.
+pub fn ended_when(mut crashed: tokio::sync::watch::Receiver<Option<String>>) -> Ended {
+    Box::pin(async move {
+        let how = crashed
+            .wait_for(Option::is_some)
+            .await
+            .map(|how| how.clone().unwrap_or_default());
+        match how {
+            Ok(how) => how,
+            Err(_) => std::future::pending().await,
+        }
+    })
+}
+
 /// See [`LoadedModel::unload`].
 pub type Unloaded = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -346,17 +346,7 @@ impl LoadedModel for RunnerModel {
     }
 
     fn ended(&self) -> Ended {
-        let mut crashed = self.shared.crashed.subscribe();
-        Box::pin(async move {
-            let how = crashed
-                .wait_for(Option::is_some)
-                .await
-                .map(|how| how.clone().unwrap_or_default());
-            match how {
-                Ok(how) => how,
-                Err(_) => std::future::pending().await,
-            }
-        })
+        shelf_engine::ended_when(self.shared.crashed.subscribe())
     }
 
     fn unload(self: Arc<Self>) -> Unloaded {

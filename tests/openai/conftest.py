@@ -1,0 +1,27 @@
+"""Starting the real `shelf serve` (SHELF_BIN) with SmolLM2 on a free loopback port."""
+import contextlib
+import os
+import subprocess
+
+MODEL = "smollm2-135m-instruct-q4_1"
+
+
+@contextlib.contextmanager
+def shelf_server(*extra):
+    """The server's base URL while it runs with `extra` flags, the model preloaded."""
+    models = os.environ.get("SHELF_TEST_MODELS") or os.path.expanduser("~/.cache/shelf/test-models")
+    path = os.path.join(models, f"{MODEL}.gguf")
+    assert os.path.isfile(path), f"{path} is missing: run scripts/fetch-models.py"
+    proc = subprocess.Popen(
+        [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
+         "--model", path, "--threads", "2", "--models-dir", os.environ.get("TMPDIR", "/tmp"), *extra],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
+    )
+    try:
+        base = proc.stdout.readline().strip().removeprefix("shelf listening on ")
+        ready = proc.stdout.readline()
+        assert ready.startswith("shelf ready"), ready
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
