@@ -36,7 +36,19 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
             pinned.push(model.clone());
         }
     }
-    let machine = probe_machine(globals).await?;
+    let machine = match (probe_machine(globals).await, args.memory_budget) {
+        (Ok(machine), _) => machine,
+        // A budget given by hand does not need the probe; size as for a CPU.
+        (Err(error), Budget::Bytes(bytes)) => {
+            tracing::warn!(error = %format!("{error:#}"), "could not probe this box; sizing models for a CPU");
+            Machine {
+                name: "this box".into(),
+                backend: "cpu".into(),
+                usable_bytes: bytes,
+            }
+        }
+        (Err(error), Budget::Auto) => return Err(error),
+    };
     let budget = match args.memory_budget {
         Budget::Auto => machine.usable_bytes,
         Budget::Bytes(bytes) => bytes,
