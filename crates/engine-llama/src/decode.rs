@@ -23,7 +23,9 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::{EngineError, FinishReason, GenerateRequest, GenerationSink};
+use shelf_engine::{
+    Completion, EngineError, Event, FinishReason, GenerateRequest, GenerationSink, Timings, Usage,
+};
 
 use crate::pace::Pace;
 use crate::prefix::{self, Candidate, RamCache};
@@ -199,8 +201,18 @@ impl<'m> Loop<'m> {
             let Some(job) = self.waiting.pop_front() else {
                 return;
             };
-            // A caller that went away while queued never uses the model.
+            // A caller that went away while queued never uses the model;
+            // it still gets its end, so whoever routes its events (a
+            // runner's client) can let it go.
             if job.sink.is_cancelled() {
+                job.sink.send(Event::Done(Completion {
+                    finish_reason: FinishReason::Cancelled,
+                    usage: Usage {
+                        prompt_tokens: job.request.prompt.len() as u32,
+                        ..Usage::default()
+                    },
+                    timings: Timings::default(),
+                }));
                 continue;
             }
             let prompt: Vec<LlamaToken> =
@@ -240,8 +252,13 @@ impl<'m> Loop<'m> {
             true => self.ram.take_best(&prompt, reuse),
             false => None,
         };
-        // A restore replaces everything the slot holds.
-        self.save_slot(index, if saved.is_some() { 0 } else { reuse });
+        // A restore replaces everything the slot holds; otherwise at most
+        // all but the prompt's last token is kept.
+        let keep = match saved {
+            Some(_) => 0,
+            None => reuse.min(prompt.len().saturating_sub(1)),
+        };
+        self.save_slot(index, keep);
         if let Some((tokens, state)) = saved {
             let slot = &mut self.slots[index];
             let _ = self

@@ -24,6 +24,8 @@ pub struct FakeModel {
     info: ModelInfo,
     reply: Arc<Vec<char>>,
     gate: Option<Gate>,
+    /// Held closed, an unload does not finish (a runner slow to exit).
+    unload_gate: Option<Gate>,
     state: Arc<Shared>,
 }
 
@@ -81,6 +83,7 @@ impl FakeModel {
             },
             reply: Arc::new(reply.chars().collect()),
             gate: None,
+            unload_gate: None,
             state: Arc::new(Shared {
                 crashed: watch::channel(None).0,
                 running: AtomicUsize::new(0),
@@ -98,6 +101,12 @@ impl FakeModel {
     /// Hold every generation before its first token until `gate` opens.
     pub fn with_gate(mut self, gate: &Gate) -> Self {
         self.gate = Some(gate.clone());
+        self
+    }
+
+    /// Unloading does not finish until `gate` opens.
+    pub fn with_unload_gate(mut self, gate: &Gate) -> Self {
+        self.unload_gate = Some(gate.clone());
         self
     }
 
@@ -214,8 +223,13 @@ impl LoadedModel for FakeModel {
     }
 
     fn unload(self: Arc<Self>) -> Unloaded {
-        self.state.unloaded.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async {})
+        let gate = self.unload_gate.clone();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                let _ = tokio::task::spawn_blocking(move || gate.wait()).await;
+            }
+            self.state.unloaded.fetch_add(1, Ordering::SeqCst);
+        })
     }
 }
 

@@ -32,6 +32,12 @@ use crate::proto::{self, FromRunner, Stats, ToRunner};
 pub const TOKEN_ENV: &str = "SHELF_RUNNER_TOKEN";
 /// How long a runner gets to exit after being told to, before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long tokenizing may take before the runner counts as hung.
+const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Text and prompts that could not fit one frame are refused up front: a
+/// frame too large to send would end the connection for everyone.
+const MAX_TEXT_BYTES: usize = frame::MAX_FRAME as usize / 2;
+const MAX_PROMPT_TOKENS: usize = frame::MAX_FRAME as usize / 16;
 
 /// How to start a runner: the program and its arguments; `--connect PATH`
 /// is added.
@@ -89,7 +95,10 @@ impl RunnerModel {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(stats)) => Ok(stats),
             Ok(Err(_)) => Err(self.shared.death()),
-            Err(_) => Err(EngineError::Unavailable),
+            Err(_) => {
+                self.shared.lock().pings.remove(&id);
+                Err(EngineError::Unavailable)
+            }
         }
     }
 }
@@ -300,8 +309,15 @@ impl LoadedModel for RunnerModel {
         &self.info
     }
 
-    /// Blocking: asks the runner and waits for its answer.
+    /// Blocking: asks the runner and waits for its answer. Call it off the
+    /// async threads.
     fn tokenize(&self, text: &str) -> Result<Vec<Token>, EngineError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(EngineError::InvalidParam {
+                param: "prompt",
+                reason: format!("is over {MAX_TEXT_BYTES} bytes"),
+            });
+        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shared
@@ -310,15 +326,31 @@ impl LoadedModel for RunnerModel {
             id,
             text: text.to_string(),
         });
-        match rx.blocking_recv() {
-            Ok(Ok(tokens)) => Ok(tokens.into_iter().map(Token).collect()),
-            Ok(Err(error)) => Err(error.into()),
-            Err(_) => Err(self.shared.death()),
+        let answer = self
+            .runtime
+            .block_on(tokio::time::timeout(TOKENIZE_TIMEOUT, rx));
+        match answer {
+            Ok(Ok(Ok(tokens))) => Ok(tokens.into_iter().map(Token).collect()),
+            Ok(Ok(Err(error))) => Err(error.into()),
+            Ok(Err(_)) => Err(self.shared.death()),
+            Err(_) => {
+                self.shared.lock().tokenizing.remove(&id);
+                Err(EngineError::Decode(format!(
+                    "the model's runner did not tokenize within {} s",
+                    TOKENIZE_TIMEOUT.as_secs()
+                )))
+            }
         }
     }
 
     fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError> {
         request.validate(self.info.n_ctx)?;
+        if request.prompt.len() > MAX_PROMPT_TOKENS {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: request.prompt.len(),
+                n_ctx: self.info.n_ctx.min(MAX_PROMPT_TOKENS as u32),
+            });
+        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = sink.cancel_token();
         self.shared

@@ -228,7 +228,8 @@ impl From<Event> for engine::Event {
 
 /// Parameter names the engine validates, so an error naming one keeps its
 /// `&'static str` across the process boundary.
-const PARAMS: [&str; 8] = [
+const PARAMS: [&str; 9] = [
+    "prompt",
     "temperature",
     "top_p",
     "min_p",

@@ -50,6 +50,8 @@ struct Models {
     entries: HashMap<String, Entry>,
     /// Bytes of models being unloaded: still held until they are gone.
     freeing: u64,
+    /// Models being unloaded: their processes still exist.
+    freeing_models: usize,
     counts: HashMap<String, ModelCounts>,
 }
 
@@ -74,8 +76,18 @@ struct Entry {
     idle_epoch: u64,
     unloads_at: Option<Instant>,
     pinned: bool,
+    /// The pending keep-alive unload, if any: one per entry at a time.
+    timer: Option<tokio::task::AbortHandle>,
     /// Dropped with the entry: stops its crash watcher.
     _gone: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+    }
 }
 
 impl Entry {
@@ -257,7 +269,7 @@ impl ModelHost {
                 .filter_map(|name| models.entries.remove(name))
                 .filter_map(|entry| {
                     entry.permits.close();
-                    entry.resident
+                    entry.resident.clone()
                 })
                 .collect()
         };
@@ -319,8 +331,13 @@ impl Ticket {
             }
         };
         let Some(entry) = models.entry_with(&self.name, self.id) else {
+            // Ended (a crash) between the permit and now: say why, so a
+            // crash is retried.
             self.holding = false;
-            return Err(HostError::Load(EngineError::Unavailable));
+            let failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+            return Err(failure
+                .clone()
+                .unwrap_or(HostError::Load(EngineError::Unavailable)));
         };
         let Some(resident) = entry.resident.clone() else {
             return Err(HostError::Load(EngineError::Unavailable));
@@ -439,6 +456,7 @@ impl Inner {
             idle_epoch: 0,
             unloads_at: None,
             pinned: self.config.pinned.iter().any(|p| p == name),
+            timer: None,
             _gone: None,
         };
         let ticket = self.ticket(name, &entry);
@@ -505,6 +523,10 @@ impl Inner {
                     self.end(&mut models, name, id, error);
                     return false;
                 }
+                if let Some(error) = self.never_fits(&models, name) {
+                    self.end(&mut models, name, id, error);
+                    return false;
+                }
                 if self.make_room(&mut models, name) {
                     if let Some(entry) = models.entry_with(name, id) {
                         entry.admitted = true;
@@ -516,8 +538,10 @@ impl Inner {
         }
     }
 
-    /// Whether `name` fits now, after unloading least recently used idle
-    /// models if that is enough; unloads nothing when it is not.
+    /// Whether `name` fits now. When it does not but unloading least
+    /// recently used idle models would make room, they are unloaded, and it
+    /// fits once they are gone (their bytes count until then, so a new
+    /// model never loads beside one still leaving).
     fn make_room(self: &Arc<Self>, models: &mut Models, name: &str) -> bool {
         let Some(bytes) = models.entries.get(name).map(|e| e.bytes) else {
             return false;
@@ -527,7 +551,7 @@ impl Inner {
         let fits =
             |used: u64, count: usize| used.saturating_add(bytes) <= budget && count < max_loaded;
         let mut used = models.used();
-        let mut count = models.entries.values().filter(|e| e.admitted).count();
+        let mut count = models.count();
         if fits(used, count) {
             return true;
         }
@@ -547,14 +571,32 @@ impl Inner {
             count -= 1;
             victims.push(victim);
         }
-        if !fits(used, count) {
-            return false;
+        if fits(used, count) {
+            for victim in victims {
+                tracing::info!(model = %victim, "unloading to make room for {name}");
+                self.unload(models, &victim);
+            }
         }
-        for victim in victims {
-            tracing::info!(model = %victim, "unloading to make room for {name}");
-            self.unload(models, &victim);
-        }
-        true
+        false
+    }
+
+    /// `TooLarge` when `name` could not fit even with every model that can
+    /// be unloaded gone: only pinned ones stay.
+    fn never_fits(&self, models: &Models, name: &str) -> Option<HostError> {
+        let bytes = models.entries.get(name)?.bytes;
+        let pinned = models
+            .entries
+            .iter()
+            .filter(|(n, e)| e.pinned && n.as_str() != name);
+        let (pinned_bytes, pinned_count) =
+            pinned.fold((0u64, 0usize), |(b, c), (_, e)| (b + e.bytes, c + 1));
+        let available = self.config.budget.saturating_sub(pinned_bytes);
+        let room_for_one = pinned_count < self.config.max_loaded.unwrap_or(usize::MAX);
+        (bytes > available || !room_for_one).then(|| HostError::TooLarge {
+            model: name.to_string(),
+            needed: bytes,
+            available,
+        })
     }
 
     /// Record a finished load: open the slots, watch for a crash.
@@ -587,18 +629,22 @@ impl Inner {
         });
     }
 
-    fn crashed(&self, name: &str, id: u64, how: String) {
+    fn crashed(self: &Arc<Self>, name: &str, id: u64, how: String) {
         tracing::warn!(model = %name, runner = %how, "the model's runner died; the next request starts a new one");
         let mut models = self.lock();
-        if models.entry_with(name, id).is_none() {
+        let Some(resident) = models.entry_with(name, id).and_then(|e| e.resident.clone()) else {
             return;
-        }
+        };
+        let bytes = models.entries.get(name).map_or(0, |e| e.bytes);
         models.counts.entry(name.to_string()).or_default().crashes += 1;
         let error = HostError::Crashed {
             model: name.to_string(),
             how,
         };
         self.end(&mut models, name, id, error);
+        // What is left of the process may still hold memory: make sure it
+        // is gone (killed after a grace) before its bytes are free.
+        self.retire(&mut models, resident, bytes);
     }
 
     /// Remove an entry for good, failing whoever still waits on it.
@@ -621,17 +667,24 @@ impl Inner {
         };
         entry.permits.close();
         models.counts.entry(name.to_string()).or_default().unloads += 1;
-        let Some(resident) = entry.resident else {
-            return;
-        };
-        models.freeing += entry.bytes;
-        let bytes = entry.bytes;
+        if let Some(resident) = entry.resident.clone() {
+            self.retire(models, resident, entry.bytes);
+        }
+    }
+
+    /// Unload a model in its own task, its bytes counted until it is gone.
+    fn retire(self: &Arc<Self>, models: &mut Models, resident: Arc<Resident>, bytes: u64) {
+        models.freeing += bytes;
+        models.freeing_models += 1;
         let model = Arc::clone(&resident.model);
         drop(resident);
         let inner = Arc::clone(self);
         spawn(async move {
             model.unload().await;
-            inner.lock().freeing -= bytes;
+            let mut models = inner.lock();
+            models.freeing -= bytes;
+            models.freeing_models -= 1;
+            drop(models);
             inner.capacity.notify_waiters();
         });
     }
@@ -659,28 +712,36 @@ impl Inner {
             return;
         }
         let deadline = Instant::now() + after;
-        if let Some(entry) = models.entry_with(name, id) {
-            entry.unloads_at = Some(deadline);
-        }
         let inner = Arc::clone(self);
-        let name = name.to_string();
-        spawn(async move {
+        let timer_name = name.to_string();
+        let timer = spawn(async move {
             tokio::time::sleep_until(deadline).await;
             let mut models = inner.lock();
             let still_idle = models
-                .entry_with(&name, id)
+                .entry_with(&timer_name, id)
                 .is_some_and(|e| e.idle() && e.idle_epoch == epoch);
             if still_idle {
-                tracing::info!(model = %name, "unloading after its keep-alive");
-                inner.unload(&mut models, &name);
+                tracing::info!(model = %timer_name, "unloading after its keep-alive");
+                inner.unload(&mut models, &timer_name);
             }
         });
+        if let Some(entry) = models.entry_with(name, id) {
+            entry.unloads_at = Some(deadline);
+            if let Some(old) = std::mem::replace(&mut entry.timer, timer) {
+                old.abort();
+            }
+        }
     }
 }
 
 impl Models {
     fn entry_with(&mut self, name: &str, id: u64) -> Option<&mut Entry> {
         self.entries.get_mut(name).filter(|e| e.id == id)
+    }
+
+    /// Models held: admitted entries and unloads in progress.
+    fn count(&self) -> usize {
+        self.entries.values().filter(|e| e.admitted).count() + self.freeing_models
     }
 
     /// Bytes held: admitted entries and unloads in progress.
@@ -697,10 +758,11 @@ impl Models {
 
 /// Run `task` on the current runtime. A lease can be dropped where there is
 /// none (a process shutting down): then there is nothing left to run it for.
-fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(task);
-    }
+fn spawn(
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::AbortHandle> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    Some(runtime.spawn(task).abort_handle())
 }
 
 fn template_for(name: &str, model: &dyn LoadedModel) -> ChatTemplate {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shelf_engine::fake::{FakeControl, FakeModel};
+use shelf_engine::fake::{FakeControl, FakeModel, Gate};
 use shelf_engine::{EngineError, LoadedModel};
 use shelf_scheduler::{
     Catalog, CatalogError, HostConfig, HostError, KeepAlive, Lease, LoadPlan, Loader, ModelCost,
@@ -20,6 +20,8 @@ struct Fakes {
     costs: HashMap<&'static str, ModelCost>,
     loads: Mutex<Vec<LoadPlan>>,
     controls: Mutex<HashMap<String, Vec<FakeControl>>>,
+    /// Unloads wait for this gate (open unless a test closes it).
+    unload_gate: Gate,
 }
 
 impl Catalog for Fakes {
@@ -83,6 +85,7 @@ fn setup(models: &[(&'static str, u64)], config: HostConfig) -> Setup {
             .collect(),
         loads: Mutex::default(),
         controls: Mutex::default(),
+        unload_gate: open_gate(),
     });
     setup_with(fakes, config)
 }
@@ -97,7 +100,9 @@ fn setup_with(fakes: Arc<Fakes>, config: HostConfig) -> Setup {
                 reason: "not a GGUF".into(),
             });
         }
-        let model = FakeModel::new("ok", 64).with_slots(plan.slots);
+        let model = FakeModel::new("ok", 64)
+            .with_slots(plan.slots)
+            .with_unload_gate(&loading.unload_gate);
         loading
             .controls
             .lock()
@@ -117,6 +122,12 @@ fn setup_with(fakes: Arc<Fakes>, config: HostConfig) -> Setup {
         config,
     ));
     Setup { host, fakes }
+}
+
+fn open_gate() -> Gate {
+    let gate = Gate::closed();
+    gate.open();
+    gate
 }
 
 fn config(budget: u64) -> HostConfig {
@@ -382,7 +393,7 @@ async fn a_crashed_runner_is_dropped_and_the_next_request_starts_another() {
     s.fakes.control("a").crash("was killed (signal 9)");
     until(|| s.host.status().is_empty()).await;
     assert_eq!(s.host.counts()[0].1.crashes, 1);
-    assert_eq!(s.host.memory().1, 0);
+    until(|| s.host.memory().1 == 0).await;
     let lease = s.host.acquire("a").await.unwrap();
     assert_eq!(s.fakes.loads_of("a"), 2);
     assert_eq!(lease.resident().name, "a");
@@ -415,6 +426,7 @@ async fn slots_default_to_what_the_budget_allows() {
         .into(),
         loads: Mutex::default(),
         controls: Mutex::default(),
+        unload_gate: open_gate(),
     });
     let mut c = config(260);
     c.slots = None;
@@ -430,4 +442,86 @@ async fn slots_default_to_what_the_budget_allows() {
     assert_eq!((status.slots, status.busy, status.bytes), (3, 3, 250));
     assert_eq!(fakes.loads.lock().unwrap()[0].slots, 3);
     drop(leases);
+}
+
+/// Budget for one: a new model does not start loading until the model
+/// evicted for it is gone, so the two are never in memory together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_model_waits_until_the_evicted_one_is_gone() {
+    let fakes = Arc::new(Fakes {
+        costs: [
+            (
+                "a",
+                ModelCost {
+                    fixed: 100,
+                    per_slot: 0,
+                },
+            ),
+            (
+                "b",
+                ModelCost {
+                    fixed: 100,
+                    per_slot: 0,
+                },
+            ),
+        ]
+        .into(),
+        loads: Mutex::default(),
+        controls: Mutex::default(),
+        unload_gate: Gate::closed(),
+    });
+    let s = setup_with(Arc::clone(&fakes), config(150));
+    drop(s.host.acquire("a").await.unwrap());
+    let host = Arc::clone(&s.host);
+    let b = tokio::spawn(async move { host.acquire("b").await.map(drop) });
+    until(|| s.host.status().iter().all(|m| m.name != "a")).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fakes.loads_of("b"), 0, "b must not load while a is leaving");
+    assert_eq!(s.host.memory().1, 100, "a's bytes count until it is gone");
+    fakes.unload_gate.open();
+    b.await.unwrap().unwrap();
+    assert_eq!(fakes.loads_of("b"), 1);
+}
+
+/// With one model allowed and it pinned, another can never load: it is
+/// refused, not left waiting.
+#[tokio::test]
+async fn a_model_that_cannot_displace_a_pinned_one_is_refused() {
+    let mut c = config(1000);
+    c.max_loaded = Some(1);
+    c.pinned = vec!["p".into()];
+    let s = setup(&[("p", 100), ("q", 100)], c);
+    s.host.preload("p").await.unwrap();
+    assert!(matches!(
+        s.host.acquire("q").await,
+        Err(HostError::TooLarge { .. })
+    ));
+    assert_eq!(s.fakes.loads_of("q"), 0);
+}
+
+/// A crashed runner's bytes count until what is left of it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_runner_holds_its_bytes_until_it_is_gone() {
+    let fakes = Arc::new(Fakes {
+        costs: [(
+            "a",
+            ModelCost {
+                fixed: 100,
+                per_slot: 0,
+            },
+        )]
+        .into(),
+        loads: Mutex::default(),
+        controls: Mutex::default(),
+        unload_gate: Gate::closed(),
+    });
+    let s = setup_with(Arc::clone(&fakes), config(1000));
+    drop(s.host.acquire("a").await.unwrap());
+    fakes.control("a").crash("killed (signal 9)");
+    until(|| s.host.status().is_empty()).await;
+    assert_eq!(s.host.memory().1, 100);
+    fakes.unload_gate.open();
+    until(|| s.host.memory().1 == 0).await;
 }
