@@ -54,6 +54,10 @@ impl Gate {
         wake.notify_all();
     }
 
+    fn is_open(&self) -> bool {
+        *self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn wait(&self) {
         let (open, wake) = &*self.0;
         let mut guard = open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -223,7 +227,7 @@ impl LoadedModel for FakeModel {
     }
 
     fn unload(self: Arc<Self>) -> Unloaded {
-        let gate = self.unload_gate.clone();
+        let gate = self.unload_gate.clone().filter(|g| !g.is_open());
         Box::pin(async move {
             if let Some(gate) = gate {
                 let _ = tokio::task::spawn_blocking(move || gate.wait()).await;

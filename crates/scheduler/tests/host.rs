@@ -155,15 +155,31 @@ async fn settle() {
     }
 }
 
-/// Until `cond` holds, letting other tasks run (no wall-clock time passes).
+/// Until `cond` holds, letting other tasks (and blocking catalog, sizing
+/// and unload calls) run; fails after 10 s of real time.
 async fn until(mut cond: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        for _ in 0..100 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
+        // Blocking-pool work is on other threads: give them the CPU.
+        std::thread::yield_now();
     }
     panic!("condition never held");
+}
+
+/// Opens a gate when dropped, so a failing test never leaves an unload
+/// blocked (the runtime would wait for it forever).
+struct OpenOnDrop(Gate);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
 }
 
 #[tokio::test]
@@ -470,6 +486,7 @@ async fn a_new_model_waits_until_the_evicted_one_is_gone() {
         controls: Mutex::default(),
         unload_gate: Gate::closed(),
     });
+    let _open = OpenOnDrop(fakes.unload_gate.clone());
     let s = setup_with(Arc::clone(&fakes), config(150));
     drop(s.host.acquire("a").await.unwrap());
     let host = Arc::clone(&s.host);
@@ -517,6 +534,7 @@ async fn a_crashed_runner_holds_its_bytes_until_it_is_gone() {
         controls: Mutex::default(),
         unload_gate: Gate::closed(),
     });
+    let _open = OpenOnDrop(fakes.unload_gate.clone());
     let s = setup_with(Arc::clone(&fakes), config(1000));
     drop(s.host.acquire("a").await.unwrap());
     fakes.control("a").crash("killed (signal 9)");
