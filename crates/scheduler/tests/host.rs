@@ -38,6 +38,15 @@ impl Catalog for Fakes {
 }
 
 impl Fakes {
+    fn new(costs: &[(&'static str, ModelCost)], unload_gate: Gate) -> Arc<Self> {
+        Arc::new(Fakes {
+            costs: costs.iter().copied().collect(),
+            loads: Mutex::default(),
+            controls: Mutex::default(),
+            unload_gate,
+        })
+    }
+
     fn name_of(path: &Path) -> String {
         path.file_stem().unwrap().to_string_lossy().into_owned()
     }
@@ -70,23 +79,17 @@ struct Setup {
 }
 
 fn setup(models: &[(&'static str, u64)], config: HostConfig) -> Setup {
-    let fakes = Arc::new(Fakes {
-        costs: models
-            .iter()
-            .map(|&(name, bytes)| {
-                (
-                    name,
-                    ModelCost {
-                        fixed: bytes,
-                        per_slot: 0,
-                    },
-                )
-            })
-            .collect(),
-        loads: Mutex::default(),
-        controls: Mutex::default(),
-        unload_gate: open_gate(),
-    });
+    let costs: Vec<_> = models
+        .iter()
+        .map(|&(name, bytes)| {
+            let cost = ModelCost {
+                fixed: bytes,
+                per_slot: 0,
+            };
+            (name, cost)
+        })
+        .collect();
+    let fakes = Fakes::new(&costs, open_gate());
     setup_with(fakes, config)
 }
 
@@ -431,19 +434,16 @@ async fn requests_queued_when_a_runner_dies_get_a_new_one() {
 
 #[tokio::test]
 async fn slots_default_to_what_the_budget_allows() {
-    let fakes = Arc::new(Fakes {
-        costs: [(
+    let fakes = Fakes::new(
+        &[(
             "a",
             ModelCost {
                 fixed: 100,
                 per_slot: 50,
             },
-        )]
-        .into(),
-        loads: Mutex::default(),
-        controls: Mutex::default(),
-        unload_gate: open_gate(),
-    });
+        )],
+        open_gate(),
+    );
     let mut c = config(260);
     c.slots = None;
     let s = setup_with(Arc::clone(&fakes), c);
@@ -464,8 +464,8 @@ async fn slots_default_to_what_the_budget_allows() {
 /// evicted for it is gone, so the two are never in memory together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_model_waits_until_the_evicted_one_is_gone() {
-    let fakes = Arc::new(Fakes {
-        costs: [
+    let fakes = Fakes::new(
+        &[
             (
                 "a",
                 ModelCost {
@@ -480,12 +480,9 @@ async fn a_new_model_waits_until_the_evicted_one_is_gone() {
                     per_slot: 0,
                 },
             ),
-        ]
-        .into(),
-        loads: Mutex::default(),
-        controls: Mutex::default(),
-        unload_gate: Gate::closed(),
-    });
+        ],
+        Gate::closed(),
+    );
     let _open = OpenOnDrop(fakes.unload_gate.clone());
     let s = setup_with(Arc::clone(&fakes), config(150));
     drop(s.host.acquire("a").await.unwrap());
@@ -521,19 +518,16 @@ async fn a_model_that_cannot_displace_a_pinned_one_is_refused() {
 /// A crashed runner's bytes count until what is left of it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_runner_holds_its_bytes_until_it_is_gone() {
-    let fakes = Arc::new(Fakes {
-        costs: [(
+    let fakes = Fakes::new(
+        &[(
             "a",
             ModelCost {
                 fixed: 100,
                 per_slot: 0,
             },
-        )]
-        .into(),
-        loads: Mutex::default(),
-        controls: Mutex::default(),
-        unload_gate: Gate::closed(),
-    });
+        )],
+        Gate::closed(),
+    );
     let _open = OpenOnDrop(fakes.unload_gate.clone());
     let s = setup_with(Arc::clone(&fakes), config(1000));
     drop(s.host.acquire("a").await.unwrap());
