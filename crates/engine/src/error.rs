@@ -21,6 +21,9 @@ pub enum EngineError {
     Unavailable,
     /// llama.cpp failed while decoding.
     Decode(String),
+    /// The model cannot do what was asked (embeddings from a chat model,
+    /// a chat with an embedding model, a grammar llama.cpp refuses).
+    Unsupported(String),
     /// The process running the model died (an abort, out of memory, a kill);
     /// the text says how it ended.
     Crashed(String),
@@ -44,6 +47,7 @@ impl fmt::Display for EngineError {
             Self::Template(reason) => write!(f, "cannot render the chat template: {reason}"),
             Self::Unavailable => f.write_str("the model is no longer running"),
             Self::Decode(reason) => write!(f, "decoding failed: {reason}"),
+            Self::Unsupported(what) => f.write_str(what),
             Self::Crashed(how) => write!(f, "the model's runner process stopped: {how}"),
         }
     }

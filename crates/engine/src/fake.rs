@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::{
     Completion, Ended, EngineError, Event, FinishReason, GenerateRequest, GenerationSink,
-    LoadedModel, ModelInfo, StopMatcher, StopOutcome, Timings, Token, Unloaded, Usage,
+    LoadedModel, ModelInfo, StopMatcher, StopOutcome, Timings, Token, TokenLogprob, TokenProb,
+    Unloaded, Usage,
 };
 
 /// A fake model that always answers with the same text.
@@ -84,6 +85,8 @@ impl FakeModel {
                 chat_template: None,
                 bos_token: String::new(),
                 eos_token: String::new(),
+                embedding: false,
+                n_embd: 8,
             },
             reply: Arc::new(reply.chars().collect()),
             gate: None,
@@ -94,6 +97,21 @@ impl FakeModel {
                 unloaded: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Render chats with this Jinja template.
+    pub fn with_chat_template(mut self, source: &str) -> Self {
+        self.info.chat_template = Some(source.to_string());
+        self
+    }
+
+    /// An embedding model making `n_embd`-wide vectors: each input's vector
+    /// is its token histogram folded into `n_embd` buckets, normalised.
+    pub fn embedding(n_embd: u32, n_ctx: u32) -> Self {
+        let mut model = Self::new("", n_ctx);
+        model.info.embedding = true;
+        model.info.n_embd = n_embd;
+        model
     }
 
     /// Report `slots` slots.
@@ -163,6 +181,14 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink, state: 
             break;
         }
         produced += 1;
+        if let Some(n) = request.logprobs {
+            let token = TokenProb {
+                bytes: c.to_string().into_bytes(),
+                logprob: -0.25,
+            };
+            let top = vec![token.clone(); n as usize];
+            sink.send(Event::Logprob(TokenLogprob { token, top }));
+        }
         match stops.push(&c.to_string()) {
             StopOutcome::Continue(text) => {
                 if !text.is_empty() && !sink.send(Event::Text(text)) {
@@ -207,6 +233,11 @@ impl LoadedModel for FakeModel {
         if let Some(how) = self.state.crashed.borrow().clone() {
             return Err(EngineError::Crashed(how));
         }
+        if self.info.embedding {
+            return Err(EngineError::Unsupported(
+                "this is an embedding model: it does not generate text".into(),
+            ));
+        }
         request.validate(self.info.n_ctx)?;
         let reply = Arc::clone(&self.reply);
         let gate = self.gate.clone();
@@ -220,6 +251,26 @@ impl LoadedModel for FakeModel {
             state.running.fetch_sub(1, Ordering::SeqCst);
         });
         Ok(())
+    }
+
+    fn embed(&self, inputs: Vec<Vec<Token>>) -> Result<Vec<Vec<f32>>, EngineError> {
+        if !self.info.embedding {
+            return Err(EngineError::Unsupported(
+                "this model does not make embeddings".into(),
+            ));
+        }
+        let width = self.info.n_embd.max(1) as usize;
+        Ok(inputs
+            .iter()
+            .map(|tokens| {
+                let mut vector = vec![0f32; width];
+                for token in tokens {
+                    vector[token.0.unsigned_abs() as usize % width] += 1.0;
+                }
+                crate::normalize(&mut vector);
+                vector
+            })
+            .collect())
     }
 
     fn ended(&self) -> Ended {

@@ -10,10 +10,28 @@ use crate::{CancelToken, EngineError};
 pub enum Event {
     /// Generated text: whole UTF-8 characters, with stop strings held back.
     Text(String),
+    /// A generated token's log probability, sent before its text when the
+    /// request asked for them.
+    Logprob(TokenLogprob),
     /// The generation finished; nothing follows.
     Done(Completion),
     /// The generation failed; nothing follows.
     Failed(EngineError),
+}
+
+/// One token's log probability and its most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: TokenProb,
+    /// Most likely first.
+    pub top: Vec<TokenProb>,
+}
+
+/// A token's bytes (not always whole UTF-8) and natural-log probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenProb {
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 /// Why a generation ended.
@@ -153,6 +171,7 @@ impl Generation {
         while let Some(event) = self.next().await {
             match event {
                 Event::Text(piece) => text.push_str(&piece),
+                Event::Logprob(_) => {}
                 Event::Done(completion) => return Ok((text, completion)),
                 Event::Failed(error) => return Err(error),
             }

@@ -11,18 +11,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 mod cancel;
+pub mod chat;
 mod error;
 pub mod fake;
 mod generation;
 mod request;
+pub mod schema;
 mod stop;
 pub mod template;
 mod utf8;
 
 pub use cancel::CancelToken;
 pub use error::EngineError;
-pub use generation::{Completion, Event, FinishReason, Generation, GenerationSink, Timings, Usage};
-pub use request::{GenerateRequest, GpuLayers, LoadConfig, SamplingParams};
+pub use generation::{
+    Completion, Event, FinishReason, Generation, GenerationSink, Timings, TokenLogprob, TokenProb,
+    Usage,
+};
+pub use request::{
+    GenerateRequest, GpuLayers, Grammar, LoadConfig, SamplingParams, MAX_TOP_LOGPROBS,
+};
 pub use stop::{StopMatcher, StopOutcome};
 pub use utf8::Utf8Decoder;
 
@@ -57,6 +64,11 @@ pub struct ModelInfo {
     pub bos_token: String,
     /// Text of the EOS token, passed to templates as `eos_token`.
     pub eos_token: String,
+    /// An embedding model (its GGUF names a pooling type): it answers
+    /// [`LoadedModel::embed`], not [`LoadedModel::submit`].
+    pub embedding: bool,
+    /// Width of the embeddings it makes.
+    pub n_embd: u32,
 }
 
 /// A model loaded into memory, ready to generate.
@@ -84,6 +96,16 @@ pub trait LoadedModel: Send + Sync {
     /// that share one channel to its writer).
     fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError>;
 
+    /// Embed each input (a tokenized text) as one pooled, L2-normalised
+    /// vector, all inputs in one batch where they fit. Blocking: call it
+    /// off the async threads.
+    fn embed(&self, inputs: Vec<Vec<Token>>) -> Result<Vec<Vec<f32>>, EngineError> {
+        let _ = inputs;
+        Err(EngineError::Unsupported(
+            "this model does not make embeddings".into(),
+        ))
+    }
+
     /// The process the model runs in, when it has one of its own.
     fn pid(&self) -> Option<u32> {
         None
@@ -99,6 +121,21 @@ pub trait LoadedModel: Send + Sync {
     /// system (a runner process has exited, a decode thread has joined).
     /// Called once, when nothing else uses the model.
     fn unload(self: Arc<Self>) -> Unloaded;
+}
+
+/// Scale a vector to unit length (Euclidean), as OpenAI and Ollama return
+/// embeddings; a zero vector stays zero.
+pub fn normalize(vector: &mut [f32]) {
+    let norm = vector
+        .iter()
+        .map(|v| f64::from(*v) * f64::from(*v))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        for v in vector.iter_mut() {
+            *v = (f64::from(*v) / norm) as f32;
+        }
+    }
 }
 
 /// See [`LoadedModel::ended`].

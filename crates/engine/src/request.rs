@@ -176,7 +176,26 @@ pub struct GenerateRequest {
     pub ignore_eos: bool,
     /// Reuse a cached prefix of the prompt's KV; `false` computes every token.
     pub cache_prompt: bool,
+    /// Hold the output to a grammar (JSON output, tool calls).
+    pub grammar: Option<Grammar>,
+    /// Report each generated token's log probability and this many of the
+    /// most likely alternatives (0: the token's own only); `None`: none.
+    pub logprobs: Option<u32>,
 }
+
+/// A GBNF grammar the output must follow, from its `root` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grammar {
+    pub gbnf: String,
+    /// `None`: the whole output follows the grammar. `Some`: output is free
+    /// until one of these regular expressions matches the text so far
+    /// (each must match it whole); from the start of the pattern's first
+    /// group on, the grammar holds.
+    pub triggers: Option<Vec<String>>,
+}
+
+/// Most alternatives a token's log probabilities may list, as OpenAI allows.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 impl GenerateRequest {
     /// A request with default sampling and no limits.
@@ -188,6 +207,8 @@ impl GenerateRequest {
             stop: Vec::new(),
             ignore_eos: false,
             cache_prompt: true,
+            grammar: None,
+            logprobs: None,
         }
     }
 
@@ -200,6 +221,12 @@ impl GenerateRequest {
             return Err(EngineError::InvalidParam {
                 param: "max_tokens",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return Err(EngineError::InvalidParam {
+                param: "top_logprobs",
+                reason: format!("must be at most {MAX_TOP_LOGPROBS}"),
             });
         }
         // One slot of the window must stay free for the first generated token.

@@ -8,10 +8,18 @@
 use minijinja::{Environment, Error, ErrorKind, Value};
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's reasoning, when a client sends it back.
+    pub reasoning: Option<String>,
+    /// Functions an assistant turn called.
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` turn: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// On a `tool` turn: the function's name, when known.
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -20,8 +28,64 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
     }
+
+    /// The message as chat templates expect it (OpenAI's shape, with
+    /// arguments as an object, as Hugging Face templates read them).
+    fn to_value(&self) -> Value {
+        let mut message = serde_json::Map::new();
+        message.insert("role".into(), self.role.clone().into());
+        message.insert("content".into(), self.content.clone().into());
+        if let Some(reasoning) = &self.reasoning {
+            message.insert("reasoning_content".into(), reasoning.clone().into());
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<serde_json::Value> =
+                self.tool_calls.iter().map(ToolCall::to_json).collect();
+            message.insert("tool_calls".into(), calls.into());
+        }
+        if let Some(id) = &self.tool_call_id {
+            message.insert("tool_call_id".into(), id.clone().into());
+        }
+        if let Some(name) = &self.name {
+            message.insert("name".into(), name.clone().into());
+        }
+        Value::from_serialize(&message)
+    }
+}
+
+/// A function call the model made (or a client reports it made).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON object, serialized.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    fn to_json(&self) -> serde_json::Value {
+        let arguments = serde_json::from_str::<serde_json::Value>(&self.arguments)
+            .unwrap_or_else(|_| self.arguments.clone().into());
+        serde_json::json!({
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": arguments},
+        })
+    }
+}
+
+/// What a template is rendered with besides the messages.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Tools in OpenAI's shape (`[{"type": "function", "function": {...}}]`).
+    pub tools: Option<serde_json::Value>,
+    /// `enable_thinking` for templates that read it (Qwen 3 and kin).
+    pub enable_thinking: Option<bool>,
+    /// `reasoning_effort` for templates that read it.
+    pub reasoning_effort: Option<String>,
 }
 
 /// The format used for models whose GGUF has no chat template: ChatML, as
@@ -35,6 +99,8 @@ pub const FALLBACK_STOPS: [&str; 2] = ["<|im_end|>", "<|im_start|>"];
 /// A parsed chat template, ready to render.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template's text, to recognise its tool-call and reasoning syntax.
+    source: String,
     bos_token: String,
     eos_token: String,
     /// Whether this is [`FALLBACK_TEMPLATE`] rather than the model's own.
@@ -63,14 +129,20 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", source)
+        env.add_template_owned("chat", source.clone())
             .map_err(|e| crate::EngineError::Template(describe(&e)))?;
         Ok(Self {
             env,
+            source,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             is_fallback,
         })
+    }
+
+    /// The template's Jinja text.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The built-in ChatML fallback.
@@ -87,20 +159,34 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, crate::EngineError> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                Value::from_iter([
-                    ("role", Value::from(m.role.as_str())),
-                    ("content", Value::from(m.content.as_str())),
-                ])
-            })
-            .collect();
+        self.render_with(messages, add_generation_prompt, &RenderOptions::default())
+    }
+
+    /// [`ChatTemplate::render`] with tools and reasoning settings.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        options: &RenderOptions,
+    ) -> Result<String, crate::EngineError> {
+        let messages: Vec<Value> = messages.iter().map(ChatMessage::to_value).collect();
+        // Only what is set is defined: templates test `x is defined`.
+        let mut optional = std::collections::BTreeMap::new();
+        if let Some(tools) = &options.tools {
+            optional.insert("tools", Value::from_serialize(tools));
+        }
+        if let Some(enable) = options.enable_thinking {
+            optional.insert("enable_thinking", Value::from(enable));
+        }
+        if let Some(effort) = &options.reasoning_effort {
+            optional.insert("reasoning_effort", Value::from(effort.as_str()));
+        }
         let context = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
+            ..Value::from_iter(optional)
         };
         self.env
             .get_template("chat")

@@ -1,0 +1,242 @@
+//! Splitting streamed output into answer text, reasoning and tool calls.
+//!
+//! Text arrives in pieces; anything that could still turn out to be the
+//! start of a `<think>` block or a tool call is held back until it is
+//! decided, so reasoning never leaks into the answer and a call is never
+//! half-sent as text. Streamed and collected answers go through the same
+//! parser, so they agree.
+
+use super::tools::{parse_calls, Syntax, Tool, CALL_MARKERS};
+use crate::template::ToolCall;
+
+const THINK_OPEN: &str = "<think>";
+const THINK_CLOSE: &str = "</think>";
+
+/// One decided part of the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Content(String),
+    Reasoning(String),
+    Call(ToolCall),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reasoning {
+    /// At the start: the output may open with `<think>`.
+    Maybe,
+    /// Inside the reasoning block.
+    Inside,
+    /// Past it, or there was none.
+    Over,
+}
+
+/// The parser for one generation's output.
+pub struct OutputParser {
+    reasoning: Reasoning,
+    tools: Option<(Vec<Tool>, Syntax)>,
+    held: String,
+    /// A call has started: everything from here is held to the end.
+    capturing: bool,
+    /// Leading whitespace of the answer (after reasoning) is dropped.
+    content_started: bool,
+    reasoning_started: bool,
+    ids: Box<dyn FnMut() -> String + Send>,
+}
+
+impl std::fmt::Debug for OutputParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputParser")
+            .field("reasoning", &self.reasoning)
+            .field("capturing", &self.capturing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutputParser {
+    /// A parser for output that starts inside a reasoning block when the
+    /// prompt opened one, and looks for calls to `tools` in `syntax`.
+    pub fn new(starts_thinking: bool, tools: Option<(Vec<Tool>, Syntax)>) -> Self {
+        Self {
+            reasoning: if starts_thinking {
+                Reasoning::Inside
+            } else {
+                Reasoning::Maybe
+            },
+            tools,
+            held: String::new(),
+            capturing: false,
+            content_started: false,
+            reasoning_started: false,
+            ids: Box::new(call_ids()),
+        }
+    }
+
+    /// A parser that passes text through untouched (plain completions).
+    pub fn plain() -> Self {
+        let mut parser = Self::new(false, None);
+        parser.reasoning = Reasoning::Over;
+        parser.content_started = true;
+        parser
+    }
+
+    /// Feed generated text; returns what is now decided.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        self.held.push_str(text);
+        let mut pieces = Vec::new();
+        loop {
+            let before = (self.reasoning, self.held.len());
+            match self.reasoning {
+                Reasoning::Maybe => self.opening(),
+                Reasoning::Inside => self.inside(&mut pieces),
+                Reasoning::Over => {
+                    self.content(&mut pieces);
+                    break;
+                }
+            }
+            if (self.reasoning, self.held.len()) == before {
+                break;
+            }
+        }
+        pieces
+    }
+
+    /// The output ended: everything held is decided now.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let held = std::mem::take(&mut self.held);
+        let mut pieces = Vec::new();
+        match self.reasoning {
+            Reasoning::Inside => push_reasoning(&mut pieces, held),
+            _ if self.capturing => match self.calls(&held) {
+                Some(calls) => pieces.extend(calls.into_iter().map(Piece::Call)),
+                None => self.push_content(&mut pieces, held),
+            },
+            _ => self.push_content(&mut pieces, held),
+        }
+        pieces
+    }
+
+    fn calls(&mut self, text: &str) -> Option<Vec<ToolCall>> {
+        let (tools, _) = self.tools.as_ref()?;
+        parse_calls(text, tools, &mut self.ids)
+    }
+
+    fn opening(&mut self) {
+        let trimmed = self.held.trim_start();
+        if let Some(after) = trimmed.strip_prefix(THINK_OPEN) {
+            self.held = after.to_string();
+            self.reasoning = Reasoning::Inside;
+        } else if !THINK_OPEN.starts_with(trimmed) {
+            self.reasoning = Reasoning::Over;
+        }
+    }
+
+    fn inside(&mut self, pieces: &mut Vec<Piece>) {
+        if !self.reasoning_started {
+            self.held = self.held.trim_start().to_string();
+        }
+        if let Some(at) = self.held.find(THINK_CLOSE) {
+            let rest = self.held.split_off(at);
+            let thought = std::mem::replace(&mut self.held, rest[THINK_CLOSE.len()..].to_string());
+            self.reasoning_started |= !thought.is_empty();
+            push_reasoning(pieces, thought);
+            self.reasoning = Reasoning::Over;
+            return;
+        }
+        let keep = partial_suffix(&self.held, &[THINK_CLOSE]);
+        let rest = self.held.split_off(self.held.len() - keep);
+        let thought = std::mem::replace(&mut self.held, rest);
+        self.reasoning_started |= !thought.is_empty();
+        push_reasoning(pieces, thought);
+    }
+
+    fn content(&mut self, pieces: &mut Vec<Piece>) {
+        if !self.content_started {
+            self.held = self.held.trim_start().to_string();
+        }
+        if self.capturing || self.held.is_empty() {
+            return;
+        }
+        if self.tools.is_none() {
+            let text = std::mem::take(&mut self.held);
+            return self.push_content(pieces, text);
+        }
+        let markers = &CALL_MARKERS;
+        // An answer that opens with JSON may be a call in the bare form.
+        if !self.content_started && self.held.starts_with(['{', '[']) {
+            self.capturing = true;
+            return;
+        }
+        let first = markers.iter().filter_map(|m| self.held.find(m)).min();
+        if let Some(at) = first {
+            let call = self.held.split_off(at);
+            let text = std::mem::replace(&mut self.held, call);
+            self.capturing = true;
+            return self.push_content(pieces, text);
+        }
+        let keep = partial_suffix(&self.held, markers);
+        let rest = self.held.split_off(self.held.len() - keep);
+        let text = std::mem::replace(&mut self.held, rest);
+        self.push_content(pieces, text);
+    }
+
+    fn push_content(&mut self, pieces: &mut Vec<Piece>, text: String) {
+        if !text.is_empty() {
+            self.content_started = true;
+            pieces.push(Piece::Content(text));
+        }
+    }
+}
+
+fn push_reasoning(pieces: &mut Vec<Piece>, text: String) {
+    if !text.is_empty() {
+        pieces.push(Piece::Reasoning(text));
+    }
+}
+
+/// Length of the longest tail of `text` that begins one of `markers`.
+fn partial_suffix(text: &str, markers: &[&str]) -> usize {
+    let mut longest = 0;
+    for marker in markers {
+        for len in (1..marker.len().min(text.len() + 1)).rev() {
+            if text.is_char_boundary(text.len() - len) && text.ends_with(&marker[..len]) {
+                longest = longest.max(len);
+                break;
+            }
+        }
+    }
+    longest
+}
+
+/// Unique call ids in OpenAI's form.
+fn call_ids() -> impl FnMut() -> String + Send {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    move || {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("call_{:x}{:06x}", nanos & 0xffff_ffff_ffff, n & 0xff_ffff)
+    }
+}
+
+/// A whole answer, assembled from its pieces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub content: String,
+    pub reasoning: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Answer {
+    pub fn add(&mut self, piece: Piece) {
+        match piece {
+            Piece::Content(text) => self.content.push_str(&text),
+            Piece::Reasoning(text) => self
+                .reasoning
+                .get_or_insert_with(String::new)
+                .push_str(&text),
+            Piece::Call(call) => self.tool_calls.push(call),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+use serde_json::json;
+
+use super::*;
+
+/// A GBNF expression of literals, classes, groups and repetitions as a
+/// regular expression, to check what it matches.
+fn to_regex(expr: &str) -> regex::Regex {
+    let mut out = String::from("^(?:");
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut text = String::new();
+                for c in chars.by_ref() {
+                    if c == '"' {
+                        break;
+                    }
+                    text.push(c);
+                }
+                out.push_str(&regex::escape(&text));
+            }
+            '(' => out.push_str("(?:"),
+            ' ' => {}
+            c => out.push(c),
+        }
+    }
+    out.push_str(")$");
+    regex::Regex::new(&out).unwrap()
+}
+
+fn rule_body<'a>(grammar: &'a str, name: &str) -> &'a str {
+    grammar
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ::= ")))
+        .unwrap_or_else(|| panic!("no rule {name} in\n{grammar}"))
+}
+
+#[test]
+fn integer_ranges_match_exactly_their_integers() {
+    let cases = [
+        (Some(0), Some(10)),
+        (Some(1), Some(100)),
+        (Some(-15), Some(7)),
+        (Some(-900), Some(-12)),
+        (Some(37), Some(1024)),
+        (Some(5), None),
+        (None, Some(-3)),
+        (None, Some(250)),
+        (Some(0), Some(0)),
+        (Some(99), Some(101)),
+    ];
+    for (lo, hi) in cases {
+        let expr = int_range(lo, hi).unwrap();
+        let re = to_regex(&expr);
+        for n in -1500i64..=1500 {
+            let inside = lo.is_none_or(|lo| n >= lo) && hi.is_none_or(|hi| n <= hi);
+            assert_eq!(
+                re.is_match(&n.to_string()),
+                inside,
+                "{n} in {lo:?}..={hi:?}: {expr}"
+            );
+        }
+        assert!(!re.is_match("-0") && !re.is_match("007"), "{expr}");
+    }
+    assert_eq!(int_range(Some(3), Some(2)), None);
+}
+
+#[test]
+fn bounded_numbers_stay_within_their_bounds() {
+    let cases = [
+        json!({"type": "number", "minimum": 0, "maximum": 10}),
+        json!({"type": "number", "minimum": -2.5, "maximum": 3.5}),
+        json!({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+        json!({"type": "number", "minimum": 18}),
+        json!({"type": "number", "maximum": -1}),
+    ];
+    for schema in cases {
+        let grammar = schema_to_gbnf(&schema).unwrap();
+        let body = rule_body(&grammar, "doc").trim_end_matches(" space");
+        let re = to_regex(body);
+        let lo = schema["minimum"]
+            .as_f64()
+            .or(schema["exclusiveMinimum"].as_f64());
+        let hi = schema["maximum"]
+            .as_f64()
+            .or(schema["exclusiveMaximum"].as_f64());
+        let exclusive = schema.get("exclusiveMinimum").is_some();
+        let mut matched = 0;
+        for tenths in -300i64..=300 {
+            for text in [
+                format!("{}", tenths / 10),
+                format!("{:.1}", tenths as f64 / 10.0),
+                format!("{:.2}", tenths as f64 / 10.0 + 0.05),
+            ] {
+                if !re.is_match(&text) {
+                    continue;
+                }
+                matched += 1;
+                let v: f64 = text.parse().unwrap();
+                let above = lo.is_none_or(|lo| if exclusive { v > lo } else { v >= lo });
+                let below = hi.is_none_or(|hi| if exclusive { v < hi } else { v <= hi });
+                assert!(above && below, "{text} matched {schema}: {body}");
+            }
+        }
+        assert!(matched > 5, "{schema} matched almost nothing: {body}");
+        assert!(
+            re.is_match("0.5") == (lo.is_none_or(|l| l < 0.5) && hi.is_none_or(|h| h > 0.5)),
+            "{schema}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_keywords_are_named_with_their_place() {
+    let schema = json!({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}}});
+    let err = schema_to_gbnf(&schema).unwrap_err();
+    assert_eq!(err.at, "/properties/code/pattern");
+    assert!(err.to_string().contains("`pattern`"), "{err}");
+    let err = schema_to_gbnf(&json!({"type": "string", "format": "email"})).unwrap_err();
+    assert!(err.to_string().contains("`email`"), "{err}");
+    let err = schema_to_gbnf(&json!({"type": "integer", "minimum": 5, "maximum": 1})).unwrap_err();
+    assert!(err.to_string().contains("no integer"), "{err}");
+    assert!(schema_to_gbnf(&json!({"$ref": "https://example.com/s.json"})).is_err());
+    assert!(schema_to_gbnf(&json!({"type": "wat"})).is_err());
+}
+
+#[test]
+fn objects_keep_declared_order_with_optional_members() {
+    let schema = json!({
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "integer"}, "c": {"type": "boolean"}},
+        "required": ["b"]
+    });
+    let grammar = schema_to_gbnf(&schema).unwrap();
+    let body = rule_body(&grammar, "doc");
+    // "a" may come first, or "b" with "a" absent; "c" only after "b".
+    let expected = r#""{" space ( doc-a-kv "," space doc-b-kv ( "," space doc-c-kv )? | doc-b-kv ( "," space doc-c-kv )? ) "}" space"#;
+    assert_eq!(body, expected);
+}
+
+#[test]
+fn recursive_refs_and_enums_convert() {
+    let schema = json!({
+        "$defs": {"node": {"type": "object", "properties": {
+            "kind": {"enum": ["leaf", "branch"]},
+            "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 3}
+        }, "required": ["kind"]}},
+        "$ref": "#/$defs/node"
+    });
+    let grammar = schema_to_gbnf(&schema).unwrap();
+    assert!(
+        grammar.contains(r#"("\"leaf\"" | "\"branch\"") space"#),
+        "{grammar}"
+    );
+    assert!(grammar.contains("ref--defs-node ::= "), "{grammar}");
+    assert!(
+        grammar
+            .lines()
+            .any(|l| l.starts_with("root ::= ref--defs-node")),
+        "{grammar}"
+    );
+}
+
+#[test]
+fn string_literals_escape() {
+    assert_eq!(gbnf_string("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
+    assert_eq!(literal(&json!("x")).unwrap(), r#""\"x\"""#);
+}
