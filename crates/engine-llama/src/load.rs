@@ -16,6 +16,7 @@ use shelf_engine::{
 };
 
 use crate::decode::{self, Job, Setup};
+use crate::embed::{self, EmbedJob};
 
 /// llama.cpp's process-wide backend; it may be initialised only once.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
@@ -111,24 +112,28 @@ impl LlamaEngine {
         })?;
         let model = Arc::new(model);
         let info = model_info(&model, &gguf, config, gpu_layers);
-        let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_model = Arc::clone(&model);
-        let setup = setup(config, &info, &gguf, backend.supports_gpu_offload());
-        let context_params = context_params(config, &setup, &info);
-        let thread = thread::Builder::new()
-            .name("shelf-decode".into())
-            .spawn(move || {
-                decode::run(
-                    backend,
-                    &thread_model,
-                    context_params,
-                    setup,
-                    queue,
-                    ready_tx,
-                )
-            })
-            .map_err(|e| load_error(format!("cannot start the decode thread: {e}")))?;
+        let (mut jobs, mut embeds) = (None, None);
+        let spawned = if info.embedding {
+            let (sender, queue) = mpsc::channel::<EmbedJob>();
+            embeds = Some(sender);
+            let n_batch = info.n_ctx as usize;
+            let params = embedding_params(&info);
+            thread::Builder::new()
+                .name("shelf-embed".into())
+                .spawn(move || embed::run(backend, &thread_model, params, n_batch, queue, ready_tx))
+        } else {
+            let (sender, queue) = mpsc::channel::<Job>();
+            jobs = Some(sender);
+            let setup = setup(config, &info, &gguf, backend.supports_gpu_offload());
+            let params = context_params(config, &setup, &info);
+            thread::Builder::new()
+                .name("shelf-decode".into())
+                .spawn(move || decode::run(backend, &thread_model, params, setup, queue, ready_tx))
+        };
+        let thread =
+            spawned.map_err(|e| load_error(format!("cannot start the model's thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(load_error(reason)),
@@ -141,7 +146,8 @@ impl LlamaEngine {
         Ok(LlamaModelHandle {
             model,
             info,
-            jobs: Some(jobs),
+            jobs,
+            embeds,
             thread: Some(thread),
         })
     }
@@ -171,8 +177,17 @@ fn model_info(
     let vocab = model.vocab();
     let special =
         |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
+    let architecture = gguf.architecture().unwrap_or("unknown");
+    // As Ollama does: a GGUF that names a pooling type makes embeddings.
+    let embedding = gguf.get(&format!("{architecture}.pooling_type")).is_some();
+    // An embedding input must fit one batch: the trained window, whole.
+    let n_ctx = if embedding {
+        n_ctx_train.max(16)
+    } else {
+        n_ctx
+    };
     ModelInfo {
-        architecture: gguf.architecture().unwrap_or("unknown").to_string(),
+        architecture: architecture.to_string(),
         n_params: model.n_params(),
         size_bytes: model.size(),
         n_ctx,
@@ -186,6 +201,8 @@ fn model_info(
             .map(str::to_string),
         bos_token: special(vocab.bos()),
         eos_token: special(vocab.eos()),
+        embedding,
+        n_embd: u32::try_from(model.n_embd()).unwrap_or(0),
     }
 }
 
@@ -225,12 +242,31 @@ fn context_params(config: &LoadConfig, setup: &Setup, info: &ModelInfo) -> Llama
         .with_n_threads_batch(threads)
 }
 
-/// A loaded model: shared for tokenization, with one decode thread behind it.
+/// The context of an embedding model: one batch holds whole inputs (a
+/// non-causal model attends over all of an input at once), several at a
+/// time, each its own sequence.
+fn embedding_params(info: &ModelInfo) -> LlamaContextParams {
+    let threads = i32::try_from(info.threads).unwrap_or(i32::MAX);
+    LlamaContextParams::default()
+        .with_embeddings(true)
+        .with_n_ctx(NonZeroU32::new(info.n_ctx))
+        .with_n_batch(info.n_ctx)
+        .with_n_ubatch(info.n_ctx)
+        .with_n_seq_max(embed::MAX_SEQS)
+        .with_kv_unified(true)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+}
+
+/// A loaded model: shared for tokenization, with one decode (or embedding)
+/// thread behind it.
 pub struct LlamaModelHandle {
     model: Arc<LlamaModel>,
     info: ModelInfo,
-    /// `None` only while dropping.
+    /// The decode thread's queue; `None` for embedding models and while dropping.
     jobs: Option<mpsc::Sender<Job>>,
+    /// The embedding thread's queue; `None` for generative models and while dropping.
+    embeds: Option<mpsc::Sender<EmbedJob>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -240,6 +276,7 @@ impl Drop for LlamaModelHandle {
     /// backends abort when a context outlives their runtime).
     fn drop(&mut self) {
         self.jobs.take();
+        self.embeds.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -263,12 +300,33 @@ impl LoadedModel for LlamaModelHandle {
     }
 
     fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError> {
+        if self.info.embedding {
+            return Err(EngineError::Unsupported(
+                "this is an embedding model: it does not generate text".into(),
+            ));
+        }
         request.validate(self.info.n_ctx)?;
         self.jobs
             .as_ref()
             .ok_or(EngineError::Unavailable)?
             .send(Job { request, sink })
             .map_err(|_| EngineError::Unavailable)
+    }
+
+    fn embed(&self, inputs: Vec<Vec<Token>>) -> Result<Vec<Vec<f32>>, EngineError> {
+        let Some(queue) = self.embeds.as_ref() else {
+            return Err(EngineError::Unsupported(
+                "this model does not make embeddings".into(),
+            ));
+        };
+        if inputs.iter().any(Vec::is_empty) {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let (reply, answer) = mpsc::channel();
+        queue
+            .send(EmbedJob { inputs, reply })
+            .map_err(|_| EngineError::Unavailable)?;
+        answer.recv().map_err(|_| EngineError::Unavailable)?
     }
 
     fn unload(self: Arc<Self>) -> Unloaded {

@@ -3,9 +3,13 @@
 //! Sampling stays inside llama.cpp: copying the logits to Rust every token
 //! costs measurable decode speed on small models.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
-use shelf_engine::SamplingParams;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
+use shelf_engine::{EngineError, Grammar, SamplingParams, TokenLogprob, TokenProb};
 
 /// llama.cpp's "pick a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
@@ -41,6 +45,108 @@ pub fn chain(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
     stages.push(LlamaSampler::temp(params.temperature));
     stages.push(LlamaSampler::dist(params.seed.unwrap_or(RANDOM_SEED)));
     LlamaSampler::chain_simple(stages)
+}
+
+/// The grammar sampler for a request's grammar, lazy when it has triggers.
+pub fn grammar(model: &LlamaModel, grammar: &Grammar) -> Result<LlamaSampler, EngineError> {
+    let built = match &grammar.triggers {
+        None => LlamaSampler::grammar(model, &grammar.gbnf, "root"),
+        Some(patterns) => {
+            LlamaSampler::grammar_lazy_patterns(model, &grammar.gbnf, "root", patterns, &[])
+        }
+    };
+    built.map_err(|e| EngineError::Unsupported(format!("llama.cpp refused the grammar: {e}")))
+}
+
+/// Pick the next token under a grammar. The unconstrained choice is tried
+/// first: checking one token against the grammar is cheap, and most pass;
+/// only a rejected one costs a pass of the grammar over the vocabulary.
+pub fn constrained(
+    ctx: &LlamaContext<'_>,
+    index: i32,
+    grammar: &mut LlamaSampler,
+    mut chain: Option<&mut LlamaSampler>,
+    greedy: Option<LlamaToken>,
+) -> LlamaToken {
+    let first = match (&mut chain, greedy) {
+        (Some(chain), _) => pick(candidates(ctx, index), chain),
+        (None, Some(token)) => token,
+        (None, None) => LlamaToken(arg_max(ctx.get_logits_ith(index))),
+    };
+    let token = if allows(grammar, first) {
+        first
+    } else {
+        let mut all = candidates(ctx, index);
+        all.apply_sampler(grammar);
+        match &mut chain {
+            Some(chain) => pick(all, chain),
+            None => best(&all).unwrap_or(first),
+        }
+    };
+    grammar.accept(token);
+    if let Some(chain) = chain {
+        chain.accept(token);
+    }
+    token
+}
+
+fn candidates(ctx: &LlamaContext<'_>, index: i32) -> LlamaTokenDataArray {
+    LlamaTokenDataArray::from_iter(ctx.candidates_ith(index), false)
+}
+
+/// The chain's choice among `candidates`, without accepting it.
+fn pick(mut candidates: LlamaTokenDataArray, chain: &mut LlamaSampler) -> LlamaToken {
+    candidates.apply_sampler(chain);
+    candidates
+        .selected_token()
+        .or_else(|| best(&candidates))
+        .unwrap_or(LlamaToken(0))
+}
+
+fn best(candidates: &LlamaTokenDataArray) -> Option<LlamaToken> {
+    candidates
+        .data
+        .iter()
+        .filter(|d| d.logit().is_finite())
+        .max_by(|a, b| a.logit().total_cmp(&b.logit()))
+        .map(LlamaTokenData::id)
+}
+
+fn allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 0.0, 0.0)], false);
+    one.apply_sampler(grammar);
+    one.data.first().is_some_and(|d| d.logit().is_finite())
+}
+
+/// The chosen token's log probability under the model's distribution and
+/// the `top` most likely tokens', from the raw logits.
+pub fn logprobs(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let log_norm = f64::from(max) + sum.ln();
+    let prob = |id: i32| TokenProb {
+        bytes: model.vocab().token_to_piece(LlamaToken(id), false, None),
+        logprob: (f64::from(
+            logits
+                .get(id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY),
+        ) - log_norm) as f32,
+    };
+    let mut best: Vec<(f32, i32)> = Vec::with_capacity(top as usize + 1);
+    if top > 0 {
+        for (id, &logit) in logits.iter().enumerate() {
+            if best.len() < top as usize || logit > best[best.len() - 1].0 {
+                let at = best.partition_point(|(l, _)| *l >= logit);
+                best.insert(at, (logit, id as i32));
+                best.truncate(top as usize);
+            }
+        }
+    }
+    TokenLogprob {
+        token: prob(token.0),
+        top: best.into_iter().map(|(_, id)| prob(id)).collect(),
+    }
 }
 
 /// Whether the penalties stage does anything (and so needs the prompt's history).

@@ -32,6 +32,8 @@ pub struct Active {
     pub pending: Option<LlamaToken>,
     /// `None` for plain greedy requests, which take the arg-max directly.
     pub sampler: Option<LlamaSampler>,
+    /// The request's grammar, checked against each chosen token.
+    pub grammar: Option<LlamaSampler>,
     pub output: Output,
     pub cached_tokens: u32,
     pub started: Instant,

@@ -174,6 +174,7 @@ impl GrammarBuilder {
     }
 
     fn visit_inner(&mut self, schema: &Value, name: &str, at: &str) -> Result<String, SchemaError> {
+        self.primitive("space");
         let object = match schema {
             Value::Bool(true) => return Ok(self.primitive("value")),
             Value::Bool(false) => return Err(error(at, "the schema `false` matches nothing")),

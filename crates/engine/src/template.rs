@@ -129,6 +129,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.clone())
             .map_err(|e| crate::EngineError::Template(describe(&e)))?;
         Ok(Self {
@@ -192,6 +193,69 @@ impl ChatTemplate {
             .get_template("chat")
             .and_then(|t| t.render(context))
             .map_err(|e| crate::EngineError::Template(describe(&e)))
+    }
+}
+
+/// `tojson` as Hugging Face renders it (Python's `json.dumps`: `", "` and
+/// `": "` separators, no HTML escaping), so prompts match what the model
+/// was trained on; minijinja's own writes compact, HTML-safe JSON.
+fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let result = match indent {
+        Some(n) => {
+            let spaces = " ".repeat(n);
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            serde::Serialize::serialize(
+                &value,
+                &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+            )
+        }
+        None => serde::Serialize::serialize(
+            &value,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonStyle),
+        ),
+    };
+    result.map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(Value::from_safe_string(
+        String::from_utf8_lossy(&out).into_owned(),
+    ))
+}
+
+/// Python's default JSON separators.
+struct PythonStyle;
+
+impl serde_json::ser::Formatter for PythonStyle {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
     }
 }
 
@@ -294,6 +358,15 @@ mod tests {
     #[test]
     fn a_broken_template_is_an_error_not_a_panic() {
         assert!(ChatTemplate::new(Some("{% for %}"), "", "").is_err());
+    }
+
+    #[test]
+    fn tojson_writes_python_style() {
+        let source = "{{ {'a': 1, 'b': ['<x>', 2]} | tojson }}|{{ {'a': 1} | tojson(indent=2) }}";
+        assert_eq!(
+            render(Some(source), &[]),
+            "{\"a\": 1, \"b\": [\"<x>\", 2]}|{\n  \"a\": 1\n}"
+        );
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub const TOKEN_ENV: &str = "SHELF_RUNNER_TOKEN";
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// How long tokenizing may take before the runner counts as hung.
 const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A runner's answer to an embedding request.
+type EmbedAnswer = Result<Vec<Vec<f32>>, proto::Error>;
+
+/// How long one embedding request may take before the runner counts as hung.
+const EMBED_TIMEOUT: Duration = Duration::from_secs(300);
 /// Text and prompts that could not fit one frame are refused up front: a
 /// frame too large to send would end the connection for everyone.
 const MAX_TEXT_BYTES: usize = frame::MAX_FRAME as usize / 2;
@@ -74,6 +79,7 @@ struct Shared {
 struct State {
     generations: HashMap<u64, GenerationSink>,
     tokenizing: HashMap<u64, oneshot::Sender<Result<Vec<i32>, proto::Error>>>,
+    embedding: HashMap<u64, oneshot::Sender<EmbedAnswer>>,
     pings: HashMap<u64, oneshot::Sender<Stats>>,
     /// Set once the connection is gone: every later call fails with it.
     dead: Option<EngineError>,
@@ -234,6 +240,7 @@ async fn read_loop(mut reader: OwnedReadHalf, shared: Arc<Shared>) {
     };
     // Dropping the tokenize and ping waiters wakes them with the death.
     shared.lock().tokenizing.clear();
+    shared.lock().embedding.clear();
     shared.lock().pings.clear();
     for (_, sink) in state {
         sink.send(shelf_engine::Event::Failed(error.clone()));
@@ -279,7 +286,10 @@ impl Shared {
             FromRunner::Events { events } => {
                 for (id, event) in events {
                     let event = shelf_engine::Event::from(event);
-                    let last = !matches!(event, shelf_engine::Event::Text(_));
+                    let last = matches!(
+                        event,
+                        shelf_engine::Event::Done(_) | shelf_engine::Event::Failed(_)
+                    );
                     let sink = match last {
                         true => state.generations.remove(&id),
                         false => None,
@@ -291,6 +301,11 @@ impl Shared {
             }
             FromRunner::Tokens { id, result } => {
                 if let Some(waiter) = state.tokenizing.remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            FromRunner::Embeddings { id, result } => {
+                if let Some(waiter) = state.embedding.remove(&id) {
                     let _ = waiter.send(result);
                 }
             }
@@ -343,7 +358,45 @@ impl LoadedModel for RunnerModel {
         }
     }
 
+    /// Blocking, like [`RunnerModel::tokenize`].
+    fn embed(&self, inputs: Vec<Vec<Token>>) -> Result<Vec<Vec<f32>>, EngineError> {
+        if !self.info.embedding {
+            return Err(EngineError::Unsupported(
+                "this model does not make embeddings".into(),
+            ));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .register(|state| state.embedding.insert(id, tx))?;
+        let inputs = inputs
+            .into_iter()
+            .map(|tokens| tokens.into_iter().map(|t| t.0).collect())
+            .collect();
+        let _ = self.outgoing.send(ToRunner::Embed { id, inputs });
+        let answer = self
+            .runtime
+            .block_on(tokio::time::timeout(EMBED_TIMEOUT, rx));
+        match answer {
+            Ok(Ok(Ok(vectors))) => Ok(vectors),
+            Ok(Ok(Err(error))) => Err(error.into()),
+            Ok(Err(_)) => Err(self.shared.death()),
+            Err(_) => {
+                self.shared.lock().embedding.remove(&id);
+                Err(EngineError::Decode(format!(
+                    "the model's runner did not embed within {} s",
+                    EMBED_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
     fn submit_to(&self, request: GenerateRequest, sink: GenerationSink) -> Result<(), EngineError> {
+        if self.info.embedding {
+            return Err(EngineError::Unsupported(
+                "this is an embedding model: it does not generate text".into(),
+            ));
+        }
         request.validate(self.info.n_ctx)?;
         if request.prompt.len() > MAX_PROMPT_TOKENS {
             return Err(EngineError::PromptTooLong {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use shelf_engine::{CancelToken, EngineError, Event, GenerationSink, LoadedModel};
+use shelf_engine::{CancelToken, EngineError, Event, GenerationSink, LoadedModel, Token};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -61,6 +61,18 @@ async fn read_loop(
                         .map(|tokens| tokens.into_iter().map(|t| t.0).collect())
                         .map_err(|e| proto::Error::from(&e));
                     let _ = replies.send(FromRunner::Tokens { id, result });
+                });
+            }
+            ToRunner::Embed { id, inputs } => {
+                let model = Arc::clone(model);
+                let replies = replies.clone();
+                tokio::task::spawn_blocking(move || {
+                    let inputs = inputs
+                        .into_iter()
+                        .map(|tokens| tokens.into_iter().map(Token).collect())
+                        .collect();
+                    let result = model.embed(inputs).map_err(|e| proto::Error::from(&e));
+                    let _ = replies.send(FromRunner::Embeddings { id, result });
                 });
             }
             ToRunner::Submit { id, request } => {

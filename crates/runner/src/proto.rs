@@ -20,6 +20,10 @@ pub enum ToRunner {
         id: u64,
         request: Request,
     },
+    Embed {
+        id: u64,
+        inputs: Vec<Vec<i32>>,
+    },
     Cancel {
         id: u64,
     },
@@ -47,6 +51,10 @@ pub enum FromRunner {
     Tokens {
         id: u64,
         result: Result<Vec<i32>, Error>,
+    },
+    Embeddings {
+        id: u64,
+        result: Result<Vec<Vec<f32>>, Error>,
     },
     /// Every event produced since the last frame, in order.
     Events {
@@ -81,14 +89,31 @@ pub struct Request {
     pub stop: Vec<String>,
     pub ignore_eos: bool,
     pub cache_prompt: bool,
+    #[serde(default)]
+    pub grammar: Option<String>,
+    #[serde(default)]
+    pub grammar_triggers: Option<Vec<String>>,
+    #[serde(default)]
+    pub logprobs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    Text { text: String },
-    Done { completion: Completion },
-    Failed { error: Error },
+    Text {
+        text: String,
+    },
+    Logprob {
+        bytes: Vec<u8>,
+        logprob: f32,
+        top: Vec<(Vec<u8>, f32)>,
+    },
+    Done {
+        completion: Completion,
+    },
+    Failed {
+        error: Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +151,10 @@ pub struct Info {
     pub chat_template: Option<String>,
     pub bos_token: String,
     pub eos_token: String,
+    #[serde(default)]
+    pub embedding: bool,
+    #[serde(default)]
+    pub n_embd: u32,
 }
 
 impl From<&engine::GenerateRequest> for Request {
@@ -146,6 +175,9 @@ impl From<&engine::GenerateRequest> for Request {
             stop: r.stop.clone(),
             ignore_eos: r.ignore_eos,
             cache_prompt: r.cache_prompt,
+            grammar: r.grammar.as_ref().map(|g| g.gbnf.clone()),
+            grammar_triggers: r.grammar.as_ref().and_then(|g| g.triggers.clone()),
+            logprobs: r.logprobs,
         }
     }
 }
@@ -169,6 +201,11 @@ impl From<Request> for engine::GenerateRequest {
         request.stop = r.stop;
         request.ignore_eos = r.ignore_eos;
         request.cache_prompt = r.cache_prompt;
+        request.grammar = r.grammar.map(|gbnf| engine::Grammar {
+            gbnf,
+            triggers: r.grammar_triggers,
+        });
+        request.logprobs = r.logprobs;
         request
     }
 }
@@ -177,6 +214,11 @@ impl From<&engine::Event> for Event {
     fn from(event: &engine::Event) -> Self {
         match event {
             engine::Event::Text(text) => Self::Text { text: text.clone() },
+            engine::Event::Logprob(l) => Self::Logprob {
+                bytes: l.token.bytes.clone(),
+                logprob: l.token.logprob,
+                top: l.top.iter().map(|t| (t.bytes.clone(), t.logprob)).collect(),
+            },
             engine::Event::Done(c) => Self::Done {
                 completion: Completion {
                     finish_reason: match c.finish_reason {
@@ -204,6 +246,17 @@ impl From<Event> for engine::Event {
     fn from(event: Event) -> Self {
         match event {
             Event::Text { text } => Self::Text(text),
+            Event::Logprob {
+                bytes,
+                logprob,
+                top,
+            } => Self::Logprob(engine::TokenLogprob {
+                token: engine::TokenProb { bytes, logprob },
+                top: top
+                    .into_iter()
+                    .map(|(bytes, logprob)| engine::TokenProb { bytes, logprob })
+                    .collect(),
+            }),
             Event::Done { completion: c } => Self::Done(engine::Completion {
                 finish_reason: match c.finish_reason.as_str() {
                     "length" => engine::FinishReason::Length,
@@ -228,7 +281,8 @@ impl From<Event> for engine::Event {
 
 /// Parameter names the engine validates, so an error naming one keeps its
 /// `&'static str` across the process boundary.
-const PARAMS: [&str; 9] = [
+const PARAMS: [&str; 10] = [
+    "top_logprobs",
     "prompt",
     "temperature",
     "top_p",
@@ -258,6 +312,7 @@ impl From<&engine::EngineError> for Error {
             E::Template(_) => ("template", None, vec![]),
             E::Unavailable => ("unavailable", None, vec![]),
             E::Crashed(_) => ("crashed", None, vec![]),
+            E::Unsupported(_) => ("unsupported", None, vec![]),
             _ => ("decode", None, vec![]),
         };
         Self {
@@ -274,7 +329,9 @@ fn detail(error: &engine::EngineError) -> String {
     use engine::EngineError as E;
     match error {
         E::Load { reason, .. } | E::InvalidParam { reason, .. } => reason.clone(),
-        E::Template(text) | E::Decode(text) | E::Crashed(text) => text.clone(),
+        E::Template(text) | E::Decode(text) | E::Crashed(text) | E::Unsupported(text) => {
+            text.clone()
+        }
         other => other.to_string(),
     }
 }
@@ -304,6 +361,7 @@ impl From<Error> for engine::EngineError {
             "template" => E::Template(error.message),
             "unavailable" => E::Unavailable,
             "crashed" => E::Crashed(error.message),
+            "unsupported" => E::Unsupported(error.message),
             _ => E::Decode(error.message),
         }
     }
@@ -324,6 +382,8 @@ impl From<&engine::ModelInfo> for Info {
             chat_template: i.chat_template.clone(),
             bos_token: i.bos_token.clone(),
             eos_token: i.eos_token.clone(),
+            embedding: i.embedding,
+            n_embd: i.n_embd,
         }
     }
 }
@@ -343,6 +403,8 @@ impl From<Info> for engine::ModelInfo {
             chat_template: i.chat_template,
             bos_token: i.bos_token,
             eos_token: i.eos_token,
+            embedding: i.embedding,
+            n_embd: i.n_embd,
         }
     }
 }

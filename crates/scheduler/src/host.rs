@@ -78,6 +78,9 @@ struct Entry {
     pinned: bool,
     /// The pending keep-alive unload, if any: one per entry at a time.
     timer: Option<tokio::task::AbortHandle>,
+    /// The last request's own keep-alive (Ollama's `keep_alive`), which
+    /// replaces the server's for this model from then on.
+    keep_alive: Option<KeepAlive>,
     /// Dropped with the entry: stops its crash watcher.
     _gone: Option<oneshot::Sender<()>>,
 }
@@ -111,6 +114,16 @@ pub struct Lease {
 impl Lease {
     pub fn resident(&self) -> &Arc<Resident> {
         &self.resident
+    }
+
+    /// From now on, keep the model this long after its last request (a
+    /// request's own `keep_alive`, as Ollama's API sets it).
+    pub fn keep_alive(&self, keep_alive: KeepAlive) {
+        let release = &self._release;
+        let mut models = release.inner.lock();
+        if let Some(entry) = models.entry_with(&release.name, release.id) {
+            entry.keep_alive = Some(keep_alive);
+        }
     }
 
     /// How long the request waited for its slot (and for a load).
@@ -187,6 +200,17 @@ impl ModelHost {
     pub async fn list(&self) -> Result<Vec<String>, HostError> {
         let catalog = Arc::clone(&self.inner.catalog);
         bounded(move || catalog.list()).await
+    }
+
+    /// The file behind `name`, without loading it.
+    pub async fn path(&self, name: &str) -> Result<std::path::PathBuf, HostError> {
+        let catalog = Arc::clone(&self.inner.catalog);
+        let wanted = name.to_string();
+        match bounded(move || catalog.resolve(&wanted)).await? {
+            Resolution::Ready(path) => Ok(path),
+            Resolution::Missing => Err(HostError::NotFound(name.to_string())),
+            Resolution::Preparing(status) => Err(HostError::Preparing(status)),
+        }
     }
 
     /// Whether any model is loading now.
@@ -457,6 +481,7 @@ impl Inner {
             unloads_at: None,
             pinned: self.config.pinned.iter().any(|p| p == name),
             timer: None,
+            keep_alive: None,
             _gone: None,
         };
         let ticket = self.ticket(name, &entry);
@@ -692,10 +717,10 @@ impl Inner {
     /// A model whose last request ended: wake loads waiting for room and
     /// start its keep-alive.
     fn maybe_idle(self: &Arc<Self>, models: &mut Models, name: &str, id: u64) {
-        let keep_alive = self.config.keep_alive;
         let Some(entry) = models.entry_with(name, id) else {
             return;
         };
+        let keep_alive = entry.keep_alive.unwrap_or(self.config.keep_alive);
         if !entry.idle() {
             return;
         }

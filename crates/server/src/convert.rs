@@ -1,9 +1,12 @@
 //! Wire types to engine types and back: the one place they meet.
 
+use serde_json::Value;
 use shelf_api::openai::{self as wire, MessageContent, SamplingFields};
-use shelf_engine::template::ChatMessage;
-use shelf_engine::{FinishReason, SamplingParams, Usage};
+use shelf_engine::chat::{Chat, OutputFormat, Tool, ToolChoice};
+use shelf_engine::template::{ChatMessage, ToolCall};
+use shelf_engine::{SamplingParams, TokenLogprob, Usage, MAX_TOP_LOGPROBS};
 
+use crate::chat::{token_text, Finish};
 use crate::AppError;
 
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
@@ -99,9 +102,261 @@ pub fn messages(messages: &[wire::ChatMessage]) -> Result<Vec<ChatMessage>, AppE
                 Some(MessageContent::Text(text)) => text.clone(),
                 Some(MessageContent::Parts(parts)) => text_parts(parts, i)?,
             };
-            Ok(ChatMessage::new(message.role.clone(), content))
+            let mut converted = ChatMessage::new(message.role.clone(), content);
+            converted.reasoning = message.reasoning_content.clone();
+            converted.tool_call_id = message.tool_call_id.clone();
+            converted.name = message.name.clone();
+            for (j, call) in message.tool_calls.iter().flatten().enumerate() {
+                let at = format!("messages[{i}].tool_calls[{j}].function.arguments");
+                converted.tool_calls.push(ToolCall {
+                    id: call.id.clone(),
+                    name: call.function.name.clone(),
+                    arguments: arguments_text(&call.function.arguments, &at)?,
+                });
+            }
+            Ok(converted)
         })
         .collect()
+}
+
+/// Arguments as a JSON object's text: OpenAI sends a string holding one,
+/// some clients the object itself.
+pub fn arguments_text(arguments: &Value, at: &str) -> Result<String, AppError> {
+    let object = match arguments {
+        Value::String(text) => serde_json::from_str::<Value>(text).ok(),
+        other => Some(other.clone()),
+    };
+    match object {
+        Some(object @ Value::Object(_)) => Ok(object.to_string()),
+        _ => Err(AppError::Malformed {
+            message: format!(
+                "invalid value for '{at}': must be a JSON object (or a string holding one)"
+            ),
+            param: Some(at.to_string()),
+        }),
+    }
+}
+
+/// The whole chat request in the engine's terms.
+pub fn chat(request: &wire::ChatCompletionRequest) -> Result<Chat, AppError> {
+    let tools = tools(request.tools.as_deref().unwrap_or_default())?;
+    Ok(Chat {
+        messages: messages(&request.messages)?,
+        tool_choice: tool_choice(request.tool_choice.as_ref())?,
+        tools,
+        parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
+        format: response_format(request.response_format.as_ref())?,
+        think: None,
+        reasoning_effort: request.reasoning_effort.clone(),
+    })
+}
+
+/// Function tools; other kinds are refused.
+pub fn tools(tools: &[wire::ToolDefinition]) -> Result<Vec<Tool>, AppError> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            if tool.kind != "function" {
+                return Err(AppError::Malformed {
+                    message: format!("tools[{i}].type must be 'function'"),
+                    param: Some(format!("tools[{i}].type")),
+                });
+            }
+            function_tool(
+                &tool.function.name,
+                tool.function.description.clone(),
+                tool.function.parameters.clone(),
+                &format!("tools[{i}].function"),
+            )
+        })
+        .collect()
+}
+
+/// One function tool, its name and schema checked.
+pub fn function_tool(
+    name: &str,
+    description: Option<String>,
+    parameters: Option<Value>,
+    at: &str,
+) -> Result<Tool, AppError> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if !valid_name {
+        return Err(AppError::Malformed {
+            message: format!("{at}.name must be 1 to 64 letters, digits, '_', '-' or '.'"),
+            param: Some(format!("{at}.name")),
+        });
+    }
+    let parameters =
+        parameters.unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+    if !parameters.is_object() {
+        return Err(AppError::Malformed {
+            message: format!("{at}.parameters must be a JSON Schema object"),
+            param: Some(format!("{at}.parameters")),
+        });
+    }
+    Ok(Tool {
+        name: name.to_string(),
+        description,
+        parameters,
+    })
+}
+
+/// `tool_choice`: a mode string or a named function.
+pub fn tool_choice(choice: Option<&Value>) -> Result<ToolChoice, AppError> {
+    let bad = || {
+        AppError::Malformed {
+        message: "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}".into(),
+        param: Some("tool_choice".into()),
+    }
+    };
+    match choice {
+        None => Ok(ToolChoice::Auto),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            _ => Err(bad()),
+        },
+        Some(Value::Object(object)) => object
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .or_else(|| object.get("name"))
+            .and_then(Value::as_str)
+            .map(|name| ToolChoice::Function(name.to_string()))
+            .ok_or_else(bad),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `response_format`.
+pub fn response_format(format: Option<&wire::ResponseFormat>) -> Result<OutputFormat, AppError> {
+    let Some(format) = format else {
+        return Ok(OutputFormat::Text);
+    };
+    match format.kind.as_str() {
+        "text" => Ok(OutputFormat::Text),
+        "json_object" => Ok(match &format.schema {
+            Some(schema) => OutputFormat::JsonSchema(schema.clone()),
+            None => OutputFormat::JsonObject,
+        }),
+        "json_schema" => {
+            let schema = format
+                .json_schema
+                .as_ref()
+                .and_then(|j| j.schema.clone())
+                .or_else(|| format.schema.clone())
+                .ok_or_else(|| AppError::Malformed {
+                    message: "response_format.json_schema.schema is required".into(),
+                    param: Some("response_format.json_schema.schema".into()),
+                })?;
+            Ok(OutputFormat::JsonSchema(schema))
+        }
+        other => Err(AppError::Malformed {
+            message: format!(
+                "response_format.type '{}' is not supported; use 'text', 'json_object' or 'json_schema'",
+                other.chars().take(40).flat_map(char::escape_default).collect::<String>()
+            ),
+            param: Some("response_format.type".into()),
+        }),
+    }
+}
+
+/// `logprobs` and `top_logprobs` of a chat request.
+pub fn chat_logprobs(logprobs: bool, top: Option<u32>) -> Result<Option<u32>, AppError> {
+    match (logprobs, top) {
+        (false, Some(_)) => Err(AppError::Malformed {
+            message: "top_logprobs requires logprobs to be true".into(),
+            param: Some("top_logprobs".into()),
+        }),
+        (_, Some(n)) if n > MAX_TOP_LOGPROBS => Err(AppError::invalid(
+            format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"),
+            "top_logprobs",
+        )),
+        (false, None) => Ok(None),
+        (true, top) => Ok(Some(top.unwrap_or(0))),
+    }
+}
+
+/// Engine log probabilities in the chat shape.
+pub fn chat_logprobs_body(logprobs: &[TokenLogprob]) -> wire::ChatLogprobs {
+    wire::ChatLogprobs {
+        content: logprobs
+            .iter()
+            .map(|l| wire::TokenLogprob {
+                token: token_text(&l.token.bytes),
+                logprob: l.token.logprob,
+                bytes: l.token.bytes.clone(),
+                top_logprobs: l
+                    .top
+                    .iter()
+                    .map(|t| wire::TopLogprob {
+                        token: token_text(&t.bytes),
+                        logprob: t.logprob,
+                        bytes: t.bytes.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Engine log probabilities in the legacy completions shape.
+pub fn text_logprobs(logprobs: &[TokenLogprob], offset: usize) -> wire::TextLogprobs {
+    let mut body = wire::TextLogprobs::default();
+    let mut at = offset;
+    for l in logprobs {
+        let token = token_text(&l.token.bytes);
+        body.text_offset.push(at);
+        at += token.len();
+        body.tokens.push(token);
+        body.token_logprobs.push(l.token.logprob);
+        body.top_logprobs.push(
+            l.top
+                .iter()
+                .map(|t| (token_text(&t.bytes), t.logprob))
+                .collect(),
+        );
+    }
+    body
+}
+
+/// A call in OpenAI's shape.
+pub fn tool_call(call: &ToolCall) -> wire::ToolCall {
+    wire::ToolCall {
+        id: call.id.clone(),
+        kind: "function".into(),
+        function: wire::FunctionCall {
+            name: call.name.clone(),
+            arguments: Value::String(call.arguments.clone()),
+        },
+    }
+}
+
+/// A whole call as one streamed delta.
+pub fn tool_call_delta(index: u32, call: &ToolCall) -> wire::ToolCallDelta {
+    wire::ToolCallDelta {
+        index,
+        id: Some(call.id.clone()),
+        kind: Some("function"),
+        function: wire::FunctionCallDelta {
+            name: Some(call.name.clone()),
+            arguments: call.arguments.clone(),
+        },
+    }
+}
+
+/// OpenAI's name for how a chat ended.
+pub fn finish(finish: Finish) -> &'static str {
+    match finish {
+        Finish::Stop => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
+    }
 }
 
 fn text_parts(parts: &[wire::ContentPart], index: usize) -> Result<String, AppError> {
@@ -118,14 +373,6 @@ fn text_parts(parts: &[wire::ContentPart], index: usize) -> Result<String, AppEr
         }
     }
     Ok(text)
-}
-
-/// OpenAI's name for why generation ended.
-pub fn finish_reason(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
-        FinishReason::Length => "length",
-    }
 }
 
 /// Engine usage to wire usage.

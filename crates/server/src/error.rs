@@ -206,6 +206,12 @@ impl AppError {
         }
     }
 
+    /// Status, error kind and message, for dialects with other error shapes.
+    pub fn status_and_message(self) -> (StatusCode, &'static str, String) {
+        let (status, kind, _, message, _) = self.parts();
+        (status, kind, message)
+    }
+
     /// Status and OpenAI body.
     fn render(self) -> (StatusCode, ErrorBody) {
         let (status, kind, code, message, param) = self.parts();
@@ -281,6 +287,14 @@ impl From<EngineError> for AppError {
         match error {
             EngineError::PromptTooLong { .. } => Self::ContextLength(error.to_string()),
             EngineError::EmptyPrompt => Self::invalid(error.to_string(), "messages"),
+            // A schema or tool setup the server cannot honour is a bad request.
+            EngineError::InvalidParam {
+                param: param @ ("response_format" | "tools" | "tool_choice"),
+                ..
+            } => Self::Malformed {
+                message: error.to_string(),
+                param: Some(param.into()),
+            },
             EngineError::InvalidParam { param, .. } => Self::invalid(error.to_string(), param),
             EngineError::Template(_) => Self::Malformed {
                 message: error.to_string(),
@@ -293,6 +307,10 @@ impl From<EngineError> for AppError {
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             )),
             EngineError::Unavailable => Self::Loading("requested".into()),
+            EngineError::Unsupported(what) => Self::Malformed {
+                message: what,
+                param: Some("model".into()),
+            },
             EngineError::Crashed(how) => Self::ModelCrashed(format!(
                 "The model's runner process stopped: {how}; retry to start it again"
             )),

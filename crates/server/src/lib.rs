@@ -5,14 +5,17 @@
 //! the HTTP threads; raw JSON never reaches the engine. Which model is
 //! resident is the scheduler's business, not this crate's.
 
+mod anthropic;
+mod chat;
 mod convert;
+mod embed;
 mod error;
 mod json;
 mod metrics;
+mod ollama;
 mod openai;
 mod ps;
 mod running;
-mod stream;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -73,12 +76,22 @@ impl AppState {
 /// The router, without a socket: tests drive it with `oneshot`.
 pub fn app(state: AppState, config: &ServerConfig) -> Router {
     Router::new()
-        .route("/", get(|| async { "shelf is running\n" }))
+        .route("/", get(ollama::root))
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
         .route("/health", get(openai::health))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embed::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/ps", get(ps::ps))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { AppError::RouteNotFound })

@@ -1,8 +1,7 @@
 //! OpenAI-compatible handlers: chat completions, completions, models, health.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,13 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shelf_api::openai as wire;
-use shelf_engine::template::FALLBACK_STOPS;
-use shelf_engine::GenerateRequest;
-use shelf_scheduler::Resident;
+use shelf_engine::chat::Piece;
 
-use crate::running::Running;
-use crate::stream::{self, ChunkFormat};
-use crate::{convert, json, status_body, AppError, AppState};
+use crate::{chat, convert, json, status_body, AppError, AppState};
 
 /// What OpenAI's completions API does when `max_tokens` is absent.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -82,29 +77,20 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let request: wire::ChatCompletionRequest = json::parse(body)?;
-    let messages = convert::messages(&request.messages)?;
-    let sampling = convert::sampling(&request.sampling)?;
-    let user_stops = convert::stops(&request.sampling)?;
-    let max_tokens = match request.max_completion_tokens {
-        Some(n) => convert::max_tokens(Some(n), "max_completion_tokens")?,
-        None => convert::max_tokens(request.max_tokens, "max_tokens")?,
+    let chat = convert::chat(&request)?;
+    let params = chat::Params {
+        sampling: convert::sampling(&request.sampling)?,
+        max_tokens: match request.max_completion_tokens {
+            Some(n) => convert::max_tokens(Some(n), "max_completion_tokens")?,
+            None => convert::max_tokens(request.max_tokens, "max_tokens")?,
+        },
+        stops: convert::stops(&request.sampling)?,
+        logprobs: convert::chat_logprobs(request.logprobs, request.top_logprobs)?,
+        ignore_eos: request.sampling.ignore_eos,
+        cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
+        keep_alive: None,
     };
-    let ignore_eos = request.sampling.ignore_eos;
-    let cache_prompt = request.sampling.cache_prompt.unwrap_or(true);
-    let generation = start(&state, &request.model, move |resident| {
-        let prompt = resident.template.render(&messages, true)?;
-        let mut engine_request = GenerateRequest::new(resident.model.tokenize(&prompt)?);
-        engine_request.sampling = sampling;
-        engine_request.max_tokens = max_tokens;
-        engine_request.stop = user_stops;
-        engine_request.ignore_eos = ignore_eos;
-        engine_request.cache_prompt = cache_prompt;
-        if resident.template.is_fallback {
-            engine_request.stop.extend(FALLBACK_STOPS.map(String::from));
-        }
-        Ok(engine_request)
-    })
-    .await?;
+    let run = chat::start(&state, &request.model, chat, params).await?;
     let format = ChatFormat {
         id: new_id("chatcmpl"),
         created: now(),
@@ -112,9 +98,19 @@ pub async fn chat_completions(
     };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(stream::sse(generation, format, include_usage).into_response());
+        let frames = ChatFrames {
+            format,
+            include_usage,
+            calls: 0,
+        };
+        return Ok(chat::stream(run, frames, "text/event-stream"));
     }
-    let (text, completion) = generation.collect().await?;
+    let collected = run.collect().await?;
+    let answer = collected.answer;
+    let content = match (answer.content.is_empty(), answer.tool_calls.is_empty()) {
+        (true, false) => None,
+        _ => Some(answer.content),
+    };
     Ok(Json(wire::ChatCompletion {
         id: format.id,
         object: "chat.completion",
@@ -124,15 +120,94 @@ pub async fn chat_completions(
             index: 0,
             message: wire::AssistantMessage {
                 role: "assistant",
-                content: text,
+                content,
+                reasoning_content: answer.reasoning,
+                tool_calls: answer.tool_calls.iter().map(convert::tool_call).collect(),
             },
-            logprobs: None,
-            finish_reason: convert::finish_reason(completion.finish_reason),
+            logprobs: (!collected.logprobs.is_empty() || request.logprobs)
+                .then(|| convert::chat_logprobs_body(&collected.logprobs)),
+            finish_reason: convert::finish(collected.finish),
         }],
-        usage: convert::usage(completion.usage),
+        usage: convert::usage(collected.completion.usage),
         system_fingerprint: FINGERPRINT,
     })
     .into_response())
+}
+
+/// OpenAI's chat chunks for a streamed answer.
+struct ChatFrames {
+    format: ChatFormat,
+    include_usage: bool,
+    /// Tool calls sent so far: the next one's index.
+    calls: u32,
+}
+
+impl ChatFrames {
+    fn send(&self, mut chunk: wire::ChatCompletionChunk) -> Bytes {
+        if self.include_usage {
+            chunk.usage.get_or_insert(None);
+        }
+        chat::sse(None, &chunk)
+    }
+}
+
+impl chat::Frames for ChatFrames {
+    fn start(&mut self) -> Vec<Bytes> {
+        let delta = wire::Delta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+            ..wire::Delta::default()
+        };
+        vec![self.send(self.format.chunk(delta, None))]
+    }
+
+    fn event(&mut self, event: chat::ChatEvent) -> Vec<Bytes> {
+        use chat::ChatEvent as E;
+        let delta = match event {
+            E::Piece(Piece::Content(text)) => wire::Delta {
+                content: Some(text),
+                ..wire::Delta::default()
+            },
+            E::Piece(Piece::Reasoning(text)) => wire::Delta {
+                reasoning_content: Some(text),
+                ..wire::Delta::default()
+            },
+            E::Piece(Piece::Call(call)) => {
+                let index = self.calls;
+                self.calls += 1;
+                wire::Delta {
+                    tool_calls: Some(vec![convert::tool_call_delta(index, &call)]),
+                    ..wire::Delta::default()
+                }
+            }
+            E::Logprob(logprob) => {
+                let mut chunk = self.format.chunk(wire::Delta::default(), None);
+                chunk.choices[0].logprobs = Some(convert::chat_logprobs_body(&[logprob]));
+                return vec![self.send(chunk)];
+            }
+            E::Done(completion, finish) => {
+                let last = self
+                    .format
+                    .chunk(wire::Delta::default(), Some(convert::finish(finish)));
+                let mut frames = vec![self.send(last)];
+                if self.include_usage {
+                    let mut chunk = self.format.chunk(wire::Delta::default(), None);
+                    chunk.choices.clear();
+                    chunk.usage = Some(Some(convert::usage(completion.usage)));
+                    frames.push(chat::sse(None, &chunk));
+                }
+                frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                return frames;
+            }
+            E::Failed(error) => {
+                return vec![
+                    chat::sse(None, &AppError::from(error).body()),
+                    Bytes::from_static(b"data: [DONE]\n\n"),
+                ]
+            }
+        };
+        vec![self.send(self.format.chunk(delta, None))]
+    }
 }
 
 /// `POST /v1/completions`.
@@ -154,23 +229,26 @@ pub async fn completions(
     if prompt.is_empty() {
         return Err(AppError::invalid("prompt must not be empty", "prompt"));
     }
-    let sampling = convert::sampling(&request.sampling)?;
-    let stops = convert::stops(&request.sampling)?;
-    let max_tokens = convert::max_tokens(request.max_tokens, "max_tokens")?
-        .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
+    let logprobs = match request.logprobs {
+        Some(n) if n > 5 => {
+            return Err(AppError::invalid("logprobs must be at most 5", "logprobs"))
+        }
+        other => other,
+    };
+    let params = chat::Params {
+        sampling: convert::sampling(&request.sampling)?,
+        max_tokens: Some(
+            convert::max_tokens(request.max_tokens, "max_tokens")?
+                .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS),
+        ),
+        stops: convert::stops(&request.sampling)?,
+        logprobs,
+        ignore_eos: request.sampling.ignore_eos,
+        cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
+        keep_alive: None,
+    };
     let echo = request.echo.then(|| prompt.clone());
-    let ignore_eos = request.sampling.ignore_eos;
-    let cache_prompt = request.sampling.cache_prompt.unwrap_or(true);
-    let generation = start(&state, &request.model, move |resident| {
-        let mut engine_request = GenerateRequest::new(resident.model.tokenize(&prompt)?);
-        engine_request.sampling = sampling;
-        engine_request.max_tokens = Some(max_tokens);
-        engine_request.stop = stops;
-        engine_request.ignore_eos = ignore_eos;
-        engine_request.cache_prompt = cache_prompt;
-        Ok(engine_request)
-    })
-    .await?;
+    let run = chat::start_raw(&state, &request.model, prompt, params).await?;
     let format = TextFormat {
         id: new_id("cmpl"),
         created: now(),
@@ -178,48 +256,75 @@ pub async fn completions(
     };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(stream::sse(generation, format, include_usage).into_response());
+        let frames = TextFrames {
+            format,
+            include_usage,
+            echo,
+        };
+        return Ok(chat::stream(run, frames, "text/event-stream"));
     }
-    let (text, completion) = generation.collect().await?;
-    let text = echo.map_or(text.clone(), |prompt| prompt + &text);
+    let collected = run.collect().await?;
+    let offset = echo.as_ref().map_or(0, String::len);
+    let text = echo.unwrap_or_default() + &collected.answer.content;
     let mut body = format.chunk(vec![wire::TextChoice {
         index: 0,
         text,
-        logprobs: None,
-        finish_reason: Some(convert::finish_reason(completion.finish_reason)),
+        logprobs: logprobs.map(|_| convert::text_logprobs(&collected.logprobs, offset)),
+        finish_reason: Some(convert::finish(collected.finish)),
     }]);
-    body.usage = Some(Some(convert::usage(completion.usage)));
+    body.usage = Some(Some(convert::usage(collected.completion.usage)));
     Ok(Json(body).into_response())
 }
 
-/// Wait for a slot of the model (loading it if needed), then template,
-/// tokenize and submit off the async threads (long prompts take
-/// milliseconds to tokenize).
-async fn start(
-    state: &AppState,
-    model: &str,
-    build: impl FnOnce(&Resident) -> Result<GenerateRequest, shelf_engine::EngineError> + Send + 'static,
-) -> Result<Running, AppError> {
-    if model.is_empty() {
-        return Err(AppError::invalid("model must not be empty", "model"));
+/// Legacy completion chunks for a streamed answer.
+struct TextFrames {
+    format: TextFormat,
+    include_usage: bool,
+    /// The prompt, sent first when `echo` is set.
+    echo: Option<String>,
+}
+
+impl TextFrames {
+    fn send(&self, mut chunk: wire::TextCompletion) -> Bytes {
+        if self.include_usage {
+            chunk.usage.get_or_insert(None);
+        }
+        chat::sse(None, &chunk)
     }
-    let arrived = Instant::now();
-    let lease = state.host.acquire(model).await?;
-    state.metrics.queue_wait(model, lease.waited());
-    let resident = Arc::clone(lease.resident());
-    let generation = tokio::task::spawn_blocking(move || {
-        let request = build(&resident)?;
-        resident.model.submit(request)
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))??;
-    Ok(Running::new(
-        generation,
-        lease,
-        model,
-        arrived,
-        Arc::clone(&state.metrics),
-    ))
+}
+
+impl chat::Frames for TextFrames {
+    fn start(&mut self) -> Vec<Bytes> {
+        match self.echo.take() {
+            Some(prompt) => vec![self.send(self.format.chunk(TextFormat::choice(prompt, None)))],
+            None => Vec::new(),
+        }
+    }
+
+    fn event(&mut self, event: chat::ChatEvent) -> Vec<Bytes> {
+        use chat::ChatEvent as E;
+        match event {
+            E::Piece(Piece::Content(text) | Piece::Reasoning(text)) => {
+                vec![self.send(self.format.chunk(TextFormat::choice(text, None)))]
+            }
+            E::Piece(Piece::Call(_)) | E::Logprob(_) => Vec::new(),
+            E::Done(completion, finish) => {
+                let last = TextFormat::choice(String::new(), Some(convert::finish(finish)));
+                let mut frames = vec![self.send(self.format.chunk(last))];
+                if self.include_usage {
+                    let mut chunk = self.format.chunk(Vec::new());
+                    chunk.usage = Some(Some(convert::usage(completion.usage)));
+                    frames.push(chat::sse(None, &chunk));
+                }
+                frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                frames
+            }
+            E::Failed(error) => vec![
+                chat::sse(None, &AppError::from(error).body()),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ],
+        }
+    }
 }
 
 struct ChatFormat {
@@ -251,43 +356,6 @@ impl ChatFormat {
     }
 }
 
-impl ChunkFormat for ChatFormat {
-    type Chunk = wire::ChatCompletionChunk;
-
-    fn start(&self) -> Option<Self::Chunk> {
-        let delta = wire::Delta {
-            role: Some("assistant"),
-            content: Some(String::new()),
-        };
-        Some(self.chunk(delta, None))
-    }
-
-    fn text(&self, text: String) -> Self::Chunk {
-        self.chunk(
-            wire::Delta {
-                role: None,
-                content: Some(text),
-            },
-            None,
-        )
-    }
-
-    fn finish(&self, reason: &'static str) -> Self::Chunk {
-        self.chunk(wire::Delta::default(), Some(reason))
-    }
-
-    fn usage(&self, usage: wire::Usage) -> Self::Chunk {
-        let mut chunk = self.chunk(wire::Delta::default(), None);
-        chunk.choices.clear();
-        chunk.usage = Some(Some(usage));
-        chunk
-    }
-
-    fn with_usage_field(chunk: &mut Self::Chunk) {
-        chunk.usage.get_or_insert(None);
-    }
-}
-
 struct TextFormat {
     id: String,
     created: u64,
@@ -314,32 +382,6 @@ impl TextFormat {
             logprobs: None,
             finish_reason,
         }]
-    }
-}
-
-impl ChunkFormat for TextFormat {
-    type Chunk = wire::TextCompletion;
-
-    fn start(&self) -> Option<Self::Chunk> {
-        None
-    }
-
-    fn text(&self, text: String) -> Self::Chunk {
-        self.chunk(Self::choice(text, None))
-    }
-
-    fn finish(&self, reason: &'static str) -> Self::Chunk {
-        self.chunk(Self::choice(String::new(), Some(reason)))
-    }
-
-    fn usage(&self, usage: wire::Usage) -> Self::Chunk {
-        let mut chunk = self.chunk(Vec::new());
-        chunk.usage = Some(Some(usage));
-        chunk
-    }
-
-    fn with_usage_field(chunk: &mut Self::Chunk) {
-        chunk.usage.get_or_insert(None);
     }
 }
 

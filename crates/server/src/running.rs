@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shelf_engine::{Completion, EngineError, Event, Generation};
+use shelf_engine::{Event, Generation};
 use shelf_scheduler::Lease;
 
 use crate::metrics::Metrics;
@@ -56,18 +56,5 @@ impl Running {
             _ => {}
         }
         event
-    }
-
-    /// Collect the whole text and the completion, for non-streamed answers.
-    pub async fn collect(mut self) -> Result<(String, Completion), EngineError> {
-        let mut text = String::new();
-        while let Some(event) = self.next().await {
-            match event {
-                Event::Text(piece) => text.push_str(&piece),
-                Event::Done(completion) => return Ok((text, completion)),
-                Event::Failed(error) => return Err(error),
-            }
-        }
-        Err(EngineError::Unavailable)
     }
 }

@@ -24,7 +24,7 @@ struct Names;
 impl Catalog for Names {
     fn resolve(&self, name: &str) -> Result<Resolution, CatalogError> {
         match name {
-            "fake" | "held" | "huge" => {
+            "fake" | "held" | "huge" | "thinker" | "embedder" => {
                 Ok(Resolution::Ready(PathBuf::from(format!("/m/{name}.gguf"))))
             }
             "failed" => Err(CatalogError::Failed(
@@ -38,6 +38,9 @@ impl Catalog for Names {
     }
 }
 
+/// The `thinker` model's reply: reasoning, then the answer.
+const THOUGHT_AND_ANSWER: &str = "<think>I should greet.</think>\n\nHello!";
+
 /// `held` models hold every generation at `gate` until it opens.
 fn state(gate: &Gate, max_queue: usize) -> AppState {
     let gate = gate.clone();
@@ -45,6 +48,8 @@ fn state(gate: &Gate, max_queue: usize) -> AppState {
         let model = FakeModel::new("Hello there", 256).with_slots(plan.slots);
         let model = match plan.name.as_str() {
             "held" => model.with_gate(&gate),
+            "thinker" => FakeModel::new(THOUGHT_AND_ANSWER, 256),
+            "embedder" => FakeModel::embedding(8, 256),
             _ => model,
         };
         Ok(Arc::new(model) as Arc<dyn LoadedModel>)
@@ -301,4 +306,247 @@ async fn metrics_count_requests_and_tokens_and_ps_shows_the_model() {
     assert_eq!(ps["models"][0]["slots"], 1);
     assert_eq!(ps["models"][0]["busy_slots"], 0);
     assert!(ps["models"][0]["expires_at"].is_null(), "kept forever");
+}
+
+/// Every line of an SSE body's `data:` fields that holds JSON.
+fn sse_data(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn reasoning_is_split_from_the_answer_in_every_dialect_streamed_or_not() {
+    let state = state(&Gate::closed(), 8);
+    let thought = "I should greet.";
+    let answer = "Hello!";
+
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        "/v1/chat/completions",
+        Some(chat("thinker", json!({}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let message = &serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["message"];
+    assert_eq!(
+        (
+            message["content"].as_str(),
+            message["reasoning_content"].as_str()
+        ),
+        (Some(answer), Some(thought))
+    );
+    let (_, _, body) = call(
+        &state,
+        "POST",
+        "/v1/chat/completions",
+        Some(chat("thinker", json!({"stream": true}))),
+    )
+    .await;
+    let chunks = sse_data(&body);
+    let field = |name: &str| -> String {
+        chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"][name].as_str())
+            .collect()
+    };
+    assert_eq!(
+        (field("content"), field("reasoning_content")),
+        (answer.to_string(), thought.to_string())
+    );
+
+    let ollama = json!({"model": "thinker", "messages": [{"role": "user", "content": "Hi"}], "stream": false});
+    let (_, _, body) = call(&state, "POST", "/api/chat", Some(ollama.clone())).await;
+    let message = &serde_json::from_str::<Value>(&body).unwrap()["message"];
+    assert_eq!(
+        (message["content"].as_str(), message["thinking"].as_str()),
+        (Some(answer), Some(thought))
+    );
+    let mut streamed = ollama;
+    streamed["stream"] = json!(true);
+    let (_, headers, body) = call(&state, "POST", "/api/chat", Some(streamed)).await;
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let joined = |name: &str| -> String {
+        lines
+            .iter()
+            .filter_map(|l| l["message"][name].as_str())
+            .collect()
+    };
+    assert_eq!(
+        (joined("content"), joined("thinking")),
+        (answer.to_string(), thought.to_string())
+    );
+    assert_eq!(lines.last().unwrap()["done"], json!(true));
+
+    let anthropic = json!({"model": "thinker", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
+    let (_, _, body) = call(&state, "POST", "/v1/messages", Some(anthropic.clone())).await;
+    let content = serde_json::from_str::<Value>(&body).unwrap()["content"].clone();
+    assert_eq!(content[0]["type"], "thinking");
+    assert_eq!(
+        (content[0]["thinking"].as_str(), content[1]["text"].as_str()),
+        (Some(thought), Some(answer))
+    );
+    let mut streamed = anthropic;
+    streamed["stream"] = json!(true);
+    let (_, _, body) = call(&state, "POST", "/v1/messages", Some(streamed)).await;
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"message_start"));
+    assert_eq!(
+        &events[events.len() - 2..],
+        ["message_delta", "message_stop"]
+    );
+    let deltas = sse_data(&body);
+    let text = |kind: &str, field: &str| -> String {
+        deltas
+            .iter()
+            .filter(|d| d["delta"]["type"] == kind)
+            .filter_map(|d| d["delta"][field].as_str())
+            .collect()
+    };
+    assert_eq!(
+        (
+            text("text_delta", "text"),
+            text("thinking_delta", "thinking")
+        ),
+        (answer.to_string(), thought.to_string())
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_in_each_dialects_shape_and_the_server_keeps_serving() {
+    let state = state(&Gate::closed(), 8);
+    let openai = [
+        json!({"model": "fake"}),
+        json!({"model": "fake", "messages": []}),
+        json!({"model": "fake", "messages": [{"role": "wizard", "content": "x"}]}),
+        chat(
+            "fake",
+            json!({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}),
+        ),
+        chat("fake", json!({"tool_choice": "required"})),
+        chat(
+            "fake",
+            json!({"tool_choice": {"type": "function", "function": {"name": "nope"}}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        ),
+        chat(
+            "fake",
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+        ),
+        chat(
+            "fake",
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "format": "email"}}}}),
+        ),
+        chat("fake", json!({"response_format": {"type": "xml"}})),
+        chat("fake", json!({"top_logprobs": 3})),
+        chat("fake", json!({"logprobs": true, "top_logprobs": 50})),
+        chat("embedder", json!({})),
+        json!({"model": "fake", "input": "x"}),
+    ];
+    for (i, body) in openai.iter().enumerate() {
+        let uri = if i == openai.len() - 1 {
+            "/v1/embeddings"
+        } else {
+            "/v1/chat/completions"
+        };
+        let (status, _, text) = call(&state, "POST", uri, Some(body.clone())).await;
+        assert!(status.is_client_error(), "{body}: {status} {text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert!(parsed["error"]["message"].is_string(), "{text}");
+    }
+    let ollama = [
+        (
+            "/api/chat",
+            json!({"model": "fake", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "format": 3}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "keep_alive": "soon"}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "options": {"temperature": "hot"}}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "missing", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/api/generate",
+            json!({"model": "fake", "prompt": "x", "think": 7}),
+        ),
+        ("/api/embed", json!({"model": "fake", "input": [1.5]})),
+        ("/api/show", json!({})),
+    ];
+    for (uri, body) in ollama {
+        let (status, _, text) = call(&state, "POST", uri, Some(body.clone())).await;
+        assert!(status.is_client_error(), "{uri} {body}: {status} {text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert!(parsed["error"].is_string(), "{text}");
+    }
+    let anthropic = [
+        json!({"model": "fake", "messages": [{"role": "user", "content": "x"}]}),
+        json!({"model": "fake", "max_tokens": 8, "messages": []}),
+        json!({"model": "fake", "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]}),
+        json!({"model": "fake", "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
+        json!({"model": "fake", "max_tokens": 8, "temperature": 2, "messages": [{"role": "user", "content": "x"}]}),
+        json!({"model": "fake", "max_tokens": 8, "tool_choice": {"type": "tool"}, "messages": [{"role": "user", "content": "x"}]}),
+    ];
+    for body in anthropic {
+        let (status, _, text) = call(&state, "POST", "/v1/messages", Some(body.clone())).await;
+        assert!(status.is_client_error(), "{body}: {status} {text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["type"], "error", "{text}");
+        assert!(parsed["error"]["message"].is_string(), "{text}");
+    }
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        "/v1/chat/completions",
+        Some(chat("fake", json!({}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "still serving: {body}");
+}
+
+#[tokio::test]
+async fn embeddings_are_unit_vectors_in_input_order() {
+    let state = state(&Gate::closed(), 8);
+    let body = json!({"model": "embedder", "input": ["abc", "zzzz", "abc"]});
+    let (status, _, text) = call(&state, "POST", "/v1/embeddings", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    let vectors: Vec<Vec<f64>> = parsed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(vectors.len(), 3);
+    assert_eq!(vectors[0], vectors[2]);
+    assert_ne!(vectors[0], vectors[1]);
+    for v in &vectors {
+        let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+    assert_eq!(parsed["usage"]["prompt_tokens"], json!(3 + 4 + 3));
 }

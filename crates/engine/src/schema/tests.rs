@@ -166,3 +166,47 @@ fn string_literals_escape() {
     assert_eq!(gbnf_string("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
     assert_eq!(literal(&json!("x")).unwrap(), r#""\"x\"""#);
 }
+
+#[test]
+fn every_rule_a_grammar_uses_is_defined() {
+    let schemas = [
+        json!({"type": "object", "properties": {"color": {"enum": ["red", "green"]}}, "required": ["color"]}),
+        json!({"const": 3}),
+        json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number", "minimum": 0}}}}),
+        json!({"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}),
+    ];
+    for schema in schemas {
+        let grammar = schema_to_gbnf(&schema).unwrap();
+        let defined: Vec<&str> = grammar
+            .lines()
+            .filter_map(|l| l.split(" ::= ").next())
+            .collect();
+        for line in grammar.lines() {
+            let body = line.split_once(" ::= ").unwrap().1;
+            // Outside string literals and classes, every word is a rule name.
+            let mut outside = String::new();
+            let (mut in_string, mut in_class, mut escaped) = (false, false, false);
+            for c in body.chars() {
+                match (in_string, in_class, escaped, c) {
+                    (_, _, true, _) => escaped = false,
+                    (true, _, _, '\\') | (_, true, _, '\\') => escaped = true,
+                    (true, _, _, '"') => in_string = false,
+                    (false, false, _, '"') => in_string = true,
+                    (false, false, _, '[') => in_class = true,
+                    (_, true, _, ']') => in_class = false,
+                    (false, false, _, c) => outside.push(c),
+                    _ => {}
+                }
+            }
+            for word in outside.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+                if word.is_empty() || word.chars().all(|c| c.is_ascii_digit()) {
+                    continue;
+                }
+                assert!(
+                    defined.contains(&word),
+                    "{word} is used but not defined in\n{grammar}"
+                );
+            }
+        }
+    }
+}
