@@ -226,3 +226,29 @@ def test_anthropic_messages_stream_tools_and_count_tokens(server):
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model=QWEN, max_tokens=0, messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["type"] == "error"
+
+
+def test_responses_text_streaming_and_function_call(server):
+    """OpenAI's Responses API through the openai client: text, the streamed
+    event sequence (final response equals the streamed text), a function call
+    round trip, and a clear 400 for previous_response_id."""
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="none")
+    r = client.responses.create(model=QWEN, input="Say hi in one word.", max_output_tokens=16, temperature=0)
+    assert r.status in ("completed", "incomplete") and r.output_text
+    with client.responses.stream(model=QWEN, input="Say hi in one word.", max_output_tokens=16, temperature=0) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert deltas == final.output_text == r.output_text
+
+    tools = [{"type": "function", **WEATHER}]
+    called = client.responses.create(model=QWEN, input=ASK, tools=tools, temperature=0, max_output_tokens=80)
+    call = next(item for item in called.output if item.type == "function_call")
+    assert call.name == "get_weather" and "paris" in json.loads(call.arguments)["city"].lower()
+    follow = [{"role": "user", "content": ASK},
+              {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+              {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees and sunny"}]
+    answer = client.responses.create(model=QWEN, input=follow, tools=tools, tool_choice="none", temperature=0, max_output_tokens=60)
+    assert "18" in answer.output_text, answer.output_text
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=QWEN, input="x", previous_response_id="resp_123")
+    assert "previous_response_id" in str(caught.value)

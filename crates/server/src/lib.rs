@@ -15,6 +15,7 @@ mod metrics;
 mod ollama;
 mod openai;
 mod ps;
+mod responses;
 mod running;
 
 use std::future::Future;
@@ -90,6 +91,7 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(embed::embeddings))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/ps", get(ps::ps))

@@ -206,7 +206,14 @@ async fn a_full_queue_is_503_server_overloaded_with_retry_after() {
             .await
         }
     });
-    while state.host.status().first().is_none_or(|m| m.queued == 0) {
+    // The running request holds the slot (busy) and the second waits for it
+    // (queued); a load in progress also counts as queued, so both are needed.
+    while state
+        .host
+        .status()
+        .first()
+        .is_none_or(|m| m.busy == 0 || m.queued == 0)
+    {
         tokio::task::yield_now().await;
     }
     let (status, headers, body) = call(
