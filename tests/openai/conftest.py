@@ -15,18 +15,21 @@ def model_path(name):
 
 
 @contextlib.contextmanager
-def shelf_server(*extra, models=(MODEL,)):
-    """The server's base URL while it runs with `extra` flags, `models` preloaded."""
+def shelf_server(*extra, models=(MODEL,), models_dir=None):
+    """The server's base URL while it runs with `extra` flags, `models` preloaded,
+    its store in `models_dir`."""
     flags = [arg for name in models for arg in ("--model", model_path(name))]
+    store = models_dir or os.environ.get("TMPDIR", "/tmp")
     proc = subprocess.Popen(
         [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
-         *flags, "--threads", "2", "--models-dir", os.environ.get("TMPDIR", "/tmp"), *extra],
+         *flags, "--threads", "2", "--models-dir", store, *extra],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
     )
     try:
         base = proc.stdout.readline().strip().removeprefix("shelf listening on ")
-        ready = proc.stdout.readline()
-        assert ready.startswith("shelf ready"), ready
+        for _ in models:
+            ready = proc.stdout.readline()
+            assert ready.startswith("shelf ready"), ready
         yield base
     finally:
         proc.terminate()

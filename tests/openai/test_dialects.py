@@ -1,7 +1,9 @@
 """Tools, structured output, embeddings and the Ollama and Anthropic dialects,
 through their official Python clients against the real server and real models."""
 import base64
+import contextlib
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import shelf_server
+from conftest import MODEL, model_path, shelf_server
 
 QWEN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 MINILM = "all-minilm-l6-v2-f16"
@@ -252,3 +254,44 @@ def test_responses_text_streaming_and_function_call(server):
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model=QWEN, input="x", previous_response_id="resp_123")
     assert "previous_response_id" in str(caught.value)
+
+
+@contextlib.contextmanager
+def mock_registry(model, path):
+    """shelf's loopback test registry serving `path` as the Ollama model `model`."""
+    binary = os.path.join(os.path.dirname(os.environ.get("SHELF_BIN", "target/debug/shelf")), "shelf-mock-registry")
+    proc = subprocess.Popen([binary, "--ollama", f"{model}={path}"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_ollama_pull_copy_delete_through_the_client(tmp_path):
+    """The ollama client pulls from a loopback registry with progress lines that
+    add up to the file, then copies and deletes; the pulled model answers."""
+    small = model_path(MODEL)
+    with mock_registry("library/smol:latest", small) as registry, \
+            shelf_server(models=(), models_dir=str(tmp_path)) as server:
+        host = registry.removeprefix("http://")
+        name = f"{host}/library/smol:latest"
+        client = ollama.Client(host=server)
+        updates = list(client.pull(name, insecure=True, stream=True))
+        assert updates[-1].status == "success"
+        sized = [u for u in updates if u.total]
+        assert sized and max(u.completed or 0 for u in sized) == os.path.getsize(small)
+        assert name in [m.model for m in client.list().models]
+        r = client.generate(model=name, prompt="Hello", options={"num_predict": 4, "temperature": 0})
+        assert r.done and r.eval_count > 0
+
+        client.copy(name, "smol-copy")
+        # As in Ollama, a name without a tag gets ":latest".
+        assert "smol-copy:latest" in [m.model for m in client.list().models]
+        client.delete("smol-copy")
+        assert "smol-copy:latest" not in [m.model for m in client.list().models]
+        with pytest.raises(ollama.ResponseError) as caught:
+            client.delete("smol-copy")
+        assert caught.value.status_code == 404
+        with pytest.raises(ollama.ResponseError):
+            list(client.pull(f"{host}/library/absent:latest", insecure=True, stream=True))

@@ -5,6 +5,7 @@
 //! the HTTP threads; raw JSON never reaches the engine. Which model is
 //! resident is the scheduler's business, not this crate's.
 
+mod admin;
 mod anthropic;
 mod chat;
 mod convert;
@@ -32,6 +33,7 @@ use axum::{Json, Router};
 use shelf_scheduler::ModelHost;
 use tokio::net::TcpListener;
 
+pub use admin::{AdminError, ModelAdmin, PullUpdate, Pulling};
 pub use error::AppError;
 pub use metrics::Metrics;
 
@@ -61,6 +63,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set while the models named at start-up load: `/health` says 503.
     pub starting: Arc<AtomicBool>,
+    /// Pull, copy and delete; `None` where the server has no store (tests).
+    pub admin: Option<Arc<dyn ModelAdmin>>,
 }
 
 impl AppState {
@@ -70,6 +74,7 @@ impl AppState {
             host,
             metrics: Arc::new(Metrics::new()),
             starting: Arc::new(AtomicBool::new(false)),
+            admin: None,
         }
     }
 }
@@ -85,6 +90,9 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/api/generate", post(ollama::generate))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/pull", post(ollama::pull))
+        .route("/api/copy", post(ollama::copy))
+        .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/health", get(openai::health))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))

@@ -18,7 +18,7 @@ use shelf_engine::{Completion, SamplingParams};
 use shelf_scheduler::KeepAlive;
 
 use crate::chat::{self, ChatEvent, Finish, Params};
-use crate::{convert, embed, json, AppError, AppState};
+use crate::{convert, embed, json, AdminError, AppError, AppState, ModelAdmin, PullUpdate};
 
 /// The Ollama version shelf answers as: clients check it for features.
 const COMPATIBLE_VERSION: &str = "0.12.0";
@@ -737,4 +737,156 @@ fn quantization(bytes_by_type: &[(String, u64)]) -> String {
         .max_by_key(|(_, bytes)| *bytes)
         .map(|(kind, _)| kind.clone())
         .unwrap_or_default()
+}
+
+/// The store operations, or a 501 where the server has none.
+fn admin(state: &AppState) -> std::result::Result<std::sync::Arc<dyn ModelAdmin>, AppError> {
+    state
+        .admin
+        .clone()
+        .ok_or_else(|| AppError::Internal("this server has no model store to change".into()))
+}
+
+fn admin_error(error: AdminError) -> AppError {
+    match error {
+        AdminError::NotFound(name) => AppError::ModelNotFound(name),
+        AdminError::Invalid(message) => AppError::Malformed {
+            message,
+            param: Some("model".into()),
+        },
+        AdminError::Failed(message) => AppError::PullFailed(message),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CopyRequest {
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    destination: String,
+}
+
+/// `POST /api/copy`: 200 with an empty body.
+pub async fn copy(
+    State(state): State<AppState>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let request: CopyRequest = json::parse(body)?;
+    if request.source.is_empty() || request.destination.is_empty() {
+        return Err(AppError::invalid("source and destination are required", "source").into());
+    }
+    let admin = admin(&state)?;
+    tokio::task::spawn_blocking(move || admin.copy(&request.source, &request.destination))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(admin_error)?;
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /api/delete`: 200 with an empty body, 404 if there is no such model.
+pub async fn delete(
+    State(state): State<AppState>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let request: ShowRequest = json::parse(body)?;
+    let name = request.model.or(request.name).unwrap_or_default();
+    if name.is_empty() {
+        return Err(AppError::invalid("model is required", "model").into());
+    }
+    let admin = admin(&state)?;
+    tokio::task::spawn_blocking(move || admin.delete(&name))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(admin_error)?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    model: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    stream: Option<bool>,
+}
+
+/// `POST /api/pull`: shelf's own puller, its progress as Ollama's NDJSON
+/// status lines, ending `{"status": "success"}` (or an `{"error"}` line).
+pub async fn pull(
+    State(state): State<AppState>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let request: PullRequest = json::parse(body)?;
+    let name = request.model.or(request.name).unwrap_or_default();
+    if name.is_empty() {
+        return Err(AppError::invalid("model is required", "model").into());
+    }
+    let admin = admin(&state)?;
+    let (updates, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let pulling = admin.pull(&name, request.insecure, updates);
+    if !request.stream.unwrap_or(true) {
+        pulling.await.map_err(admin_error)?;
+        return Ok(Json(json!({"status": "success"})).into_response());
+    }
+    let lines = async_stream(move |send| async move {
+        let mut pulling = pulling;
+        loop {
+            tokio::select! {
+                Some(update) = progress.recv() => send(update_line(&update)),
+                result = &mut pulling => {
+                    while let Ok(update) = progress.try_recv() {
+                        send(update_line(&update));
+                    }
+                    match result {
+                        Ok(()) => send(json!({"status": "success"})),
+                        Err(error) => {
+                            let (_, _, message) = admin_error(error).status_and_message();
+                            send(json!({"error": message}));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(lines));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+fn update_line(update: &PullUpdate) -> Value {
+    let mut line = json!({"status": update.status});
+    if let Some(digest) = &update.digest {
+        line["digest"] = json!(digest);
+    }
+    if let Some(total) = update.total {
+        line["total"] = json!(total);
+    }
+    if let Some(completed) = update.completed {
+        line["completed"] = json!(completed);
+    }
+    line
+}
+
+/// A body stream fed by a task: each value `produce` sends becomes one NDJSON line.
+fn async_stream<F, Fut>(
+    produce: F,
+) -> impl futures::Stream<Item = std::result::Result<Bytes, std::convert::Infallible>>
+where
+    F: FnOnce(Box<dyn Fn(Value) + Send + Sync>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let send: Box<dyn Fn(Value) + Send + Sync> = Box::new(move |value| {
+        let _ = lines.send(chat::ndjson(&value));
+    });
+    // The task ends with the pull; a client that goes away drops the
+    // receiver, and the pull still finishes into the store.
+    tokio::spawn(produce(send));
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|line| (Ok(line), receiver))
+    })
 }

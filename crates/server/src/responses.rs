@@ -100,7 +100,10 @@ fn chat_of(request: &ResponsesRequest) -> Result<Chat, AppError> {
         }
     }
     if messages.iter().all(|m| m.role == "system") {
-        return Err(AppError::invalid("input must hold at least one message", "input"));
+        return Err(AppError::invalid(
+            "input must hold at least one message",
+            "input",
+        ));
     }
     let tools = request
         .tools
@@ -150,8 +153,12 @@ fn add_item(messages: &mut Vec<ChatMessage>, item: &Value, index: usize) -> Resu
         }
         "function_call" => {
             let call = ToolCall {
-                id: field("call_id").ok_or_else(|| bad("call_id is required"))?.to_string(),
-                name: field("name").ok_or_else(|| bad("name is required"))?.to_string(),
+                id: field("call_id")
+                    .ok_or_else(|| bad("call_id is required"))?
+                    .to_string(),
+                name: field("name")
+                    .ok_or_else(|| bad("name is required"))?
+                    .to_string(),
                 arguments: convert::arguments_text(
                     item.get("arguments").unwrap_or(&Value::Null),
                     &format!("{at}.arguments"),
@@ -194,8 +201,13 @@ fn content_text(content: Option<&Value>, at: &str) -> Result<String, AppError> {
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
-                    (Some("input_text" | "output_text" | "text"), Some(piece)) => text.push_str(piece),
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("input_text" | "output_text" | "text"), Some(piece)) => {
+                        text.push_str(piece)
+                    }
                     (kind, _) => {
                         return Err(AppError::Malformed {
                             message: format!(
@@ -225,14 +237,19 @@ fn function_tool(tool: &Value, index: usize) -> Result<Tool, AppError> {
         });
     }
     let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-    let description = tool.get("description").and_then(Value::as_str).map(str::to_string);
+    let description = tool
+        .get("description")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let parameters = tool.get("parameters").filter(|p| !p.is_null()).cloned();
     convert::function_tool(name, description, parameters, &at)
 }
 
 fn tool_choice(value: Option<&Value>) -> Result<ToolChoice, AppError> {
     match value {
-        Some(Value::Object(object)) if object.get("type").and_then(Value::as_str) == Some("function") => {
+        Some(Value::Object(object))
+            if object.get("type").and_then(Value::as_str) == Some("function") =>
+        {
             match object.get("name").and_then(Value::as_str) {
                 Some(name) => Ok(ToolChoice::Function(name.to_string())),
                 None => convert::tool_choice(value),
@@ -267,13 +284,24 @@ fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    format!("{prefix}_{nanos:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    format!(
+        "{prefix}_{nanos:x}{:04x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }
 
 /// The open output item while streaming.
 enum Open {
-    Message { index: usize, id: String, text: String },
-    Reasoning { index: usize, id: String, text: String },
+    Message {
+        index: usize,
+        id: String,
+        text: String,
+    },
+    Reasoning {
+        index: usize,
+        id: String,
+        text: String,
+    },
 }
 
 /// The response object, built up as output arrives, and its stream events.
@@ -297,11 +325,19 @@ impl Frames {
         echo.insert("temperature".into(), json!(request.temperature));
         echo.insert("top_p".into(), json!(request.top_p));
         echo.insert("tools".into(), json!(request.tools));
-        echo.insert("tool_choice".into(), request.tool_choice.clone().unwrap_or(json!("auto")));
-        echo.insert("parallel_tool_calls".into(), json!(request.parallel_tool_calls.unwrap_or(true)));
+        echo.insert(
+            "tool_choice".into(),
+            request.tool_choice.clone().unwrap_or(json!("auto")),
+        );
+        echo.insert(
+            "parallel_tool_calls".into(),
+            json!(request.parallel_tool_calls.unwrap_or(true)),
+        );
         Self {
             id: unique("resp"),
-            created_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             model: request.model.clone(),
             echo,
             output: Vec::new(),
@@ -357,7 +393,8 @@ impl Frames {
             self.output.push(reasoning_item(&unique("rs"), &reasoning));
         }
         if !answer.content.is_empty() || answer.tool_calls.is_empty() {
-            self.output.push(message_item(&unique("msg"), &answer.content, "completed"));
+            self.output
+                .push(message_item(&unique("msg"), &answer.content, "completed"));
         }
         for call in &answer.tool_calls {
             self.output.push(call_item(call, "completed"));
@@ -388,14 +425,21 @@ impl Frames {
                 out.push(self.event("response.content_part.done", part_done));
                 let item = message_item(&id, &text, "completed");
                 self.output.push(item.clone());
-                out.push(self.event("response.output_item.done", json!({"output_index": index, "item": item})));
+                out.push(self.event(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                ));
             }
             Some(Open::Reasoning { index, id, text }) => {
-                let done = json!({"item_id": id, "output_index": index, "content_index": 0, "text": text});
+                let done =
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text});
                 out.push(self.event("response.reasoning_text.done", done));
                 let item = reasoning_item(&id, &text);
                 self.output.push(item.clone());
-                out.push(self.event("response.output_item.done", json!({"output_index": index, "item": item})));
+                out.push(self.event(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                ));
             }
         }
     }
@@ -405,11 +449,18 @@ impl Frames {
             self.close(out);
             let (index, id) = (self.output.len(), unique("msg"));
             let item = json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
-            out.push(self.event("response.output_item.added", json!({"output_index": index, "item": item})));
+            out.push(self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            ));
             let part = json!({"item_id": id, "output_index": index, "content_index": 0,
                               "part": {"type": "output_text", "text": "", "annotations": []}});
             out.push(self.event("response.content_part.added", part));
-            self.open = Some(Open::Message { index, id, text: String::new() });
+            self.open = Some(Open::Message {
+                index,
+                id,
+                text: String::new(),
+            });
         }
         if let Some(Open::Message { index, id, text }) = &mut self.open {
             text.push_str(&piece);
@@ -423,12 +474,20 @@ impl Frames {
             self.close(out);
             let (index, id) = (self.output.len(), unique("rs"));
             let item = json!({"type": "reasoning", "id": id, "summary": [], "content": []});
-            out.push(self.event("response.output_item.added", json!({"output_index": index, "item": item})));
-            self.open = Some(Open::Reasoning { index, id, text: String::new() });
+            out.push(self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            ));
+            self.open = Some(Open::Reasoning {
+                index,
+                id,
+                text: String::new(),
+            });
         }
         if let Some(Open::Reasoning { index, id, text }) = &mut self.open {
             text.push_str(&piece);
-            let delta = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": piece});
+            let delta =
+                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": piece});
             out.push(self.event("response.reasoning_text.delta", delta));
         }
     }
@@ -439,7 +498,10 @@ impl Frames {
         let mut item = call_item(call, "in_progress");
         item["arguments"] = json!("");
         let id = item["id"].clone();
-        out.push(self.event("response.output_item.added", json!({"output_index": index, "item": item})));
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
         let delta = json!({"item_id": id, "output_index": index, "delta": call.arguments});
         out.push(self.event("response.function_call_arguments.delta", delta));
         let done = json!({"item_id": id, "output_index": index, "name": call.name, "arguments": call.arguments});
@@ -447,7 +509,10 @@ impl Frames {
         let mut item = call_item(call, "completed");
         item["id"] = id;
         self.output.push(item.clone());
-        out.push(self.event("response.output_item.done", json!({"output_index": index, "item": item})));
+        out.push(self.event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        ));
     }
 }
 

@@ -4,6 +4,7 @@
 //! into the rest: it turns flags and env vars into each crate's config
 //! struct, then hands over. It is not a library.
 
+mod admin;
 mod bench;
 mod catalog;
 mod cli;

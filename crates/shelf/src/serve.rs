@@ -58,6 +58,9 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         box_ = %machine.name,
         "memory budget"
     );
+    let admin = Arc::new(crate::admin::StoreAdmin {
+        layers: layers.clone(),
+    });
     let host = Arc::new(ModelHost::new(
         Arc::new(StoreCatalog {
             layers,
@@ -93,7 +96,8 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
     };
-    let state = AppState::new(Arc::clone(&host));
+    let mut state = AppState::new(Arc::clone(&host));
+    state.admin = Some(admin);
     state.starting.store(!pinned.is_empty(), Ordering::Release);
     let starting = Arc::clone(&state.starting);
     let server = shelf_server::serve(listener, state, config, shutdown_signal());
