@@ -95,3 +95,27 @@ def test_context_overflow_then_recovery(client):
     r = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert r.choices[0].message.content is not None
+
+
+def test_scoring_a_continuation_gives_the_logprobs_it_was_generated_with(client):
+    """echo with logprobs and max_tokens 0 (lm-evaluation-harness's loglikelihood)
+    scores every prompt token but the first; scoring a greedy continuation gives
+    the log probabilities it was generated with."""
+    prompt = "The capital of France is"
+    generated = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=2)
+    lp = generated.choices[0].logprobs
+    assert len(lp.tokens) == generated.usage.completion_tokens == len(lp.token_logprobs)
+    assert all(len(top) <= 2 for top in lp.top_logprobs)
+    assert all(v <= 0 for v in lp.token_logprobs)
+
+    scored = client.completions.create(model=MODEL, prompt=prompt + generated.choices[0].text,
+                                       max_tokens=0, echo=True, logprobs=1, temperature=0)
+    choice = scored.choices[0]
+    assert choice.text == prompt + generated.choices[0].text
+    assert len(choice.logprobs.tokens) == scored.usage.prompt_tokens
+    assert choice.logprobs.token_logprobs[0] is None
+    assert scored.usage.completion_tokens == 0
+    # Word-boundary text: retokenizing the continuation gives the same tokens.
+    assert choice.logprobs.tokens[-len(lp.tokens):] == lp.tokens
+    for scored_value, generated_value in zip(choice.logprobs.token_logprobs[-len(lp.tokens):], lp.token_logprobs):
+        assert abs(scored_value - generated_value) < 0.05

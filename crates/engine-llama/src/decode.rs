@@ -98,6 +98,9 @@ struct Plan {
     outputs: Vec<Logits>,
     generated: usize,
     prompt: usize,
+    /// Prompt chunks whose every logit is wanted (prompt log probabilities):
+    /// slot, job serial, first prompt position, its batch index, length.
+    scored: Vec<(usize, u64, usize, i32, usize)>,
 }
 
 struct Loop<'m> {
@@ -178,6 +181,7 @@ impl<'m> Loop<'m> {
             return self.fail_active(&error);
         }
         self.emit_deferred();
+        self.score_prompts(&plan);
         self.sample(&plan);
         let elapsed = started.elapsed();
         tracing::trace!(
@@ -258,7 +262,7 @@ impl<'m> Loop<'m> {
         prompt: Vec<LlamaToken>,
         grammar: Option<llama_cpp_2::sampling::LlamaSampler>,
     ) {
-        let use_cache = job.request.cache_prompt;
+        let use_cache = job.request.cache_prompt && !job.request.prompt_logprobs;
         let mut reuse = if use_cache {
             prefix::common_prefix(&self.slots[index].cached, &prompt)
         } else {
@@ -426,9 +430,25 @@ impl<'m> Loop<'m> {
                 continue;
             };
             let end = job.prompt.len().min(job.next_prompt + budget);
+            let scored = job.request.prompt_logprobs;
+            if scored {
+                plan.scored.push((
+                    i,
+                    job.serial,
+                    job.next_prompt,
+                    batch.n_tokens(),
+                    end - job.next_prompt,
+                ));
+            }
             for at in job.next_prompt..end {
                 let last = at + 1 == job.prompt.len();
-                add(batch, job.prompt[at], slot.cached.len(), slot.seq, last)?;
+                add(
+                    batch,
+                    job.prompt[at],
+                    slot.cached.len(),
+                    slot.seq,
+                    last || scored,
+                )?;
                 slot.cached.push(job.prompt[at]);
                 if last {
                     plan.outputs.push(Logits {
@@ -487,6 +507,40 @@ impl<'m> Loop<'m> {
             if let Some(reason) = end {
                 finish(slot, reason, self.clock);
             }
+        }
+    }
+
+    /// Send the log probability of each prompt token the step computed
+    /// the logits before.
+    fn score_prompts(&mut self, plan: &Plan) {
+        for &(index, serial, start, batch_at, len) in &plan.scored {
+            let Some(job) = self.slots[index]
+                .job
+                .as_ref()
+                .filter(|j| j.serial == serial)
+            else {
+                continue;
+            };
+            let top = job.request.logprobs.unwrap_or(0);
+            let mut scores = Vec::with_capacity(len + 1);
+            if start == 0 {
+                let first = job.prompt[0];
+                scores.push(shelf_engine::TokenLogprob {
+                    token: shelf_engine::TokenProb {
+                        bytes: self.model.vocab().token_to_piece(first, false, None),
+                        logprob: f32::NAN,
+                    },
+                    top: Vec::new(),
+                });
+            }
+            for k in 0..len {
+                let Some(&next) = job.prompt.get(start + k + 1) else {
+                    break;
+                };
+                let logits = self.ctx.get_logits_ith(batch_at + k as i32);
+                scores.push(sampler::logprobs(self.model, logits, next, top));
+            }
+            job.sink.send(Event::PromptLogprobs(scores));
         }
     }
 

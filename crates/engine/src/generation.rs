@@ -13,6 +13,9 @@ pub enum Event {
     /// A generated token's log probability, sent before its text when the
     /// request asked for them.
     Logprob(TokenLogprob),
+    /// Prompt tokens' log probabilities, in order, as the prompt is
+    /// computed; the first token's is NaN (nothing precedes it).
+    PromptLogprobs(Vec<TokenLogprob>),
     /// The generation finished; nothing follows.
     Done(Completion),
     /// The generation failed; nothing follows.
@@ -171,7 +174,7 @@ impl Generation {
         while let Some(event) = self.next().await {
             match event {
                 Event::Text(piece) => text.push_str(&piece),
-                Event::Logprob(_) => {}
+                Event::Logprob(_) | Event::PromptLogprobs(_) => {}
                 Event::Done(completion) => return Ok((text, completion)),
                 Event::Failed(error) => return Err(error),
             }

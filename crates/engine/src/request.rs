@@ -181,6 +181,10 @@ pub struct GenerateRequest {
     /// Report each generated token's log probability and this many of the
     /// most likely alternatives (0: the token's own only); `None`: none.
     pub logprobs: Option<u32>,
+    /// Also report the log probability of every prompt token after the
+    /// first (`echo` with `logprobs`); the whole prompt is then computed,
+    /// never taken from the cache.
+    pub prompt_logprobs: bool,
 }
 
 /// A GBNF grammar the output must follow, from its `root` rule.
@@ -209,6 +213,7 @@ impl GenerateRequest {
             cache_prompt: true,
             grammar: None,
             logprobs: None,
+            prompt_logprobs: false,
         }
     }
 

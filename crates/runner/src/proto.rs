@@ -95,6 +95,8 @@ pub struct Request {
     pub grammar_triggers: Option<Vec<String>>,
     #[serde(default)]
     pub logprobs: Option<u32>,
+    #[serde(default)]
+    pub prompt_logprobs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +110,10 @@ pub enum Event {
         logprob: f32,
         top: Vec<(Vec<u8>, f32)>,
     },
+    PromptLogprobs {
+        /// Bytes, log probability (null: NaN), and the top alternatives.
+        scores: Vec<PromptScore>,
+    },
     Done {
         completion: Completion,
     },
@@ -115,6 +121,9 @@ pub enum Event {
         error: Error,
     },
 }
+
+/// A prompt token's bytes, log probability (none for the first) and top alternatives.
+pub type PromptScore = (Vec<u8>, Option<f32>, Vec<(Vec<u8>, f32)>);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
@@ -178,6 +187,7 @@ impl From<&engine::GenerateRequest> for Request {
             grammar: r.grammar.as_ref().map(|g| g.gbnf.clone()),
             grammar_triggers: r.grammar.as_ref().and_then(|g| g.triggers.clone()),
             logprobs: r.logprobs,
+            prompt_logprobs: r.prompt_logprobs,
         }
     }
 }
@@ -206,6 +216,7 @@ impl From<Request> for engine::GenerateRequest {
             triggers: r.grammar_triggers,
         });
         request.logprobs = r.logprobs;
+        request.prompt_logprobs = r.prompt_logprobs;
         request
     }
 }
@@ -214,6 +225,16 @@ impl From<&engine::Event> for Event {
     fn from(event: &engine::Event) -> Self {
         match event {
             engine::Event::Text(text) => Self::Text { text: text.clone() },
+            engine::Event::PromptLogprobs(scores) => Self::PromptLogprobs {
+                scores: scores
+                    .iter()
+                    .map(|l| {
+                        let logprob = (!l.token.logprob.is_nan()).then_some(l.token.logprob);
+                        let top = l.top.iter().map(|t| (t.bytes.clone(), t.logprob)).collect();
+                        (l.token.bytes.clone(), logprob, top)
+                    })
+                    .collect(),
+            },
             engine::Event::Logprob(l) => Self::Logprob {
                 bytes: l.token.bytes.clone(),
                 logprob: l.token.logprob,
@@ -246,6 +267,21 @@ impl From<Event> for engine::Event {
     fn from(event: Event) -> Self {
         match event {
             Event::Text { text } => Self::Text(text),
+            Event::PromptLogprobs { scores } => Self::PromptLogprobs(
+                scores
+                    .into_iter()
+                    .map(|(bytes, logprob, top)| engine::TokenLogprob {
+                        token: engine::TokenProb {
+                            bytes,
+                            logprob: logprob.unwrap_or(f32::NAN),
+                        },
+                        top: top
+                            .into_iter()
+                            .map(|(bytes, logprob)| engine::TokenProb { bytes, logprob })
+                            .collect(),
+                    })
+                    .collect(),
+            ),
             Event::Logprob {
                 bytes,
                 logprob,

@@ -19,7 +19,7 @@ async fn collect(
     while let Some(event) = generation.next().await {
         match event {
             Event::Text(t) => text.push_str(&t),
-            Event::Logprob(_) => {}
+            Event::Logprob(_) | Event::PromptLogprobs(_) => {}
             Event::Done(c) => return (text, Some(c)),
             Event::Failed(e) => panic!("failed: {e}"),
         }

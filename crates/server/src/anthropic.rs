@@ -117,6 +117,7 @@ pub async fn messages(
         max_tokens,
         stops,
         logprobs: None,
+        prompt_logprobs: false,
         ignore_eos: false,
         cache_prompt: true,
         keep_alive: None,
@@ -530,7 +531,7 @@ impl chat::Frames for Frames {
                     json!({"type": "input_json_delta", "partial_json": call.arguments}),
                 ));
             }
-            ChatEvent::Logprob(_) => {}
+            ChatEvent::Logprob(_) | ChatEvent::PromptLogprobs(_) => {}
             ChatEvent::Done(completion, finish) => {
                 if self.next_index == 0 {
                     // Every message has at least one block.

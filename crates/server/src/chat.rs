@@ -27,6 +27,8 @@ pub struct Params {
     pub stops: Vec<String>,
     /// Alternatives per token when log probabilities are asked for.
     pub logprobs: Option<u32>,
+    /// Score the prompt's tokens too.
+    pub prompt_logprobs: bool,
     pub ignore_eos: bool,
     pub cache_prompt: bool,
     /// Ollama's per-request keep-alive.
@@ -46,6 +48,8 @@ pub enum Finish {
 pub enum ChatEvent {
     Piece(Piece),
     Logprob(TokenLogprob),
+    /// The prompt's tokens, scored (`echo` with `logprobs`).
+    PromptLogprobs(Vec<TokenLogprob>),
     Done(Completion, Finish),
     Failed(EngineError),
 }
@@ -63,6 +67,7 @@ pub struct ChatRun {
 pub struct Collected {
     pub answer: Answer,
     pub logprobs: Vec<TokenLogprob>,
+    pub prompt_logprobs: Vec<TokenLogprob>,
     pub completion: Completion,
     pub finish: Finish,
 }
@@ -144,6 +149,7 @@ pub async fn submit<T: Send + 'static>(
         request.ignore_eos = params.ignore_eos;
         request.cache_prompt = params.cache_prompt;
         request.logprobs = params.logprobs;
+        request.prompt_logprobs = params.prompt_logprobs;
         let extra = build(&resident, &mut request)?;
         Ok::<_, EngineError>((resident.model.submit(request)?, extra))
     })
@@ -176,6 +182,9 @@ impl ChatRun {
                 }
                 Some(Event::Logprob(logprob)) => {
                     self.pending.push_back(ChatEvent::Logprob(logprob))
+                }
+                Some(Event::PromptLogprobs(scores)) => {
+                    self.pending.push_back(ChatEvent::PromptLogprobs(scores));
                 }
                 Some(Event::Done(completion)) => {
                     let pieces = self.parser.finish();
@@ -212,14 +221,17 @@ impl ChatRun {
     pub async fn collect(mut self) -> Result<Collected, AppError> {
         let mut answer = Answer::default();
         let mut logprobs = Vec::new();
+        let mut prompt_logprobs = Vec::new();
         while let Some(event) = self.next().await {
             match event {
                 ChatEvent::Piece(piece) => answer.add(piece),
                 ChatEvent::Logprob(logprob) => logprobs.push(logprob),
+                ChatEvent::PromptLogprobs(scores) => prompt_logprobs.extend(scores),
                 ChatEvent::Done(completion, finish) => {
                     return Ok(Collected {
                         answer,
                         logprobs,
+                        prompt_logprobs,
                         completion,
                         finish,
                     })

@@ -410,6 +410,7 @@ fn params(
         max_tokens,
         stops,
         logprobs: None,
+        prompt_logprobs: false,
         ignore_eos: false,
         cache_prompt: true,
         keep_alive: keep_alive.map(parse_keep_alive).transpose()?,
@@ -522,7 +523,9 @@ impl chat::Frames for Frames {
                 let call = self.call(&call);
                 self.line("", None, vec![call])
             }
-            ChatEvent::Piece(Piece::Reasoning(_)) | ChatEvent::Logprob(_) => return Vec::new(),
+            ChatEvent::Piece(Piece::Reasoning(_))
+            | ChatEvent::Logprob(_)
+            | ChatEvent::PromptLogprobs(_) => return Vec::new(),
             ChatEvent::Done(completion, finish) => {
                 let last = self.line("", None, Vec::new());
                 self.finish(last, &completion, finish)

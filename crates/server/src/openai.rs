@@ -86,6 +86,7 @@ pub async fn chat_completions(
         },
         stops: convert::stops(&request.sampling)?,
         logprobs: convert::chat_logprobs(request.logprobs, request.top_logprobs)?,
+        prompt_logprobs: false,
         ignore_eos: request.sampling.ignore_eos,
         cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
         keep_alive: None,
@@ -180,6 +181,7 @@ impl chat::Frames for ChatFrames {
                     ..wire::Delta::default()
                 }
             }
+            E::PromptLogprobs(_) => return Vec::new(),
             E::Logprob(logprob) => {
                 let mut chunk = self.format.chunk(wire::Delta::default(), None);
                 chunk.choices[0].logprobs = Some(convert::chat_logprobs_body(&[logprob]));
@@ -235,14 +237,19 @@ pub async fn completions(
         }
         other => other,
     };
+    // `echo` with `max_tokens: 0` scores the prompt and generates nothing
+    // (as evaluation harnesses ask): one token is generated and dropped.
+    let score_only = request.echo && request.max_tokens == Some(0) && !request.stream;
+    let max_tokens = match score_only {
+        true => Some(1),
+        false => convert::max_tokens(request.max_tokens, "max_tokens")?,
+    };
     let params = chat::Params {
         sampling: convert::sampling(&request.sampling)?,
-        max_tokens: Some(
-            convert::max_tokens(request.max_tokens, "max_tokens")?
-                .unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS),
-        ),
+        max_tokens: Some(max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
         stops: convert::stops(&request.sampling)?,
         logprobs,
+        prompt_logprobs: request.echo && logprobs.is_some(),
         ignore_eos: request.sampling.ignore_eos,
         cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
         keep_alive: None,
@@ -263,13 +270,27 @@ pub async fn completions(
         };
         return Ok(chat::stream(run, frames, "text/event-stream"));
     }
-    let collected = run.collect().await?;
+    let mut collected = run.collect().await?;
+    if score_only {
+        collected.answer.content.clear();
+        collected.logprobs.clear();
+        collected.finish = chat::Finish::Length;
+        collected.completion.usage.completion_tokens = 0;
+    }
     let offset = echo.as_ref().map_or(0, String::len);
     let text = echo.unwrap_or_default() + &collected.answer.content;
+    let scored = match collected.prompt_logprobs.is_empty() {
+        true => convert::text_logprobs(&collected.logprobs, offset),
+        false => {
+            let mut all = std::mem::take(&mut collected.prompt_logprobs);
+            all.append(&mut collected.logprobs);
+            convert::text_logprobs(&all, 0)
+        }
+    };
     let mut body = format.chunk(vec![wire::TextChoice {
         index: 0,
         text,
-        logprobs: logprobs.map(|_| convert::text_logprobs(&collected.logprobs, offset)),
+        logprobs: logprobs.map(|_| scored),
         finish_reason: Some(convert::finish(collected.finish)),
     }]);
     body.usage = Some(Some(convert::usage(collected.completion.usage)));
@@ -307,7 +328,7 @@ impl chat::Frames for TextFrames {
             E::Piece(Piece::Content(text) | Piece::Reasoning(text)) => {
                 vec![self.send(self.format.chunk(TextFormat::choice(text, None)))]
             }
-            E::Piece(Piece::Call(_)) | E::Logprob(_) => Vec::new(),
+            E::Piece(Piece::Call(_)) | E::Logprob(_) | E::PromptLogprobs(_) => Vec::new(),
             E::Done(completion, finish) => {
                 let last = TextFormat::choice(String::new(), Some(convert::finish(finish)));
                 let mut frames = vec![self.send(self.format.chunk(last))];

@@ -545,7 +545,7 @@ impl chat::Frames for Frames {
             ChatEvent::Piece(Piece::Content(text)) => self.text(text, &mut out),
             ChatEvent::Piece(Piece::Reasoning(text)) => self.reasoning(text, &mut out),
             ChatEvent::Piece(Piece::Call(call)) => self.call(&call, &mut out),
-            ChatEvent::Logprob(_) => {}
+            ChatEvent::Logprob(_) | ChatEvent::PromptLogprobs(_) => {}
             ChatEvent::Done(completion, finish) => {
                 if self.output.is_empty() && self.open.is_none() {
                     self.text(String::new(), &mut out);

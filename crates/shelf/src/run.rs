@@ -123,7 +123,7 @@ impl Chat {
                     stdout.write_all(text.as_bytes())?;
                     stdout.flush()?;
                 }
-                Some(Event::Logprob(_)) => {}
+                Some(Event::Logprob(_) | Event::PromptLogprobs(_)) => {}
                 Some(Event::Done(completion)) => break completion,
                 Some(Event::Failed(error)) => return Err(error.into()),
                 None => anyhow::bail!("the model stopped unexpectedly"),

@@ -117,7 +117,7 @@ async fn generate(
     let mut generation = model.submit(request)?;
     loop {
         match generation.next().await {
-            Some(Event::Text(_) | Event::Logprob(_)) => {}
+            Some(Event::Text(_) | Event::Logprob(_) | Event::PromptLogprobs(_)) => {}
             Some(Event::Done(completion)) => return Ok(completion),
             Some(Event::Failed(error)) => return Err(error.into()),
             None => anyhow::bail!("the model stopped unexpectedly"),

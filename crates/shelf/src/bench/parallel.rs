@@ -82,7 +82,7 @@ async fn once(model: &LlamaModelHandle, args: &BenchArgs, round: u64) -> anyhow:
                     Some(Event::Text(_)) => {
                         first.get_or_insert_with(Instant::now);
                     }
-                    Some(Event::Logprob(_)) => {}
+                    Some(Event::Logprob(_) | Event::PromptLogprobs(_)) => {}
                     Some(Event::Done(_)) => {
                         let end = Instant::now();
                         return Ok((first.unwrap_or(end), end));
