@@ -494,6 +494,10 @@ pub struct BenchArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Compare decode under this JSON schema's grammar with decode
+    /// unconstrained (`--tg` tokens, `--reps` alternating runs)
+    #[arg(long, conflicts_with = "synthetic")]
+    pub json_schema: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

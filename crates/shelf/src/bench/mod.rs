@@ -8,6 +8,7 @@ use shelf_engine_llama::{backend_description, LlamaModelHandle};
 
 use crate::cli::{BenchArgs, Globals};
 
+mod grammar;
 mod parallel;
 use crate::{catalog, run, store_cmds::human_bytes};
 
@@ -52,6 +53,10 @@ pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
     if args.parallel > 1 {
         let model = run::load_with(path, globals, Some(ctx), args.parallel).await?;
         return parallel::bench(&model, &label, &args).await;
+    }
+    if let Some(schema) = &args.json_schema {
+        let model = run::load(path, globals, Some(ctx + 256)).await?;
+        return grammar::bench(&model, schema, args.tg, args.reps).await;
     }
     let model = run::load(path, globals, Some(ctx)).await?;
     let info = model.info().clone();
