@@ -191,6 +191,15 @@ def test_ollama_client_lists_shows_chats_generates_and_reports_ps(server):
                        tools=[{"type": "function", "function": WEATHER}], options={"temperature": 0, "num_predict": 80})
     call = tool.message.tool_calls[0]
     assert call.function.name == "get_weather" and "paris" in call.function.arguments["city"].lower()
+    streamed_calls = [c for part in client.chat(
+        model=QWEN, messages=[{"role": "user", "content": ASK}], tools=[{"type": "function", "function": WEATHER}],
+        options={"temperature": 0, "num_predict": 80}, stream=True) for c in (part.message.tool_calls or [])]
+    assert [(c.function.name, c.function.arguments) for c in streamed_calls] == [(call.function.name, call.function.arguments)]
+    answer = client.chat(model=QWEN, messages=[
+        {"role": "user", "content": ASK}, tool.message,
+        {"role": "tool", "content": "18 degrees and sunny", "tool_name": "get_weather"}],
+        options={"temperature": 0, "num_predict": 60})
+    assert "18" in answer.message.content, answer.message.content
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 404

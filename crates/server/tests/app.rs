@@ -426,6 +426,42 @@ async fn reasoning_is_split_from_the_answer_in_every_dialect_streamed_or_not() {
         ),
         (answer.to_string(), thought.to_string())
     );
+
+    let responses = json!({"model": "thinker", "input": "Hi"});
+    let (_, _, body) = call(&state, "POST", "/v1/responses", Some(responses.clone())).await;
+    let output = serde_json::from_str::<Value>(&body).unwrap()["output"].clone();
+    assert_eq!(
+        (
+            output[0]["type"].as_str(),
+            output[0]["content"][0]["text"].as_str()
+        ),
+        (Some("reasoning"), Some(thought))
+    );
+    assert_eq!(output[1]["content"][0]["text"].as_str(), Some(answer));
+    let mut streamed = responses;
+    streamed["stream"] = json!(true);
+    let (_, _, body) = call(&state, "POST", "/v1/responses", Some(streamed)).await;
+    let events = sse_data(&body);
+    let deltas = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .filter_map(|e| e["delta"].as_str())
+            .collect()
+    };
+    assert_eq!(
+        (
+            deltas("response.output_text.delta"),
+            deltas("response.reasoning_text.delta")
+        ),
+        (answer.to_string(), thought.to_string())
+    );
+    let numbers: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["sequence_number"].as_u64())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
 }
 
 #[tokio::test]
@@ -516,6 +552,22 @@ async fn malformed_requests_get_4xx_in_each_dialects_shape_and_the_server_keeps_
         assert!(status.is_client_error(), "{body}: {status} {text}");
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["type"], "error", "{text}");
+        assert!(parsed["error"]["message"].is_string(), "{text}");
+    }
+    let responses = [
+        json!({"model": "fake"}),
+        json!({"model": "fake", "input": 3}),
+        json!({"model": "fake", "input": "x", "previous_response_id": "resp_1"}),
+        json!({"model": "fake", "input": [{"type": "message", "role": "wizard", "content": "x"}]}),
+        json!({"model": "fake", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}),
+        json!({"model": "fake", "input": "x", "tools": [{"type": "web_search"}]}),
+        json!({"model": "fake", "input": "x", "text": {"format": {"type": "json_schema"}}}),
+        json!({"model": "fake", "input": "x", "max_output_tokens": 0}),
+    ];
+    for body in responses {
+        let (status, _, text) = call(&state, "POST", "/v1/responses", Some(body.clone())).await;
+        assert!(status.is_client_error(), "{body}: {status} {text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
         assert!(parsed["error"]["message"].is_string(), "{text}");
     }
     let (status, _, body) = call(

@@ -16,11 +16,20 @@ const ASK: &str = "Write a JSON object whose \"items\" list holds 64 products, e
 
 /// Measure, print the two speeds and their ratio; an error when the ratio
 /// misses the bar.
-pub async fn bench(model: &LlamaModelHandle, schema_path: &std::path::Path, tokens: u32, reps: u32) -> anyhow::Result<()> {
+pub async fn bench(
+    model: &LlamaModelHandle,
+    schema_path: &std::path::Path,
+    tokens: u32,
+    reps: u32,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(schema_path)?;
     let schema: serde_json::Value = serde_json::from_str(&text)?;
     let info = model.info();
-    let template = ChatTemplate::new(info.chat_template.as_deref(), &info.bos_token, &info.eos_token)?;
+    let template = ChatTemplate::new(
+        info.chat_template.as_deref(),
+        &info.bos_token,
+        &info.eos_token,
+    )?;
     let chat = Chat {
         messages: vec![ChatMessage::new("user", ASK)],
         format: OutputFormat::JsonSchema(schema),
@@ -28,10 +37,15 @@ pub async fn bench(model: &LlamaModelHandle, schema_path: &std::path::Path, toke
     };
     let prepared = chat::prepare(&chat, &template).map_err(|e| anyhow::anyhow!("{e}"))?;
     let prompt = model.tokenize(&prepared.prompt)?;
-    let grammar = prepared.grammar.ok_or_else(|| anyhow::anyhow!("{}", SchemaError {
-        at: String::new(),
-        reason: "the schema gave no grammar".into(),
-    }))?;
+    let grammar = prepared.grammar.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}",
+            SchemaError {
+                at: String::new(),
+                reason: "the schema gave no grammar".into(),
+            }
+        )
+    })?;
     let request = |constrained: bool| {
         let mut request = GenerateRequest::new(prompt.clone());
         request.sampling = SamplingParams::greedy();
@@ -55,13 +69,20 @@ pub async fn bench(model: &LlamaModelHandle, schema_path: &std::path::Path, toke
         f64::from(tokens) * 1000.0 / ms.max(1e-9)
     };
     let (free_tps, held_tps) = (rate(&free), rate(&held));
-    let held_tokens = held.iter().map(|c| c.usage.completion_tokens).min().unwrap_or(0);
+    let held_tokens = held
+        .iter()
+        .map(|c| c.usage.completion_tokens)
+        .min()
+        .unwrap_or(0);
     let ratio = held_tps / free_tps;
     println!("| decode | t/s |");
     println!("| --- | ---: |");
     println!("| unconstrained, {tokens} tokens | {free_tps:.2} |");
     println!("| under the schema's grammar (shortest run {held_tokens} tokens) | {held_tps:.2} |");
     println!("ratio {ratio:.3} (bar >= {BAR})");
-    anyhow::ensure!(ratio >= BAR, "grammar-constrained decode is {ratio:.3}x unconstrained, below the {BAR} bar");
+    anyhow::ensure!(
+        ratio >= BAR,
+        "grammar-constrained decode is {ratio:.3}x unconstrained, below the {BAR} bar"
+    );
     Ok(())
 }
