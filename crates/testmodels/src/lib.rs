@@ -12,6 +12,11 @@ pub const GEMMA3: &str = "gemma3-270m-q4_k_m";
 /// Qwen2.5-Coder 0.5B Instruct, Q4_K_M.
 pub const QWEN_05B: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
 
+/// Qwen2.5-Coder 1.5B Instruct, Q4_K_M: tools and JSON.
+pub const QWEN_15B: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
+/// all-MiniLM-L6-v2, F16, BERT: embeddings (`scripts/convert-minilm.py`).
+pub const MINILM: &str = "all-minilm-l6-v2-f16";
+
 /// Directory the fetch script writes to: `$SHELF_TEST_MODELS`, else
 /// `$XDG_CACHE_HOME/shelf/test-models`, else `~/.cache/shelf/test-models`.
 pub fn dir() -> PathBuf {
@@ -33,7 +38,7 @@ pub fn path(name: &str) -> PathBuf {
     let path = dir().join(format!("{name}.gguf"));
     assert!(
         path.is_file(),
-        "test model {} is missing; run scripts/fetch-models.sh",
+        "test model {} is missing; run scripts/setup.sh",
         path.display()
     );
     path
