@@ -62,7 +62,7 @@ def test_openai_tool_round_trip_streamed_and_not(server):
     assert call.function.name == "get_weather" and call.id
     assert "paris" in json.loads(call.function.arguments)["city"].lower()
 
-    streamed_args, names, ids = "", [], []
+    streamed_args, names, ids, fragments = "", [], [], 0
     finish = None
     for chunk in client.chat.completions.create(model=QWEN, messages=messages, tools=tools, temperature=0, max_tokens=80, stream=True):
         if not chunk.choices:
@@ -75,8 +75,10 @@ def test_openai_tool_round_trip_streamed_and_not(server):
             if tc.id:
                 ids.append(tc.id)
             streamed_args += tc.function.arguments or ""
+            fragments += bool(tc.function.arguments)
         finish = chunk.choices[0].finish_reason or finish
     assert names == ["get_weather"] and len(ids) == 1 and finish == "tool_calls"
+    assert fragments > 1, "arguments stream as they are generated"
     assert json.loads(streamed_args) == json.loads(call.function.arguments)
 
     messages += [choice.message.model_dump(exclude_none=True),

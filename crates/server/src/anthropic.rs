@@ -427,6 +427,8 @@ struct Frames {
     /// The open block's index and kind.
     open: Option<(u32, &'static str)>,
     next_index: u32,
+    /// A tool_use block is streaming its input.
+    call_open: bool,
 }
 
 impl Frames {
@@ -444,6 +446,7 @@ impl Frames {
             input_tokens: 0,
             open: None,
             next_index: 0,
+            call_open: false,
         }
     }
 
@@ -523,6 +526,21 @@ impl chat::Frames for Frames {
                     json!({"type": "text_delta", "text": text}),
                 ));
             }
+            ChatEvent::Piece(Piece::CallStart { id, name }) => {
+                let start =
+                    json!({"type": "tool_use", "id": tool_use_id(&id), "name": name, "input": {}});
+                self.block("tool_use", start, &mut out);
+                self.call_open = true;
+            }
+            ChatEvent::Piece(Piece::CallArguments(fragment)) => {
+                if let Some((index, "tool_use")) = self.open {
+                    out.push(Self::delta(
+                        index,
+                        json!({"type": "input_json_delta", "partial_json": fragment}),
+                    ));
+                }
+            }
+            ChatEvent::Piece(Piece::Call(_)) if self.call_open => self.call_open = false,
             ChatEvent::Piece(Piece::Call(call)) => {
                 let start = json!({"type": "tool_use", "id": tool_use_id(&call.id), "name": call.name, "input": {}});
                 let index = self.block("tool_use", start, &mut out);

@@ -350,6 +350,32 @@ pub fn tool_call_delta(index: u32, call: &ToolCall) -> wire::ToolCallDelta {
     }
 }
 
+/// The first delta of a streamed call: its index, id and name.
+pub fn tool_call_start(index: u32, id: String, name: String) -> wire::ToolCallDelta {
+    wire::ToolCallDelta {
+        index,
+        id: Some(id),
+        kind: Some("function"),
+        function: wire::FunctionCallDelta {
+            name: Some(name),
+            arguments: String::new(),
+        },
+    }
+}
+
+/// A later delta of a streamed call: a fragment of its arguments.
+pub fn tool_call_fragment(index: u32, arguments: String) -> wire::ToolCallDelta {
+    wire::ToolCallDelta {
+        index,
+        id: None,
+        kind: None,
+        function: wire::FunctionCallDelta {
+            name: None,
+            arguments,
+        },
+    }
+}
+
 /// OpenAI's name for how a chat ended.
 pub fn finish(finish: Finish) -> &'static str {
     match finish {

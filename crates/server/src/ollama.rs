@@ -523,7 +523,9 @@ impl chat::Frames for Frames {
                 let call = self.call(&call);
                 self.line("", None, vec![call])
             }
-            ChatEvent::Piece(Piece::Reasoning(_))
+            ChatEvent::Piece(
+                Piece::Reasoning(_) | Piece::CallStart { .. } | Piece::CallArguments(_),
+            )
             | ChatEvent::Logprob(_)
             | ChatEvent::PromptLogprobs(_) => return Vec::new(),
             ChatEvent::Done(completion, finish) => {

@@ -103,6 +103,7 @@ pub async fn chat_completions(
             format,
             include_usage,
             calls: 0,
+            call_open: false,
         };
         return Ok(chat::stream(run, frames, "text/event-stream"));
     }
@@ -141,6 +142,8 @@ struct ChatFrames {
     include_usage: bool,
     /// Tool calls sent so far: the next one's index.
     calls: u32,
+    /// A call is streaming: its start is sent, its whole form is not needed.
+    call_open: bool,
 }
 
 impl ChatFrames {
@@ -173,9 +176,24 @@ impl chat::Frames for ChatFrames {
                 reasoning_content: Some(text),
                 ..wire::Delta::default()
             },
+            E::Piece(Piece::CallStart { id, name }) => {
+                self.call_open = true;
+                let start = convert::tool_call_start(self.calls, id, name);
+                wire::Delta {
+                    tool_calls: Some(vec![start]),
+                    ..wire::Delta::default()
+                }
+            }
+            E::Piece(Piece::CallArguments(fragment)) => wire::Delta {
+                tool_calls: Some(vec![convert::tool_call_fragment(self.calls, fragment)]),
+                ..wire::Delta::default()
+            },
             E::Piece(Piece::Call(call)) => {
                 let index = self.calls;
                 self.calls += 1;
+                if std::mem::take(&mut self.call_open) {
+                    return Vec::new();
+                }
                 wire::Delta {
                     tool_calls: Some(vec![convert::tool_call_delta(index, &call)]),
                     ..wire::Delta::default()
@@ -328,7 +346,9 @@ impl chat::Frames for TextFrames {
             E::Piece(Piece::Content(text) | Piece::Reasoning(text)) => {
                 vec![self.send(self.format.chunk(TextFormat::choice(text, None)))]
             }
-            E::Piece(Piece::Call(_)) | E::Logprob(_) | E::PromptLogprobs(_) => Vec::new(),
+            E::Piece(Piece::Call(_) | Piece::CallStart { .. } | Piece::CallArguments(_))
+            | E::Logprob(_)
+            | E::PromptLogprobs(_) => Vec::new(),
             E::Done(completion, finish) => {
                 let last = TextFormat::choice(String::new(), Some(convert::finish(finish)));
                 let mut frames = vec![self.send(self.format.chunk(last))];

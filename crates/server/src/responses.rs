@@ -302,6 +302,8 @@ enum Open {
         id: String,
         text: String,
     },
+    /// A function call streaming its arguments.
+    Call { index: usize, id: String },
 }
 
 /// The response object, built up as output arrives, and its stream events.
@@ -412,7 +414,8 @@ impl Frames {
     /// Close the open item, sending its closing events and keeping it.
     fn close(&mut self, out: &mut Vec<Bytes>) {
         match self.open.take() {
-            None => {}
+            // A streamed call always ends with its whole form (see `call`).
+            None | Some(Open::Call { .. }) => {}
             Some(Open::Message { index, id, text }) => {
                 let part = json!({"type": "output_text", "text": text, "annotations": []});
                 let common = json!({"item_id": id, "output_index": index, "content_index": 0});
@@ -492,7 +495,40 @@ impl Frames {
         }
     }
 
+    /// A streamed call begins: its item, with empty arguments.
+    fn call_start(&mut self, call_id: String, name: String, out: &mut Vec<Bytes>) {
+        self.close(out);
+        let index = self.output.len();
+        let id = unique("fc");
+        let item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+                          "arguments": "", "status": "in_progress"});
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
+        self.open = Some(Open::Call { index, id });
+    }
+
+    fn call_fragment(&mut self, fragment: String, out: &mut Vec<Bytes>) {
+        if let Some(Open::Call { index, id }) = &self.open {
+            let delta = json!({"item_id": id, "output_index": index, "delta": fragment});
+            out.push(self.event("response.function_call_arguments.delta", delta));
+        }
+    }
+
     fn call(&mut self, call: &ToolCall, out: &mut Vec<Bytes>) {
+        if let Some(Open::Call { index, id }) = self.open.take() {
+            let done = json!({"item_id": id, "output_index": index, "name": call.name, "arguments": call.arguments});
+            out.push(self.event("response.function_call_arguments.done", done));
+            let mut item = call_item(call, "completed");
+            item["id"] = json!(id);
+            self.output.push(item.clone());
+            out.push(self.event(
+                "response.output_item.done",
+                json!({"output_index": index, "item": item}),
+            ));
+            return;
+        }
         self.close(out);
         let index = self.output.len();
         let mut item = call_item(call, "in_progress");
@@ -544,6 +580,10 @@ impl chat::Frames for Frames {
         match event {
             ChatEvent::Piece(Piece::Content(text)) => self.text(text, &mut out),
             ChatEvent::Piece(Piece::Reasoning(text)) => self.reasoning(text, &mut out),
+            ChatEvent::Piece(Piece::CallStart { id, name }) => self.call_start(id, name, &mut out),
+            ChatEvent::Piece(Piece::CallArguments(fragment)) => {
+                self.call_fragment(fragment, &mut out)
+            }
             ChatEvent::Piece(Piece::Call(call)) => self.call(&call, &mut out),
             ChatEvent::Logprob(_) | ChatEvent::PromptLogprobs(_) => {}
             ChatEvent::Done(completion, finish) => {

@@ -6,6 +6,7 @@
 //! [`Piece`]s; nothing here knows their wire shapes or HTTP.
 
 pub mod output;
+mod stream_calls;
 pub mod tools;
 
 use serde_json::Value;

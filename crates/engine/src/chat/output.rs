@@ -6,6 +6,7 @@
 //! half-sent as text. Streamed and collected answers go through the same
 //! parser, so they agree.
 
+use super::stream_calls::{CallScanner, Found};
 use super::tools::{parse_calls, Syntax, Tool, CALL_MARKERS};
 use crate::template::ToolCall;
 
@@ -17,6 +18,16 @@ const THINK_CLOSE: &str = "</think>";
 pub enum Piece {
     Content(String),
     Reasoning(String),
+    /// A call has begun: its id and function (streamed answers only; the
+    /// whole call follows as [`Piece::Call`]).
+    CallStart {
+        id: String,
+        name: String,
+    },
+    /// More of the open call's arguments (JSON text, in order).
+    CallArguments(String),
+    /// A whole call: after its start and arguments when it was streamed,
+    /// alone when it was only recognised at the end.
     Call(ToolCall),
 }
 
@@ -35,8 +46,12 @@ pub struct OutputParser {
     reasoning: Reasoning,
     tools: Option<(Vec<Tool>, Syntax)>,
     held: String,
-    /// A call has started: everything from here is held to the end.
+    /// A call has started: everything from here is held, and followed by
+    /// the scanner as calls stream.
     capturing: bool,
+    scanner: CallScanner,
+    /// The streamed call in progress: its id and function.
+    streaming: Option<(String, String)>,
     /// Leading whitespace of the answer (after reasoning) is dropped.
     content_started: bool,
     reasoning_started: bool,
@@ -65,6 +80,8 @@ impl OutputParser {
             tools,
             held: String::new(),
             capturing: false,
+            scanner: CallScanner::default(),
+            streaming: None,
             content_started: false,
             reasoning_started: false,
             ids: Box::new(call_ids()),
@@ -106,6 +123,9 @@ impl OutputParser {
         let mut pieces = Vec::new();
         match self.reasoning {
             Reasoning::Inside => push_reasoning(&mut pieces, held),
+            _ if self.capturing && self.scanner.started > 0 => {
+                self.finish_streamed(&held, &mut pieces);
+            }
             _ if self.capturing => match self.calls(&held) {
                 Some(calls) => pieces.extend(calls.into_iter().map(Piece::Call)),
                 None => self.push_content(&mut pieces, held),
@@ -113,6 +133,55 @@ impl OutputParser {
             _ => self.push_content(&mut pieces, held),
         }
         pieces
+    }
+
+    /// Calls that streamed: a call cut off ends with the arguments it got;
+    /// text after the last call that is not call syntax is the answer's.
+    fn finish_streamed(&mut self, held: &str, pieces: &mut Vec<Piece>) {
+        if let (Some((id, name)), Some(arguments)) =
+            (self.streaming.take(), self.scanner.unfinished(held))
+        {
+            pieces.push(Piece::Call(ToolCall {
+                id,
+                name,
+                arguments,
+            }));
+            return;
+        }
+        let rest = self.scanner.remainder(held);
+        if !rest.is_empty() {
+            let rest = rest.to_string();
+            self.push_content(pieces, rest);
+        }
+    }
+
+    /// Follow calls in the captured text as they arrive.
+    fn stream_calls(&mut self, pieces: &mut Vec<Piece>) {
+        let Some((tools, _)) = &self.tools else {
+            return;
+        };
+        let found = self
+            .scanner
+            .scan(&self.held, |name| tools.iter().any(|t| t.name == name));
+        for found in found {
+            match found {
+                Found::Start { name } => {
+                    let id = (self.ids)();
+                    self.streaming = Some((id.clone(), name.clone()));
+                    pieces.push(Piece::CallStart { id, name });
+                }
+                Found::Arguments(text) => pieces.push(Piece::CallArguments(text)),
+                Found::End { arguments } => {
+                    if let Some((id, name)) = self.streaming.take() {
+                        pieces.push(Piece::Call(ToolCall {
+                            id,
+                            name,
+                            arguments,
+                        }));
+                    }
+                }
+            }
+        }
     }
 
     fn calls(&mut self, text: &str) -> Option<Vec<ToolCall>> {
@@ -150,10 +219,13 @@ impl OutputParser {
     }
 
     fn content(&mut self, pieces: &mut Vec<Piece>) {
+        if self.capturing {
+            return self.stream_calls(pieces);
+        }
         if !self.content_started {
             self.held = self.held.trim_start().to_string();
         }
-        if self.capturing || self.held.is_empty() {
+        if self.held.is_empty() {
             return;
         }
         if self.tools.is_none() {
@@ -164,14 +236,15 @@ impl OutputParser {
         // An answer that opens with JSON may be a call in the bare form.
         if !self.content_started && self.held.starts_with(['{', '[']) {
             self.capturing = true;
-            return;
+            return self.stream_calls(pieces);
         }
         let first = markers.iter().filter_map(|m| self.held.find(m)).min();
         if let Some(at) = first {
             let call = self.held.split_off(at);
             let text = std::mem::replace(&mut self.held, call);
             self.capturing = true;
-            return self.push_content(pieces, text);
+            self.push_content(pieces, text);
+            return self.stream_calls(pieces);
         }
         let keep = partial_suffix(&self.held, markers);
         let rest = self.held.split_off(self.held.len() - keep);
@@ -237,6 +310,7 @@ impl Answer {
                 .get_or_insert_with(String::new)
                 .push_str(&text),
             Piece::Call(call) => self.tool_calls.push(call),
+            Piece::CallStart { .. } | Piece::CallArguments(_) => {}
         }
     }
 }

@@ -209,3 +209,43 @@ fn bad_schemas_are_refused_naming_the_parameter() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_call_streams_its_name_then_argument_fragments_then_the_whole_call() {
+    let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    let mut parser = OutputParser::new(false, Some((vec![weather()], Syntax::Hermes)));
+    let mut pieces = Vec::new();
+    for c in text.chars() {
+        pieces.extend(parser.push(&c.to_string()));
+    }
+    pieces.extend(parser.finish());
+    let Some(Piece::CallStart { id, name }) = pieces.first().cloned() else {
+        panic!("{pieces:?}");
+    };
+    assert_eq!(name, "get_weather");
+    let fragments: Vec<&str> = pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::CallArguments(a) => Some(a.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        fragments.len() > 1,
+        "arguments arrive as they are generated"
+    );
+    let Some(Piece::Call(call)) = pieces.last() else {
+        panic!("{pieces:?}");
+    };
+    assert_eq!(
+        (&call.id, fragments.concat()),
+        (&id, call.arguments.clone())
+    );
+    assert_eq!(
+        pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Content(_)))
+            .count(),
+        0
+    );
+}
