@@ -119,3 +119,17 @@ def test_scoring_a_continuation_gives_the_logprobs_it_was_generated_with(client)
     assert choice.logprobs.tokens[-len(lp.tokens):] == lp.tokens
     for scored_value, generated_value in zip(choice.logprobs.token_logprobs[-len(lp.tokens):], lp.token_logprobs):
         assert abs(scored_value - generated_value) < 0.05
+
+
+def test_streamed_completion_logprobs_equal_the_whole_answers(client):
+    """Streamed chunks carry the log probabilities of the tokens whose text
+    they carry; together they equal the non-streamed answer's."""
+    args = dict(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0, logprobs=2)
+    whole = client.completions.create(**args).choices[0].logprobs
+    tokens, values = [], []
+    for chunk in client.completions.create(stream=True, **args):
+        if chunk.choices and chunk.choices[0].logprobs:
+            tokens += chunk.choices[0].logprobs.tokens
+            values += chunk.choices[0].logprobs.token_logprobs
+    assert tokens == whole.tokens
+    assert all(abs(a - b) < 1e-4 for a, b in zip(values, whole.token_logprobs))

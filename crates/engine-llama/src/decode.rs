@@ -37,6 +37,10 @@ use crate::slot::{Active, Output, Slot};
 const PARALLEL_ARG_MAX: usize = 8;
 const ARG_MAX_THREADS: usize = 4;
 
+/// Most prompt tokens scored in one step (each needs its logits read back
+/// and a softmax over the vocabulary).
+const SCORED_CHUNK: usize = 256;
+
 /// A queued generation.
 pub struct Job {
     pub request: GenerateRequest,
@@ -302,7 +306,7 @@ impl<'m> Loop<'m> {
         let sampler = match sampler::is_plain_greedy(sampling) {
             true => None,
             false => {
-                let mut chain = sampler::chain(self.model, sampling);
+                let mut chain = sampler::chain(self.model, sampling, self.setup.n_ctx_slot);
                 if sampler::has_penalties(sampling) {
                     chain.accept_many(&prompt);
                 }
@@ -429,8 +433,14 @@ impl<'m> Loop<'m> {
             let Some(job) = slot.job.as_mut() else {
                 continue;
             };
-            let end = job.prompt.len().min(job.next_prompt + budget);
             let scored = job.request.prompt_logprobs;
+            // Every scored token's logits are read back: a bounded chunk.
+            let chunk = if scored {
+                budget.min(SCORED_CHUNK)
+            } else {
+                budget
+            };
+            let end = job.prompt.len().min(job.next_prompt + chunk);
             if scored {
                 plan.scored.push((
                     i,
@@ -478,14 +488,24 @@ impl<'m> Loop<'m> {
                 continue;
             };
             let greedy = greedy.map(LlamaToken);
-            let token = match (job.grammar.as_mut(), job.sampler.as_mut(), greedy) {
+            let picked = match (job.grammar.as_mut(), job.sampler.as_mut(), greedy) {
                 (Some(grammar), chain, _) => {
                     sampler::constrained(&self.ctx, out.index, grammar, chain, greedy)
                 }
-                (None, Some(chain), _) => chain.sample(&self.ctx, out.index),
-                (None, None, Some(token)) => token,
-                (None, None, None) => {
-                    LlamaToken(sampler::arg_max(self.ctx.get_logits_ith(out.index)))
+                (None, Some(chain), _) => Ok(chain.sample(&self.ctx, out.index)),
+                (None, None, Some(token)) => Ok(token),
+                (None, None, None) => Ok(LlamaToken(sampler::arg_max(
+                    self.ctx.get_logits_ith(out.index),
+                ))),
+            };
+            let token = match picked {
+                Ok(token) => token,
+                Err(error) => {
+                    if let Some(job) = slot.job.take() {
+                        job.fail(error);
+                    }
+                    slot.last_used = self.clock;
+                    continue;
                 }
             };
             let eog = vocab.is_eog(token) && !job.request.ignore_eos;

@@ -16,12 +16,14 @@ const RANDOM_SEED: u32 = u32::MAX;
 
 /// A chain in llama.cpp's own order: penalties, top-k, top-p, min-p,
 /// temperature, then the final pick.
-pub fn chain(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
+/// Penalties look back at most `n_ctx` tokens: llama.cpp sizes their ring
+/// buffer by `repeat_last_n`.
+pub fn chain(model: &LlamaModel, params: &SamplingParams, n_ctx: u32) -> LlamaSampler {
     let mut stages = Vec::new();
     if has_penalties(params) {
         stages.push(LlamaSampler::penalties(
             model.n_vocab(),
-            i32::try_from(params.repeat_last_n).unwrap_or(i32::MAX),
+            i32::try_from(params.repeat_last_n.min(n_ctx)).unwrap_or(i32::MAX),
             params.repeat_penalty,
             params.frequency_penalty,
             params.presence_penalty,
@@ -61,15 +63,18 @@ pub fn grammar(model: &LlamaModel, grammar: &Grammar) -> Result<LlamaSampler, En
 /// Pick the next token under a grammar. The unconstrained choice is tried
 /// first: checking one token against the grammar is cheap, and most pass;
 /// only a rejected one costs a pass of the grammar over the vocabulary.
+/// An error when the grammar allows no token at all: accepting a token it
+/// refused would abort llama.cpp.
 pub fn constrained(
     ctx: &LlamaContext<'_>,
     index: i32,
     grammar: &mut LlamaSampler,
     mut chain: Option<&mut LlamaSampler>,
     greedy: Option<LlamaToken>,
-) -> LlamaToken {
+) -> Result<LlamaToken, EngineError> {
     let first = match (&mut chain, greedy) {
-        (Some(chain), _) => pick(candidates(ctx, index), chain),
+        (Some(chain), _) => pick(candidates(ctx, index), chain)
+            .unwrap_or(LlamaToken(arg_max(ctx.get_logits_ith(index)))),
         (None, Some(token)) => token,
         (None, None) => LlamaToken(arg_max(ctx.get_logits_ith(index))),
     };
@@ -78,16 +83,21 @@ pub fn constrained(
     } else {
         let mut all = candidates(ctx, index);
         all.apply_sampler(grammar);
+        let allowed = best(&all).ok_or_else(|| {
+            EngineError::Decode("the output's grammar allows no token here".into())
+        })?;
         match &mut chain {
-            Some(chain) => pick(all, chain),
-            None => best(&all).unwrap_or(first),
+            Some(chain) => pick(all, chain)
+                .filter(|t| allows(grammar, *t))
+                .unwrap_or(allowed),
+            None => allowed,
         }
     };
     grammar.accept(token);
     if let Some(chain) = chain {
         chain.accept(token);
     }
-    token
+    Ok(token)
 }
 
 fn candidates(ctx: &LlamaContext<'_>, index: i32) -> LlamaTokenDataArray {
@@ -95,12 +105,9 @@ fn candidates(ctx: &LlamaContext<'_>, index: i32) -> LlamaTokenDataArray {
 }
 
 /// The chain's choice among `candidates`, without accepting it.
-fn pick(mut candidates: LlamaTokenDataArray, chain: &mut LlamaSampler) -> LlamaToken {
+fn pick(mut candidates: LlamaTokenDataArray, chain: &mut LlamaSampler) -> Option<LlamaToken> {
     candidates.apply_sampler(chain);
-    candidates
-        .selected_token()
-        .or_else(|| best(&candidates))
-        .unwrap_or(LlamaToken(0))
+    candidates.selected_token().or_else(|| best(&candidates))
 }
 
 fn best(candidates: &LlamaTokenDataArray) -> Option<LlamaToken> {

@@ -192,9 +192,10 @@ pub struct GenerateRequest {
 pub struct Grammar {
     pub gbnf: String,
     /// `None`: the whole output follows the grammar. `Some`: output is free
-    /// until one of these regular expressions matches the text so far
-    /// (each must match it whole); from the start of the pattern's first
-    /// group on, the grammar holds.
+    /// until one of these regular expressions (ECMAScript, as llama.cpp's
+    /// `std::regex`) is found in the text so far; from the start of the
+    /// pattern's first group on, that text and all after it must follow the
+    /// grammar. `^…$` patterns must match the whole text instead.
     pub triggers: Option<Vec<String>>,
 }
 

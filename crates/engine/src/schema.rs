@@ -24,7 +24,11 @@ pub struct SchemaError {
 
 impl std::fmt::Display for SchemaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = if self.at.is_empty() { "/" } else { &self.at };
+        // The place is built from the request's own keys: escaped, bounded.
+        let at = match self.at.is_empty() {
+            true => "/".to_string(),
+            false => escape_bounded(&self.at, 200),
+        };
         write!(f, "{} (at {at})", self.reason)
     }
 }
@@ -52,6 +56,9 @@ const UNSUPPORTED: [&str; 17] = [
 
 /// String formats with a grammar.
 const FORMATS: [&str; 4] = ["date", "time", "date-time", "uuid"];
+
+/// Most repetitions (`minItems`, `maxLength`, ...) one grammar may ask for.
+const MAX_REPEATS: u64 = 8192;
 
 /// Deepest nesting followed, so a hostile schema cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
@@ -86,8 +93,15 @@ const PRIMITIVES: [(&str, &str); 10] = [
 #[derive(Debug, Default)]
 pub struct GrammarBuilder {
     rules: BTreeMap<String, String>,
+    /// Repetitions asked for so far (llama.cpp expands `x{m,n}` into n
+    /// copies): bounded, so a schema cannot make a huge grammar.
+    repeats: u64,
     /// The document `$ref`s resolve against, per schema being added.
     root: Value,
+    /// The schema being added, which its `$ref` rules are named after.
+    scope: String,
+    /// `$ref` rules made so far, by schema and pointer.
+    refs: BTreeMap<(String, String), String>,
     depth: usize,
 }
 
@@ -123,6 +137,7 @@ impl GrammarBuilder {
     /// Add a schema's rules; returns the rule that matches a valid value.
     pub fn schema(&mut self, schema: &Value, name: &str) -> Result<String, SchemaError> {
         self.root = schema.clone();
+        self.scope = name.to_string();
         self.visit(schema, name, "")
     }
 
@@ -190,16 +205,20 @@ impl GrammarBuilder {
             }
         }
         if let Some(reference) = object.get("$ref") {
+            only_annotations_beside(object, "$ref", &[], at)?;
             return self.reference(reference, at);
         }
         if let Some(value) = object.get("const") {
-            return Ok(self.rule(name, format!("{} space", literal(value)?)));
+            only_annotations_beside(object, "const", &["type"], at)?;
+            return self.enumeration(&Value::Array(vec![value.clone()]), object, name, at);
         }
         if let Some(values) = object.get("enum") {
-            return self.enumeration(values, name, at);
+            only_annotations_beside(object, "enum", &["type"], at)?;
+            return self.enumeration(values, object, name, at);
         }
         for keyword in ["anyOf", "oneOf"] {
             if let Some(options) = object.get(keyword) {
+                only_annotations_beside(object, keyword, &[], at)?;
                 return self.alternatives(options, name, &format!("{at}/{keyword}"));
             }
         }
@@ -209,6 +228,10 @@ impl GrammarBuilder {
         }
         match object.get("type") {
             Some(Value::String(kind)) => self.typed(kind, object, name, at),
+            Some(Value::Array(kinds)) if kinds.is_empty() => Err(error(
+                &format!("{at}/type"),
+                "`type` must not be an empty list",
+            )),
             Some(Value::Array(kinds)) => {
                 let mut options = Vec::new();
                 for (i, kind) in kinds.iter().enumerate() {
@@ -262,36 +285,74 @@ impl GrammarBuilder {
                     "only local `$ref`s (`#/...`) are supported",
                 )
             })?;
-        let name = format!("ref{}", pointer.replace('/', "-"));
-        let rule_name = self.rule_name_for(&name);
-        if self.rules.contains_key(&rule_name) {
-            return Ok(rule_name);
+        // Refs are per schema (each tool's `#/$defs/X` is its own).
+        let key = (self.scope.clone(), pointer.to_string());
+        if let Some(rule_name) = self.refs.get(&key) {
+            return Ok(rule_name.clone());
         }
         let target = self
             .root
             .pointer(pointer)
             .cloned()
             .ok_or_else(|| error(&format!("{at}/$ref"), "the `$ref` points at nothing"))?;
+        let name = format!("{}-ref{}", self.scope, pointer.replace('/', "-"));
+        let rule_name = self.unused_name(&name);
         // A placeholder first, so a recursive schema refers to itself.
         self.rules.insert(rule_name.clone(), String::new());
+        self.refs.insert(key, rule_name.clone());
         let body = self.visit(&target, &format!("{name}-body"), pointer)?;
         self.rules.insert(rule_name.clone(), body);
         Ok(rule_name)
     }
 
-    fn rule_name_for(&self, name: &str) -> String {
-        name.chars()
+    /// A rule name no rule has yet.
+    fn unused_name(&self, name: &str) -> String {
+        let base: String = name
+            .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect()
+            .collect();
+        let mut candidate = base.clone();
+        let mut n = 1;
+        while self.rules.contains_key(&candidate) {
+            n += 1;
+            candidate = format!("{base}{n}");
+        }
+        candidate
     }
 
-    fn enumeration(&mut self, values: &Value, name: &str, at: &str) -> Result<String, SchemaError> {
+    /// `enum` (or `const`): the values that are also of the schema's `type`.
+    fn enumeration(
+        &mut self,
+        values: &Value,
+        object: &Map<String, Value>,
+        name: &str,
+        at: &str,
+    ) -> Result<String, SchemaError> {
         let values = values
             .as_array()
             .filter(|v| !v.is_empty())
             .ok_or_else(|| error(&format!("{at}/enum"), "`enum` must be a non-empty array"))?;
-        let options: Result<Vec<String>, _> = values.iter().map(literal).collect();
-        Ok(self.rule(name, format!("({}) space", options?.join(" | "))))
+        let typed = |value: &Value| match object.get("type") {
+            None => true,
+            Some(Value::String(kind)) => is_of_type(value, kind),
+            Some(Value::Array(kinds)) => kinds
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|kind| is_of_type(value, kind)),
+            Some(_) => false,
+        };
+        let options: Vec<String> = values
+            .iter()
+            .filter(|v| typed(v))
+            .map(literal)
+            .collect::<Result<_, _>>()?;
+        if options.is_empty() {
+            return Err(error(
+                at,
+                "no value of `enum` or `const` has the schema's `type`",
+            ));
+        }
+        Ok(self.rule(name, format!("({}) space", options.join(" | "))))
     }
 
     fn alternatives(
@@ -389,8 +450,54 @@ impl GrammarBuilder {
             );
             members.push((pair, true));
         }
-        let body = members_in_order(&members);
+        let body = self.members_in_order(&members, name);
         Ok(self.rule(name, format!(r#""{{" space {body} "}}" space"#)))
+    }
+
+    /// Count a repetition against the grammar's budget.
+    fn spend(&mut self, min: u64, max: Option<u64>, at: &str) -> Result<(), SchemaError> {
+        self.repeats += max.unwrap_or(min);
+        match self.repeats > MAX_REPEATS {
+            true => Err(error(
+                at,
+                &format!("the schema's length and item bounds add up to more than {MAX_REPEATS}"),
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Members in declared order, the optional ones optional, with commas
+    /// wherever two are present. Rule `{name}-tail-i` is what may follow
+    /// once member i-1 is decided, so the grammar grows linearly with the
+    /// number of members.
+    fn members_in_order(&mut self, members: &[(String, bool)], name: &str) -> String {
+        if members.is_empty() {
+            return String::new();
+        }
+        let mut tails = vec![String::new(); members.len() + 1];
+        for (i, (pair, required)) in members.iter().enumerate().rev() {
+            let item = format!(r#""," space {pair}"#);
+            let next = &tails[i + 1];
+            let body = match required {
+                true => format!("{item} {next}"),
+                false => format!("( {item} )? {next}"),
+            };
+            tails[i] = self.rule(&format!("{name}-tail-{i}"), body.trim_end().to_string());
+        }
+        // The first present member: member 0, or (if 0 is optional) a later
+        // one with everything before it absent.
+        let mut options = Vec::new();
+        for (i, (pair, required)) in members.iter().enumerate() {
+            options.push(format!("{pair} {}", tails[i + 1]).trim_end().to_string());
+            if *required {
+                break;
+            }
+        }
+        let first = format!("( {} )", options.join(" | "));
+        match members.iter().all(|(_, required)| !required) {
+            true => format!("{first}?"),
+            false => first,
+        }
     }
 
     fn array(
@@ -401,7 +508,19 @@ impl GrammarBuilder {
     ) -> Result<String, SchemaError> {
         let min = count(object, "minItems", at)?.unwrap_or(0);
         let max = count(object, "maxItems", at)?;
+        self.spend(min, max, at)?;
         if let Some(Value::Array(prefix)) = object.get("prefixItems") {
+            let fixed = object
+                .get("items")
+                .is_none_or(|items| *items == Value::Bool(false))
+                && min <= prefix.len() as u64
+                && max.is_none_or(|max| max >= prefix.len() as u64);
+            if !fixed {
+                return Err(error(
+                    at,
+                    "`prefixItems` is supported only as a fixed tuple (no `items`, `minItems` or `maxItems` beyond it)",
+                ));
+            }
             let mut items = Vec::new();
             for (i, item) in prefix.iter().enumerate() {
                 items.push(self.visit(
@@ -442,10 +561,17 @@ impl GrammarBuilder {
                     ),
                 ));
             }
+            if object.contains_key("minLength") || object.contains_key("maxLength") {
+                return Err(error(
+                    at,
+                    "`minLength`/`maxLength` beside `format` is not supported",
+                ));
+            }
             return Ok(self.format(format, name));
         }
         let min = count(object, "minLength", at)?.unwrap_or(0);
         let max = count(object, "maxLength", at)?;
+        self.spend(min, max, at)?;
         if min == 0 && max.is_none() {
             return Ok(self.primitive("string"));
         }
@@ -626,42 +752,6 @@ fn required_names(object: &Map<String, Value>, at: &str) -> Result<Vec<String>, 
     }
 }
 
-/// Members in declared order, the optional ones optional, with commas
-/// wherever two are present.
-fn members_in_order(members: &[(String, bool)]) -> String {
-    if members.is_empty() {
-        return String::new();
-    }
-    // The first present member: either member 0, or (if 0 is optional)
-    // a later one with everything before it absent.
-    let mut options = Vec::new();
-    for (i, (pair, required)) in members.iter().enumerate() {
-        let rest = follow(&members[i + 1..]);
-        options.push(format!("{pair} {rest}"));
-        if *required {
-            break;
-        }
-    }
-    let all_optional = members.iter().all(|(_, required)| !required);
-    let first = format!("( {} )", options.join(" | "));
-    match all_optional {
-        true => format!("{first}?"),
-        false => first,
-    }
-}
-
-/// What may follow a present member: the later members, each with a comma.
-fn follow(members: &[(String, bool)]) -> String {
-    members
-        .iter()
-        .map(|(pair, required)| match required {
-            true => format!(r#""," space {pair}"#),
-            false => format!(r#"( "," space {pair} )?"#),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// `item` repeated `min..=max` times, separated by `separator`.
 fn repetition(item: &str, min: u64, max: Option<u64>, separator: &str) -> String {
     if separator.is_empty() {
@@ -678,6 +768,55 @@ fn repetition(item: &str, min: u64, max: Option<u64>, separator: &str) -> String
         (_, Some(0)) => String::new(),
         (0, max) => format!("( {item} {} )?", rest(0, max.map(|m| m - 1))),
         (min, max) => format!("{item} {}", rest(min - 1, max.map(|m| m - 1))),
+    }
+}
+
+/// Keywords that describe a schema without changing what is valid.
+const ANNOTATIONS: [&str; 11] = [
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "definitions",
+    "deprecated",
+    "readOnly",
+];
+
+/// Refuse keywords beside `keyword` that it would silently override.
+fn only_annotations_beside(
+    object: &Map<String, Value>,
+    keyword: &str,
+    also: &[&str],
+    at: &str,
+) -> Result<(), SchemaError> {
+    let other = object.keys().find(|key| {
+        key.as_str() != keyword
+            && !ANNOTATIONS.contains(&key.as_str())
+            && !also.contains(&key.as_str())
+    });
+    match other {
+        Some(key) => Err(error(
+            &format!("{at}/{key}"),
+            &format!("`{}` beside `{keyword}` is not supported", escape(key)),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn is_of_type(value: &Value, kind: &str) -> bool {
+    match kind {
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        _ => false,
     }
 }
 
@@ -721,7 +860,24 @@ fn merge_all_of(
                 "`allOf` is supported only for object schemas with properties",
             )
         })?;
+        let not_object = part
+            .get("type")
+            .is_some_and(|t| t != &Value::String("object".into()));
+        if not_object {
+            return Err(error(
+                &format!("{at}/allOf/{i}/type"),
+                "`allOf` is supported only for object schemas",
+            ));
+        }
         if let Some(Value::Object(p)) = part.get("properties") {
+            // Two parts constraining one property would need their
+            // intersection; refused rather than one silently winning.
+            if let Some(key) = p.keys().find(|key| properties.contains_key(*key)) {
+                return Err(error(
+                    &format!("{at}/allOf/{i}/properties/{key}"),
+                    "a property constrained by two `allOf` parts is not supported",
+                ));
+            }
             properties.extend(p.clone());
         }
         if let Some(Value::Array(r)) = part.get("required") {
@@ -889,6 +1045,15 @@ fn error(at: &str, reason: &str) -> SchemaError {
     SchemaError {
         at: at.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+/// Request text in an error: control characters escaped, at most `max` characters.
+fn escape_bounded(text: &str, max: usize) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_default).collect();
+    match escaped.chars().count() > max {
+        true => escaped.chars().take(max).chain("…".chars()).collect(),
+        false => escaped,
     }
 }
 

@@ -223,6 +223,14 @@ fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Error
     ))
 }
 
+/// `", "` before every item but the first.
+fn separate<W: ?Sized + std::io::Write>(writer: &mut W, first: bool) -> std::io::Result<()> {
+    match first {
+        true => Ok(()),
+        false => writer.write_all(b", "),
+    }
+}
+
 /// Python's default JSON separators.
 struct PythonStyle;
 
@@ -232,11 +240,7 @@ impl serde_json::ser::Formatter for PythonStyle {
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        separate(writer, first)
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(
@@ -244,11 +248,7 @@ impl serde_json::ser::Formatter for PythonStyle {
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        separate(writer, first)
     }
 
     fn begin_object_value<W: ?Sized + std::io::Write>(

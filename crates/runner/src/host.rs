@@ -71,7 +71,10 @@ async fn read_loop(
                         .into_iter()
                         .map(|tokens| tokens.into_iter().map(Token).collect())
                         .collect();
-                    let result = model.embed(inputs).map_err(|e| proto::Error::from(&e));
+                    let result = model
+                        .embed(inputs)
+                        .map(proto::finite_vectors)
+                        .map_err(|e| proto::Error::from(&e));
                     let _ = replies.send(FromRunner::Embeddings { id, result });
                 });
             }

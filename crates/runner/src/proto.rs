@@ -229,16 +229,24 @@ impl From<&engine::Event> for Event {
                 scores: scores
                     .iter()
                     .map(|l| {
-                        let logprob = (!l.token.logprob.is_nan()).then_some(l.token.logprob);
-                        let top = l.top.iter().map(|t| (t.bytes.clone(), t.logprob)).collect();
+                        let logprob = (!l.token.logprob.is_nan()).then(|| finite(l.token.logprob));
+                        let top = l
+                            .top
+                            .iter()
+                            .map(|t| (t.bytes.clone(), finite(t.logprob)))
+                            .collect();
                         (l.token.bytes.clone(), logprob, top)
                     })
                     .collect(),
             },
             engine::Event::Logprob(l) => Self::Logprob {
                 bytes: l.token.bytes.clone(),
-                logprob: l.token.logprob,
-                top: l.top.iter().map(|t| (t.bytes.clone(), t.logprob)).collect(),
+                logprob: finite(l.token.logprob),
+                top: l
+                    .top
+                    .iter()
+                    .map(|t| (t.bytes.clone(), finite(t.logprob)))
+                    .collect(),
             },
             engine::Event::Done(c) => Self::Done {
                 completion: Completion {
@@ -313,6 +321,27 @@ impl From<Event> for engine::Event {
             Event::Failed { error } => Self::Failed(error.into()),
         }
     }
+}
+
+/// A log probability JSON can carry: JSON has no infinities or NaN (they
+/// would arrive as `null` and fail the frame), and -9999 is as good as
+/// impossible.
+fn finite(logprob: f32) -> f32 {
+    if logprob.is_finite() {
+        logprob
+    } else {
+        -9999.0
+    }
+}
+
+/// Embeddings JSON can carry: a NaN or infinite component becomes 0.
+pub fn finite_vectors(mut vectors: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    for value in vectors.iter_mut().flatten() {
+        if !value.is_finite() {
+            *value = 0.0;
+        }
+    }
+    vectors
 }
 
 /// Parameter names the engine validates, so an error naming one keeps its

@@ -30,11 +30,7 @@ impl From<AppError> for AnthropicError {
 
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
-        let (status, _, message) = self.0.status_and_message();
-        let status = match status {
-            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-            other => other,
-        };
+        let (status, message) = self.0.status_400_and_message();
         (status, Json(error_body(status, &message))).into_response()
     }
 }
@@ -111,7 +107,10 @@ pub async fn messages(
         );
     }
     sampling.validate().map_err(AppError::from)?;
-    let stops = request.stop_sequences.clone().unwrap_or_default();
+    let stops = convert::check_stops(
+        request.stop_sequences.clone().unwrap_or_default(),
+        "stop_sequences",
+    )?;
     let params = Params {
         sampling,
         max_tokens,

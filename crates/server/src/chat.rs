@@ -92,13 +92,7 @@ pub async fn start(
         Ok(prepared.parser)
     })
     .await?;
-    Ok(ChatRun {
-        running,
-        parser,
-        pending: VecDeque::new(),
-        called: false,
-        ended: false,
-    })
+    Ok(ChatRun::new(running, parser))
 }
 
 /// Submit a raw prompt (completions, Ollama's generate with `raw`).
@@ -113,13 +107,7 @@ pub async fn start_raw(
         Ok(OutputParser::plain())
     })
     .await?;
-    Ok(ChatRun {
-        running,
-        parser,
-        pending: VecDeque::new(),
-        called: false,
-        ended: false,
-    })
+    Ok(ChatRun::new(running, parser))
 }
 
 /// Wait for a slot of `model` (loading it if needed), then let `build`
@@ -166,6 +154,16 @@ pub async fn submit<T: Send + 'static>(
 }
 
 impl ChatRun {
+    fn new(running: Running, parser: OutputParser) -> Self {
+        Self {
+            running,
+            parser,
+            pending: VecDeque::new(),
+            called: false,
+            ended: false,
+        }
+    }
+
     /// The next event; `None` after `Done` or `Failed`.
     pub async fn next(&mut self) -> Option<ChatEvent> {
         loop {

@@ -48,16 +48,22 @@ pub fn stops(fields: &SamplingFields) -> Result<Vec<String>, AppError> {
         .clone()
         .map(wire::Stop::into_vec)
         .unwrap_or_default();
+    check_stops(stops, "stop")
+}
+
+/// Stop strings, bounded in number and length (matching runs on the
+/// decode thread, and holds back up to the longest one's bytes).
+pub fn check_stops(stops: Vec<String>, param: &str) -> Result<Vec<String>, AppError> {
     if stops.len() > MAX_STOPS {
         return Err(AppError::invalid(
             format!("at most {MAX_STOPS} stop strings are supported"),
-            "stop",
+            param,
         ));
     }
     if stops.iter().any(|s| s.len() > MAX_STOP_BYTES) {
         return Err(AppError::invalid(
             format!("each stop string may be at most {MAX_STOP_BYTES} bytes"),
-            "stop",
+            param,
         ));
     }
     Ok(stops)

@@ -17,6 +17,9 @@ use crate::{json, AppError, AppState};
 
 /// Most inputs in one request, as OpenAI allows.
 const MAX_INPUTS: usize = 2048;
+/// Most numbers in one answer (inputs × width): a runner's reply travels in
+/// one frame.
+const MAX_VALUES: u64 = 4_000_000;
 
 /// What to embed: texts, or token ids.
 pub enum Inputs {
@@ -104,6 +107,19 @@ pub async fn embed(
         let model = &resident.model;
         let n_vocab = model.info().n_vocab as i32;
         let window = model.info().n_ctx as usize;
+        let count = match &inputs {
+            Inputs::Texts(texts) => texts.len(),
+            Inputs::Tokens(lists) => lists.len(),
+        };
+        if count as u64 * u64::from(model.info().n_embd) > MAX_VALUES {
+            return Err(EngineError::InvalidParam {
+                param: "input",
+                reason: format!(
+                    "{count} inputs of {} numbers each are more than one request may return; send fewer inputs",
+                    model.info().n_embd
+                ),
+            });
+        }
         let mut lists = match inputs {
             Inputs::Texts(texts) => texts
                 .iter()

@@ -212,6 +212,16 @@ impl AppError {
         (status, kind, message)
     }
 
+    /// Status and message for Ollama's and Anthropic's APIs, which answer
+    /// every bad value with 400 where OpenAI's uses 422.
+    pub fn status_400_and_message(self) -> (StatusCode, String) {
+        let (status, _, message) = self.status_and_message();
+        match status {
+            StatusCode::UNPROCESSABLE_ENTITY => (StatusCode::BAD_REQUEST, message),
+            other => (other, message),
+        }
+    }
+
     /// Status and OpenAI body.
     fn render(self) -> (StatusCode, ErrorBody) {
         let (status, kind, code, message, param) = self.parts();

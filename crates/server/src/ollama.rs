@@ -34,12 +34,7 @@ impl From<AppError> for OllamaError {
 
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
-        let (status, _, message) = self.0.status_and_message();
-        // Ollama answers bad values with 400, not 422.
-        let status = match status {
-            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-            other => other,
-        };
+        let (status, message) = self.0.status_400_and_message();
         (status, Json(json!({ "error": message }))).into_response()
     }
 }
@@ -370,8 +365,14 @@ fn params(
         top_k: number("top_k")?.map_or(defaults.top_k, |v| v.max(0.0) as u32),
         min_p: number("min_p")?.map_or(defaults.min_p, |v| v as f32),
         repeat_penalty: number("repeat_penalty")?.map_or(defaults.repeat_penalty, |v| v as f32),
-        repeat_last_n: number("repeat_last_n")?
-            .map_or(defaults.repeat_last_n, |v| v.max(0.0) as u32),
+        // -1: the whole window (the engine caps it at the context).
+        repeat_last_n: number("repeat_last_n")?.map_or(defaults.repeat_last_n, |v| {
+            if v < 0.0 {
+                u32::MAX
+            } else {
+                v.min(f64::from(u32::MAX)) as u32
+            }
+        }),
         frequency_penalty: number("frequency_penalty")?
             .map_or(defaults.frequency_penalty, |v| v as f32),
         presence_penalty: number("presence_penalty")?
@@ -405,6 +406,7 @@ fn params(
             ))
         }
     };
+    let stops = convert::check_stops(stops, "options.stop")?;
     Ok(Params {
         sampling,
         max_tokens,
@@ -744,7 +746,7 @@ fn quantization(bytes_by_type: &[(String, u64)]) -> String {
         .unwrap_or_default()
 }
 
-/// The store operations, or a 501 where the server has none.
+/// The store operations, or a 500 where the server has none (tests).
 fn admin(state: &AppState) -> std::result::Result<std::sync::Arc<dyn ModelAdmin>, AppError> {
     state
         .admin

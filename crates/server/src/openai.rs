@@ -281,10 +281,12 @@ pub async fn completions(
     };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+        let offset = echo.as_ref().map_or(0, String::len);
         let frames = TextFrames {
             format,
             include_usage,
             echo,
+            logprobs: logprobs.map(|_| (Vec::new(), offset)),
         };
         return Ok(chat::stream(run, frames, "text/event-stream"));
     }
@@ -321,9 +323,21 @@ struct TextFrames {
     include_usage: bool,
     /// The prompt, sent first when `echo` is set.
     echo: Option<String>,
+    /// With `logprobs`: tokens whose text has not been sent yet, and the
+    /// text's length so far (their offsets).
+    logprobs: Option<(Vec<shelf_engine::TokenLogprob>, usize)>,
 }
 
 impl TextFrames {
+    /// The log probabilities of the tokens behind `text`, about to be sent.
+    fn take_logprobs(&mut self, text: &str) -> Option<wire::TextLogprobs> {
+        let (pending, offset) = self.logprobs.as_mut()?;
+        let body = convert::text_logprobs(pending, *offset);
+        pending.clear();
+        *offset += text.len();
+        Some(body)
+    }
+
     fn send(&self, mut chunk: wire::TextCompletion) -> Bytes {
         if self.include_usage {
             chunk.usage.get_or_insert(None);
@@ -344,13 +358,21 @@ impl chat::Frames for TextFrames {
         use chat::ChatEvent as E;
         match event {
             E::Piece(Piece::Content(text) | Piece::Reasoning(text)) => {
-                vec![self.send(self.format.chunk(TextFormat::choice(text, None)))]
+                let mut choice = TextFormat::choice(text, None);
+                choice[0].logprobs = self.take_logprobs(&choice[0].text);
+                vec![self.send(self.format.chunk(choice))]
+            }
+            E::Logprob(logprob) => {
+                if let Some((pending, _)) = &mut self.logprobs {
+                    pending.push(logprob);
+                }
+                Vec::new()
             }
             E::Piece(Piece::Call(_) | Piece::CallStart { .. } | Piece::CallArguments(_))
-            | E::Logprob(_)
             | E::PromptLogprobs(_) => Vec::new(),
             E::Done(completion, finish) => {
-                let last = TextFormat::choice(String::new(), Some(convert::finish(finish)));
+                let mut last = TextFormat::choice(String::new(), Some(convert::finish(finish)));
+                last[0].logprobs = self.take_logprobs("");
                 let mut frames = vec![self.send(self.format.chunk(last))];
                 if self.include_usage {
                     let mut chunk = self.format.chunk(Vec::new());

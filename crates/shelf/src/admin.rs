@@ -14,6 +14,18 @@ pub struct StoreAdmin {
     pub layers: Layers,
 }
 
+impl StoreAdmin {
+    /// An error's text for a remote client: the store's paths replaced, the
+    /// whole text logged here.
+    fn redact(&self, error: &dyn std::fmt::Display) -> String {
+        let text = error.to_string();
+        tracing::warn!(error = %text, "a model store operation failed");
+        self.layers.stores().fold(text, |text, store| {
+            text.replace(&store.root().display().to_string(), "<store>")
+        })
+    }
+}
+
 fn parse(name: &str) -> Result<ModelName, AdminError> {
     ModelName::parse(name).map_err(|e| AdminError::Invalid(e.to_string()))
 }
@@ -22,7 +34,7 @@ impl ModelAdmin for StoreAdmin {
     fn copy(&self, from: &str, to: &str) -> Result<(), AdminError> {
         let source = parse(from)?;
         let destination = parse(to)?;
-        let failed = |e: shelf_store::StoreError| AdminError::Failed(e.to_string());
+        let failed = |e: shelf_store::StoreError| AdminError::Failed(self.redact(&e));
         let entry = self
             .layers
             .get(&source)
@@ -51,17 +63,18 @@ impl ModelAdmin for StoreAdmin {
         let found = self
             .layers
             .get(&parsed)
-            .map_err(|e| AdminError::Failed(e.to_string()))?;
+            .map_err(|e| AdminError::Failed(self.redact(&e)))?;
         if found.is_none() {
             return Err(AdminError::NotFound(name.to_string()));
         }
         self.layers
             .remove(&parsed)
-            .map_err(|e| AdminError::Invalid(e.to_string()))
+            .map_err(|e| AdminError::Invalid(self.redact(&e)))
     }
 
     fn pull(&self, name: &str, insecure: bool, updates: UnboundedSender<PullUpdate>) -> Pulling {
         let store = self.layers.local().clone();
+        let root = store.root().display().to_string();
         let parsed = parse(name);
         Box::pin(async move {
             let name = parsed?;
@@ -77,7 +90,10 @@ impl ModelAdmin for StoreAdmin {
             });
             shelf_pull::pull(&store, &name, &options, progress)
                 .await
-                .map_err(|e| AdminError::Failed(e.to_string()))?;
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "a pull from the API failed");
+                    AdminError::Failed(e.to_string().replace(&root, "<store>"))
+                })?;
             for status in ["verifying sha256 digest", "writing manifest"] {
                 let _ = updates.send(PullUpdate {
                     status: status.into(),

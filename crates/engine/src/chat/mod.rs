@@ -81,8 +81,10 @@ pub fn prepare(chat: &Chat, template: &ChatTemplate) -> Result<Prepared, EngineE
     let prompt = template.render_with(&messages, true, &options)?;
     let grammar = grammar(chat, tools_on, syntax)?;
     // A prompt that ends by opening the reasoning block (R1 distills,
-    // Qwen 3 thinking) means the output starts inside it.
-    let starts_thinking = prompt.trim_end().ends_with("<think>");
+    // Qwen 3 thinking) means the output starts inside it, unless a grammar
+    // holds the output from its first token: then it is the answer.
+    let forced = grammar.as_ref().is_some_and(|g| g.triggers.is_none());
+    let starts_thinking = prompt.trim_end().ends_with("<think>") && !forced;
     let tools = tools_on.then(|| (chat.tools.clone(), syntax));
     Ok(Prepared {
         prompt,

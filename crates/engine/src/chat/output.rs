@@ -148,10 +148,14 @@ impl OutputParser {
             }));
             return;
         }
-        let rest = self.scanner.remainder(held);
-        if !rest.is_empty() {
-            let rest = rest.to_string();
-            self.push_content(pieces, rest);
+        // Later calls in a shape that does not stream are still calls.
+        let rest = self.scanner.remainder(held).to_string();
+        if rest.is_empty() {
+            return;
+        }
+        match self.calls(&rest) {
+            Some(calls) => pieces.extend(calls.into_iter().map(Piece::Call)),
+            None => self.push_content(pieces, rest),
         }
     }
 
@@ -238,7 +242,16 @@ impl OutputParser {
             self.capturing = true;
             return self.stream_calls(pieces);
         }
-        let first = markers.iter().filter_map(|m| self.held.find(m)).min();
+        let fence = fenced_call(&self.held);
+        let fenced_at = match fence {
+            Fence::At(at) => Some(at),
+            _ => None,
+        };
+        let first = markers
+            .iter()
+            .filter_map(|m| self.held.find(m))
+            .chain(fenced_at)
+            .min();
         if let Some(at) = first {
             let call = self.held.split_off(at);
             let text = std::mem::replace(&mut self.held, call);
@@ -246,7 +259,10 @@ impl OutputParser {
             self.push_content(pieces, text);
             return self.stream_calls(pieces);
         }
-        let keep = partial_suffix(&self.held, markers);
+        let mut keep = partial_suffix(&self.held, markers);
+        if let Fence::Undecided(at) = fence {
+            keep = keep.max(self.held.len() - at);
+        }
         let rest = self.held.split_off(self.held.len() - keep);
         let text = std::mem::replace(&mut self.held, rest);
         self.push_content(pieces, text);
@@ -263,6 +279,41 @@ impl OutputParser {
 fn push_reasoning(pieces: &mut Vec<Piece>, text: String) {
     if !text.is_empty() {
         pieces.push(Piece::Reasoning(text));
+    }
+}
+
+/// Where a fenced JSON call starts in `text`: a code fence, `json` or not,
+/// whitespace, then `{`.
+enum Fence {
+    None,
+    /// A fence whose next characters have not arrived yet.
+    Undecided(usize),
+    At(usize),
+}
+
+fn fenced_call(text: &str) -> Fence {
+    let mut from = 0;
+    while let Some(found) = text[from..].find("```") {
+        let at = from + found;
+        let after = &text[at + 3..];
+        let after = match after.strip_prefix("json") {
+            Some(rest) => rest,
+            None if "json".starts_with(after) => return Fence::Undecided(at),
+            None => after,
+        };
+        match after.trim_start().chars().next() {
+            None => return Fence::Undecided(at),
+            Some('{') => return Fence::At(at),
+            Some(_) => from = at + 3,
+        }
+    }
+    // A tail of one or two backticks may become a fence.
+    match text.rfind('`') {
+        Some(at) if text[at..].chars().all(|c| c == '`') => {
+            let start = text[..at].rfind(|c| c != '`').map_or(0, |i| i + 1);
+            Fence::Undecided(start)
+        }
+        _ => Fence::None,
     }
 }
 

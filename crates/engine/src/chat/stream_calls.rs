@@ -83,9 +83,10 @@ impl CallScanner {
 
     /// The arguments of a call streamed but never closed (the output was cut).
     pub fn unfinished(&self, text: &str) -> Option<String> {
-        self.open
-            .as_ref()
-            .map(|open| text[open.start..].to_string())
+        self.open.as_ref().map(|open| {
+            let end = open.closed_at.unwrap_or(text.len());
+            text[open.start..end].to_string()
+        })
     }
 
     fn head(
@@ -183,7 +184,7 @@ impl CallScanner {
 
 /// `text` without the wrappers it starts with. Unless `ended`, text that may
 /// still grow into a longer wrapper is left to wait for it.
-fn strip_wrappers(mut text: &str, ended: bool) -> &str {
+pub(super) fn strip_wrappers(mut text: &str, ended: bool) -> &str {
     loop {
         let before = text.len();
         text = text.trim_start();

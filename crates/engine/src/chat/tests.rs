@@ -249,3 +249,78 @@ fn a_call_streams_its_name_then_argument_fragments_then_the_whole_call() {
         0
     );
 }
+
+#[test]
+fn triggers_fire_only_on_text_the_grammar_accepts() {
+    let built = tools::grammar(&[weather()], Syntax::Hermes, &ToolChoice::Auto, false).unwrap();
+    let patterns: Vec<regex::Regex> = built
+        .triggers
+        .unwrap()
+        .iter()
+        .map(|p| regex::Regex::new(p).unwrap())
+        .collect();
+    let fires_at = |text: &str| {
+        patterns
+            .iter()
+            .filter_map(|p| p.captures(text).and_then(|c| c.get(1)).map(|m| m.start()))
+            .min()
+    };
+    assert_eq!(fires_at("Sure. <tool_call>"), Some(6));
+    assert_eq!(fires_at("ok ```json\n{\"name\""), Some(3));
+    assert_eq!(fires_at("```\n  {\n  \"name\""), Some(0));
+    // Whitespace the grammar's `space` rule would refuse never fires it.
+    assert_eq!(fires_at("```json\n\n{\"name\""), None);
+    assert_eq!(fires_at("```json\n{\t\"name\""), None);
+    assert_eq!(fires_at("Here is some code: ```python"), None);
+}
+
+#[test]
+fn fences_are_held_only_until_they_show_a_call_or_not() {
+    let call = "```\n  {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n```";
+    let answer = parse(call, false, true);
+    assert_eq!((answer.content.as_str(), answer.tool_calls.len()), ("", 1));
+    let answer = parse(
+        "``` {\"name\": \"get_weather\", \"arguments\": {}}```",
+        false,
+        true,
+    );
+    assert_eq!(answer.tool_calls.len(), 1);
+    // Code is streamed as soon as its fence shows it is not a call.
+    let mut parser = OutputParser::new(false, Some((vec![weather()], Syntax::Hermes)));
+    let mut streamed = String::new();
+    for piece in parser.push("Here:\n```python\nprint(1)") {
+        if let Piece::Content(text) = piece {
+            streamed.push_str(&text);
+        }
+    }
+    assert_eq!(streamed, "Here:\n```python\nprint(1)");
+}
+
+#[test]
+fn a_forced_grammar_after_an_opened_think_block_is_the_answer() {
+    let source = "{% for m in messages %}{{ m.content }}{% endfor %}<think>\n";
+    let template = ChatTemplate::new(Some(source), "", "").unwrap();
+    let json = Chat {
+        format: OutputFormat::JsonObject,
+        ..Chat {
+            messages: vec![ChatMessage::new("user", "x")],
+            ..Chat::default()
+        }
+    };
+    let mut parser = prepare(&json, &template).unwrap().parser;
+    let mut pieces = parser.push("{\"a\": 1}");
+    pieces.extend(parser.finish());
+    assert_eq!(pieces, vec![Piece::Content("{\"a\": 1}".into())]);
+    // Without a grammar the same prompt starts in reasoning.
+    let plain = Chat {
+        messages: vec![ChatMessage::new("user", "x")],
+        ..Chat::default()
+    };
+    let mut parser = prepare(&plain, &template).unwrap().parser;
+    let mut pieces = parser.push("hmm</think>ok");
+    pieces.extend(parser.finish());
+    assert_eq!(
+        pieces,
+        vec![Piece::Reasoning("hmm".into()), Piece::Content("ok".into())]
+    );
+}

@@ -74,16 +74,10 @@ impl Syntax {
     }
 }
 
-/// Text that starts a call in any family's syntax, or in the fenced JSON
-/// block every model falls back to: the output parser holds text back from
-/// here on.
-pub const CALL_MARKERS: [&str; 5] = [
-    "<tool_call>",
-    "[TOOL_CALLS]",
-    "<|python_tag|>",
-    "```json",
-    "```\n{",
-];
+/// Text that starts a call in any family's syntax: the output parser holds
+/// text back from here on. (A fenced JSON block, which every model falls
+/// back to, is recognised by its opening `{`: see the output parser.)
+pub const CALL_MARKERS: [&str; 3] = ["<tool_call>", "[TOOL_CALLS]", "<|python_tag|>"];
 
 /// The system message that describes tools to a model whose template does
 /// not, and the form its calls must take.
@@ -107,6 +101,9 @@ pub fn openai_shape(tool: &Tool) -> Value {
     function.insert("parameters".into(), tool.parameters.clone());
     serde_json::json!({"type": "function", "function": function})
 }
+
+/// The grammar's `space` rule as a regular expression.
+const SPACE: &str = r"(?: |\n[ \t]{0,20})?";
 
 /// A grammar for tool calls, and when it starts to hold.
 pub struct ToolGrammar {
@@ -175,11 +172,16 @@ pub fn grammar(
     // in a fenced JSON block, which is held to the grammar too.
     let fenced = format!(r#""```" "json"? space {call} "```" space"#);
     let root = format!("{native} | {fenced}");
-    let mut triggers = vec![r#"[\s\S]*?(```(?:json)?\s*\{\s*"name")[\s\S]*"#.to_string()];
+    // llama.cpp searches the text so far for each pattern after every
+    // token and replays it into the grammar from the first group on: the
+    // patterns are short needles (a `[\s\S]*` prefix recurses once per
+    // character in libstdc++'s regex), and their whitespace is exactly the
+    // grammar's `space`, so the replayed text always parses.
+    let mut triggers = vec![format!(r#"(```(?:json)?{SPACE}\{{{SPACE}"name")"#)];
     triggers.push(match syntax {
-        Syntax::Hermes => r#"[\s\S]*?(<tool_call>)[\s\S]*"#.to_string(),
-        Syntax::Mistral => r#"[\s\S]*?(\[TOOL_CALLS\])[\s\S]*"#.to_string(),
-        Syntax::Llama3 | Syntax::Generic => r#"\s*(\{\s*"name")[\s\S]*"#.to_string(),
+        Syntax::Hermes => "(<tool_call>)".to_string(),
+        Syntax::Mistral => r"(\[TOOL_CALLS\])".to_string(),
+        Syntax::Llama3 | Syntax::Generic => format!(r#"^\s*(\{{{SPACE}"name")"#),
     });
     Ok(ToolGrammar {
         gbnf: builder.finish(root),
@@ -197,7 +199,7 @@ pub fn parse_calls(
     let mut rest = text.trim();
     let mut calls = Vec::new();
     while !rest.is_empty() {
-        rest = strip_wrappers(rest);
+        rest = super::stream_calls::strip_wrappers(rest, true);
         if rest.is_empty() {
             break;
         }
@@ -210,33 +212,6 @@ pub fn parse_calls(
         rest = rest[end..].trim_start();
     }
     (!calls.is_empty()).then_some(calls)
-}
-
-/// Skip the syntax around calls: tags, fences, separators.
-fn strip_wrappers(mut text: &str) -> &str {
-    const WRAPPERS: [&str; 9] = [
-        "<tool_call>",
-        "</tool_call>",
-        "[TOOL_CALLS]",
-        "<|python_tag|>",
-        "```json",
-        "```",
-        ";",
-        ",",
-        "<|eom_id|>",
-    ];
-    loop {
-        let before = text;
-        text = text.trim_start();
-        for wrapper in WRAPPERS {
-            if let Some(after) = text.strip_prefix(wrapper) {
-                text = after;
-            }
-        }
-        if text == before {
-            return text;
-        }
-    }
 }
 
 fn as_objects(value: Value) -> Vec<Map<String, Value>> {

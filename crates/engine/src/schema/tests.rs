@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 
@@ -134,8 +134,18 @@ fn objects_keep_declared_order_with_optional_members() {
     let grammar = schema_to_gbnf(&schema).unwrap();
     let body = rule_body(&grammar, "doc");
     // "a" may come first, or "b" with "a" absent; "c" only after "b".
-    let expected = r#""{" space ( doc-a-kv "," space doc-b-kv ( "," space doc-c-kv )? | doc-b-kv ( "," space doc-c-kv )? ) "}" space"#;
-    assert_eq!(body, expected);
+    assert_eq!(
+        body,
+        r#""{" space ( doc-a-kv doc-tail-1 | doc-b-kv doc-tail-2 ) "}" space"#
+    );
+    assert_eq!(
+        rule_body(&grammar, "doc-tail-1"),
+        r#""," space doc-b-kv doc-tail-2"#
+    );
+    assert_eq!(
+        rule_body(&grammar, "doc-tail-2"),
+        r#"( "," space doc-c-kv )?"#
+    );
 }
 
 #[test]
@@ -152,11 +162,11 @@ fn recursive_refs_and_enums_convert() {
         grammar.contains(r#"("\"leaf\"" | "\"branch\"") space"#),
         "{grammar}"
     );
-    assert!(grammar.contains("ref--defs-node ::= "), "{grammar}");
+    assert!(grammar.contains("doc-ref--defs-node ::= "), "{grammar}");
     assert!(
         grammar
             .lines()
-            .any(|l| l.starts_with("root ::= ref--defs-node")),
+            .any(|l| l.starts_with("root ::= doc-ref--defs-node")),
         "{grammar}"
     );
 }
@@ -209,4 +219,66 @@ fn every_rule_a_grammar_uses_is_defined() {
             }
         }
     }
+}
+
+#[test]
+fn grammars_grow_linearly_and_repetitions_are_bounded() {
+    let properties: serde_json::Map<String, Value> = (0..300)
+        .map(|i| (format!("p{i}"), json!({"type": "integer"})))
+        .collect();
+    let grammar = schema_to_gbnf(&json!({"type": "object", "properties": properties})).unwrap();
+    assert!(
+        grammar.len() < 100_000,
+        "{} bytes for 300 optional properties",
+        grammar.len()
+    );
+    let long = json!({"type": "object", "properties": {
+        "a": {"type": "string", "maxLength": 5000},
+        "b": {"type": "array", "items": {"type": "integer"}, "maxItems": 5000}
+    }});
+    let err = schema_to_gbnf(&long).unwrap_err();
+    assert!(err.to_string().contains("8192"), "{err}");
+}
+
+#[test]
+fn combinations_that_would_be_ignored_are_refused() {
+    for schema in [
+        json!({"type": []}),
+        json!({"enum": ["a"], "maxLength": 3}),
+        json!({"$ref": "#/$defs/x", "type": "string", "$defs": {"x": {"type": "string"}}}),
+        json!({"anyOf": [{"type": "string"}], "maxLength": 2}),
+        json!({"type": "array", "prefixItems": [{"type": "string"}], "minItems": 3}),
+        json!({"allOf": [{"properties": {"a": {"type": "string"}}}, {"properties": {"a": {"maxLength": 2}}}]}),
+        json!({"allOf": [{"type": "string"}]}),
+        json!({"type": "string", "format": "date", "maxLength": 4}),
+        json!({"type": "integer", "enum": ["a", "b"]}),
+    ] {
+        assert!(schema_to_gbnf(&schema).is_err(), "{schema}");
+    }
+    // Annotations beside them are fine, and enum values are kept to the type.
+    let grammar = schema_to_gbnf(
+        &json!({"type": "string", "enum": ["a", 1], "title": "T", "description": "d"}),
+    )
+    .unwrap();
+    assert_eq!(rule_body(&grammar, "doc"), r#"("\"a\"") space"#);
+}
+
+#[test]
+fn each_schema_keeps_its_own_refs() {
+    let mut builder = GrammarBuilder::new();
+    let a = json!({"$defs": {"x": {"type": "string"}}, "$ref": "#/$defs/x"});
+    let b = json!({"$defs": {"x": {"type": "integer"}}, "$ref": "#/$defs/x"});
+    let rule_a = builder.schema(&a, "a").unwrap();
+    let rule_b = builder.schema(&b, "b").unwrap();
+    assert_ne!(rule_a, rule_b);
+    let grammar = builder.finish(format!("{rule_a} {rule_b}"));
+    assert!(
+        rule_body(&grammar, &rule_a).contains("string")
+            || grammar.contains(&format!("{rule_a} ::= string")),
+        "{grammar}"
+    );
+    assert!(
+        grammar.contains(&format!("{rule_b} ::= integer")),
+        "{grammar}"
+    );
 }
