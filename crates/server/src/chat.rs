@@ -187,9 +187,10 @@ impl ChatRun {
                 Some(Event::Done(completion)) => {
                     let pieces = self.parser.finish();
                     self.queue(pieces);
+                    // A call cut off by the length limit is reported as cut off.
                     let finish = match (self.called, completion.finish_reason) {
+                        (_, FinishReason::Length) => Finish::Length,
                         (true, _) => Finish::ToolCalls,
-                        (false, FinishReason::Length) => Finish::Length,
                         (false, _) => Finish::Stop,
                     };
                     self.pending.push_back(ChatEvent::Done(completion, finish));

@@ -120,25 +120,7 @@ pub async fn chat(
     for (i, message) in request.messages.iter().enumerate() {
         messages.push(message_of(message, i)?);
     }
-    let tools = request
-        .tools
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            if !t.kind.is_empty() && t.kind != "function" {
-                return Err(AppError::invalid(
-                    format!("tools[{i}].type must be 'function'"),
-                    "tools",
-                ));
-            }
-            convert::function_tool(
-                &t.function.name,
-                t.function.description.clone(),
-                t.function.parameters.clone(),
-                &format!("tools[{i}].function"),
-            )
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let tools = tools_of(&request.tools)?;
     let think = think(request.think.as_ref())?;
     let params = params(request.options.as_ref(), request.keep_alive.as_ref())?;
     if messages.is_empty() {
@@ -189,6 +171,8 @@ struct GenerateRequest {
     keep_alive: Option<Value>,
     think: Option<Value>,
     images: Option<Vec<Value>>,
+    #[serde(default)]
+    tools: Vec<convert_tool::Tool>,
 }
 
 /// `POST /api/generate`.
@@ -220,6 +204,8 @@ pub async fn generate(
         messages.push(ChatMessage::new("user", request.prompt));
         let chat = Chat {
             messages,
+            tools: tools_of(&request.tools)?,
+            parallel_tool_calls: true,
             format: format(request.format.as_ref())?,
             think,
             ..Chat::default()
@@ -274,6 +260,30 @@ async fn load_only(
         false => body["response"] = json!(""),
     }
     Ok(Json(body).into_response())
+}
+
+/// Ollama's tools (OpenAI's shape, `type` optional).
+fn tools_of(
+    tools: &[convert_tool::Tool],
+) -> std::result::Result<Vec<shelf_engine::chat::Tool>, AppError> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if !t.kind.is_empty() && t.kind != "function" {
+                return Err(AppError::invalid(
+                    format!("tools[{i}].type must be 'function'"),
+                    "tools",
+                ));
+            }
+            convert::function_tool(
+                &t.function.name,
+                t.function.description.clone(),
+                t.function.parameters.clone(),
+                &format!("tools[{i}].function"),
+            )
+        })
+        .collect()
 }
 
 fn images_refused() -> AppError {
@@ -473,6 +483,10 @@ impl Frames {
             body["response"] = json!(content);
             if let Some(thinking) = thinking.filter(|_| !self.hide_thinking) {
                 body["thinking"] = json!(thinking);
+            }
+            // Ollama's generate has no call field: shelf adds chat's.
+            if !calls.is_empty() {
+                body["tool_calls"] = json!(calls);
             }
         }
         body["done"] = json!(false);

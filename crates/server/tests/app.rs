@@ -24,7 +24,7 @@ struct Names;
 impl Catalog for Names {
     fn resolve(&self, name: &str) -> Result<Resolution, CatalogError> {
         match name {
-            "fake" | "held" | "huge" | "thinker" | "embedder" => {
+            "fake" | "held" | "huge" | "thinker" | "embedder" | "caller" => {
                 Ok(Resolution::Ready(PathBuf::from(format!("/m/{name}.gguf"))))
             }
             "failed" => Err(CatalogError::Failed(
@@ -41,6 +41,10 @@ impl Catalog for Names {
 /// The `thinker` model's reply: reasoning, then the answer.
 const THOUGHT_AND_ANSWER: &str = "<think>I should greet.</think>\n\nHello!";
 
+/// The `caller` model's reply: a call in Qwen's syntax.
+const A_CALL: &str =
+    "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+
 /// `held` models hold every generation at `gate` until it opens.
 fn state(gate: &Gate, max_queue: usize) -> AppState {
     let gate = gate.clone();
@@ -49,6 +53,7 @@ fn state(gate: &Gate, max_queue: usize) -> AppState {
         let model = match plan.name.as_str() {
             "held" => model.with_gate(&gate),
             "thinker" => FakeModel::new(THOUGHT_AND_ANSWER, 256),
+            "caller" => FakeModel::new(A_CALL, 4096),
             "embedder" => FakeModel::embedding(8, 256),
             _ => model,
         };
@@ -608,4 +613,140 @@ async fn embeddings_are_unit_vectors_in_input_order() {
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
     }
     assert_eq!(parsed["usage"]["prompt_tokens"], json!(3 + 4 + 3));
+}
+
+#[tokio::test]
+async fn a_call_is_the_same_call_in_every_dialect_streamed_or_not() {
+    let state = state(&Gate::closed(), 8);
+    let weather = json!({"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
+    let paris = json!({"city": "Paris"});
+    let args = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+
+    let openai = chat(
+        "caller",
+        json!({"tools": [{"type": "function", "function": weather}]}),
+    );
+    let (_, _, body) = call(&state, "POST", "/v1/chat/completions", Some(openai.clone())).await;
+    let choice = serde_json::from_str::<Value>(&body).unwrap()["choices"][0].clone();
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert!(choice["message"]["content"].is_null(), "{body}");
+    let function = &choice["message"]["tool_calls"][0]["function"];
+    assert_eq!(
+        (
+            function["name"].as_str(),
+            args(function["arguments"].as_str().unwrap())
+        ),
+        (Some("get_weather"), paris.clone())
+    );
+    let mut streamed = openai;
+    streamed["stream"] = json!(true);
+    let (_, _, body) = call(&state, "POST", "/v1/chat/completions", Some(streamed)).await;
+    let chunks = sse_data(&body);
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    let fragments: String = deltas
+        .iter()
+        .filter_map(|d| d["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(deltas[0]["function"]["name"], "get_weather");
+    assert!(
+        deltas.len() > 2 && deltas.iter().all(|d| d["index"] == 0),
+        "{body}"
+    );
+    assert_eq!(args(&fragments), paris);
+    assert!(
+        chunks.iter().all(|c| c["choices"][0]["delta"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()),
+        "no call text as content"
+    );
+
+    for (uri, stream) in [
+        ("/api/chat", false),
+        ("/api/chat", true),
+        ("/api/generate", false),
+    ] {
+        let mut body = json!({"model": "caller", "tools": [{"type": "function", "function": weather}], "stream": stream});
+        match uri {
+            "/api/chat" => body["messages"] = json!([{"role": "user", "content": "Weather?"}]),
+            _ => body["prompt"] = json!("Weather?"),
+        }
+        let (_, _, text) = call(&state, "POST", uri, Some(body)).await;
+        let calls: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .flat_map(|l| {
+                l["message"]["tool_calls"]
+                    .as_array()
+                    .or(l["tool_calls"].as_array())
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(calls.len(), 1, "{uri} {text}");
+        assert_eq!(
+            (
+                calls[0]["function"]["name"].as_str(),
+                calls[0]["function"]["arguments"].clone()
+            ),
+            (Some("get_weather"), paris.clone())
+        );
+    }
+
+    let tools = json!([{"name": "get_weather", "input_schema": weather["parameters"]}]);
+    let anthropic = json!({"model": "caller", "max_tokens": 256, "tools": tools, "messages": [{"role": "user", "content": "Weather?"}]});
+    let (_, _, body) = call(&state, "POST", "/v1/messages", Some(anthropic.clone())).await;
+    let message = serde_json::from_str::<Value>(&body).unwrap();
+    assert_eq!(message["stop_reason"], "tool_use");
+    let block = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (block["name"].as_str(), block["input"].clone()),
+        (Some("get_weather"), paris.clone())
+    );
+    assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+    let mut streamed = anthropic;
+    streamed["stream"] = json!(true);
+    let (_, _, body) = call(&state, "POST", "/v1/messages", Some(streamed)).await;
+    let partial: String = sse_data(&body)
+        .iter()
+        .filter_map(|e| e["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(args(&partial), paris);
+
+    let responses = json!({"model": "caller", "input": "Weather?", "tools": [{"type": "function", "name": "get_weather", "parameters": weather["parameters"]}]});
+    let (_, _, body) = call(&state, "POST", "/v1/responses", Some(responses.clone())).await;
+    let output = serde_json::from_str::<Value>(&body).unwrap()["output"].clone();
+    let item = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            item["name"].as_str(),
+            args(item["arguments"].as_str().unwrap())
+        ),
+        (Some("get_weather"), paris.clone())
+    );
+    let mut streamed = responses;
+    streamed["stream"] = json!(true);
+    let (_, _, body) = call(&state, "POST", "/v1/responses", Some(streamed)).await;
+    let events = sse_data(&body);
+    let fragments: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(args(&fragments), paris);
 }

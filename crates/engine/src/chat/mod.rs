@@ -18,6 +18,10 @@ use crate::schema::{self, SchemaError};
 use crate::template::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::{EngineError, Grammar};
 
+/// Largest grammar a request may bring: llama.cpp compiles it on the
+/// model's decode thread.
+const MAX_GRAMMAR_BYTES: usize = 1 << 20;
+
 /// What form the answer must take.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum OutputFormat {
@@ -80,6 +84,18 @@ pub fn prepare(chat: &Chat, template: &ChatTemplate) -> Result<Prepared, EngineE
     };
     let prompt = template.render_with(&messages, true, &options)?;
     let grammar = grammar(chat, tools_on, syntax)?;
+    if let Some(g) = grammar
+        .as_ref()
+        .filter(|g| g.gbnf.len() > MAX_GRAMMAR_BYTES)
+    {
+        return Err(EngineError::InvalidParam {
+            param: if tools_on { "tools" } else { "response_format" },
+            reason: format!(
+                "the schemas make a grammar of {} bytes; at most {MAX_GRAMMAR_BYTES} are supported",
+                g.gbnf.len()
+            ),
+        });
+    }
     // A prompt that ends by opening the reasoning block (R1 distills,
     // Qwen 3 thinking) means the output starts inside it, unless a grammar
     // holds the output from its first token: then it is the answer.
