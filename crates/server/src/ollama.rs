@@ -34,6 +34,11 @@ impl From<AppError> for OllamaError {
 
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
+        // Ollama's own wording, which its clients and users know.
+        if let AppError::ModelNotFound(name) = &self.0 {
+            let message = format!("model '{name}' not found");
+            return (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response();
+        }
         let (status, message) = self.0.status_400_and_message();
         (status, Json(json!({ "error": message }))).into_response()
     }
