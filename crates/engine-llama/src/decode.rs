@@ -215,6 +215,7 @@ impl<'m> Loop<'m> {
             if job.sink.is_cancelled() {
                 job.sink.send(Event::Done(Completion {
                     finish_reason: FinishReason::Cancelled,
+                    stop_index: None,
                     usage: Usage {
                         prompt_tokens: job.request.prompt.len() as u32,
                         ..Usage::default()

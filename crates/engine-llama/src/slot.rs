@@ -79,6 +79,7 @@ impl Active {
         timings.decoded_tokens = self.output.produced.saturating_sub(1);
         Completion {
             finish_reason: reason,
+            stop_index: shelf_engine::stop_index(&self.request.stop, self.output.stops.matched()),
             usage: Usage {
                 prompt_tokens: self.prompt.len() as u32,
                 completion_tokens: self.output.produced,
@@ -103,7 +104,7 @@ impl Active {
 /// Text assembly for one job: whole UTF-8 characters, stop strings held back.
 pub struct Output {
     text: Utf8Decoder,
-    stops: StopMatcher,
+    pub stops: StopMatcher,
     /// A stop string matched: nothing more is emitted.
     stopped: bool,
     pub produced: u32,

@@ -211,6 +211,7 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink, state: 
     }
     sink.send(Event::Done(Completion {
         finish_reason: finish,
+        stop_index: crate::stop::stop_index(&request.stop, stops.matched()),
         usage: Usage {
             prompt_tokens: request.prompt.len() as u32,
             completion_tokens: produced,

@@ -92,6 +92,8 @@ fn per_second(tokens: u32, ms: f64) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Completion {
     pub finish_reason: FinishReason,
+    /// Which of the request's `stop` strings ended it (its index), if one did.
+    pub stop_index: Option<u8>,
     pub usage: Usage,
     pub timings: Timings,
 }

@@ -30,7 +30,7 @@ pub use generation::{
 pub use request::{
     GenerateRequest, GpuLayers, Grammar, LoadConfig, SamplingParams, MAX_TOP_LOGPROBS,
 };
-pub use stop::{StopMatcher, StopOutcome};
+pub use stop::{stop_index, StopMatcher, StopOutcome};
 pub use utf8::Utf8Decoder;
 
 /// A token id in a model's vocabulary.

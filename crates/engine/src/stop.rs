@@ -6,6 +6,8 @@
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+    /// The stop string found, once one is.
+    matched: Option<String>,
 }
 
 /// What to do after a piece of text.
@@ -23,13 +25,15 @@ impl StopMatcher {
         Self {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
             held: String::new(),
+            matched: None,
         }
     }
 
     /// Feed a piece of generated text.
     pub fn push(&mut self, text: &str) -> StopOutcome {
         self.held.push_str(text);
-        if let Some(at) = self.earliest_match() {
+        if let Some((at, stop)) = self.earliest_match() {
+            self.matched = Some(self.stops[stop].clone());
             self.held.truncate(at);
             return StopOutcome::Stop(std::mem::take(&mut self.held));
         }
@@ -44,10 +48,17 @@ impl StopMatcher {
         std::mem::take(&mut self.held)
     }
 
-    fn earliest_match(&self) -> Option<usize> {
+    /// The stop string that ended the text, if one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
+    }
+
+    /// Where the earliest stop string starts, and which it is.
+    fn earliest_match(&self) -> Option<(usize, usize)> {
         self.stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
+            .enumerate()
+            .filter_map(|(i, s)| self.held.find(s.as_str()).map(|at| (at, i)))
             .min()
     }
 
@@ -63,6 +74,15 @@ impl StopMatcher {
         }
         best
     }
+}
+
+/// The index of `matched` among a request's `stop` strings.
+pub fn stop_index(stops: &[String], matched: Option<&str>) -> Option<u8> {
+    let matched = matched?;
+    stops
+        .iter()
+        .position(|s| s == matched)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 #[cfg(test)]

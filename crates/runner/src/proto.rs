@@ -128,6 +128,8 @@ pub type PromptScore = (Vec<u8>, Option<f32>, Vec<(Vec<u8>, f32)>);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     pub finish_reason: String,
+    #[serde(default)]
+    pub stop_index: Option<u8>,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub cached_tokens: u32,
@@ -256,6 +258,7 @@ impl From<&engine::Event> for Event {
                         engine::FinishReason::Cancelled => "cancelled",
                     }
                     .into(),
+                    stop_index: c.stop_index,
                     prompt_tokens: c.usage.prompt_tokens,
                     completion_tokens: c.usage.completion_tokens,
                     cached_tokens: c.usage.cached_tokens,
@@ -307,6 +310,7 @@ impl From<Event> for engine::Event {
                     "cancelled" => engine::FinishReason::Cancelled,
                     _ => engine::FinishReason::Stop,
                 },
+                stop_index: c.stop_index,
                 usage: engine::Usage {
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
@@ -520,6 +524,7 @@ mod tests {
 
         let done = engine::Event::Done(engine::Completion {
             finish_reason: engine::FinishReason::Length,
+            stop_index: Some(2),
             usage: engine::Usage {
                 prompt_tokens: 5,
                 completion_tokens: 2,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shelf_engine::chat::{self as engine_chat, Chat, Piece, Tool, ToolChoice};
 use shelf_engine::template::{ChatMessage, ToolCall};
-use shelf_engine::SamplingParams;
+use shelf_engine::{Completion, SamplingParams};
 
 use crate::chat::{self, ChatEvent, Finish, Params};
 use crate::{convert, json, AppError, AppState};
@@ -114,7 +114,7 @@ pub async fn messages(
     let params = Params {
         sampling,
         max_tokens,
-        stops,
+        stops: stops.clone(),
         logprobs: None,
         prompt_logprobs: false,
         ignore_eos: false,
@@ -122,7 +122,7 @@ pub async fn messages(
         keep_alive: None,
     };
     let run = chat::start(&state, &request.model, chat, params).await?;
-    let mut frames = Frames::new(request.model.clone());
+    let mut frames = Frames::new(request.model.clone(), stops);
     if request.stream {
         return Ok(chat::stream(run, frames, "text/event-stream"));
     }
@@ -144,8 +144,8 @@ pub async fn messages(
         "role": "assistant",
         "model": request.model,
         "content": content,
-        "stop_reason": stop_reason(collected.finish),
-        "stop_sequence": null,
+        "stop_reason": frames.stop_reason(&collected.completion, collected.finish),
+        "stop_sequence": frames.stop_sequence(&collected.completion),
         "usage": {
             "input_tokens": collected.completion.usage.prompt_tokens,
             "output_tokens": collected.completion.usage.completion_tokens,
@@ -408,14 +408,6 @@ fn tool_use_id(id: &str) -> String {
     }
 }
 
-fn stop_reason(finish: Finish) -> &'static str {
-    match finish {
-        Finish::Stop => "end_turn",
-        Finish::Length => "max_tokens",
-        Finish::ToolCalls => "tool_use",
-    }
-}
-
 /// The streamed event sequence: message_start, then each content block
 /// opened, its deltas, and closed in turn, then message_delta and
 /// message_stop.
@@ -428,10 +420,12 @@ struct Frames {
     next_index: u32,
     /// A tool_use block is streaming its input.
     call_open: bool,
+    /// The request's `stop_sequences`, to name the one that ended it.
+    stops: Vec<String>,
 }
 
 impl Frames {
-    fn new(model: String) -> Self {
+    fn new(model: String, stops: Vec<String>) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -446,6 +440,22 @@ impl Frames {
             open: None,
             next_index: 0,
             call_open: false,
+            stops,
+        }
+    }
+
+    /// The stop sequence that ended the answer, if one did.
+    fn stop_sequence(&self, completion: &Completion) -> Option<String> {
+        let index = usize::from(completion.stop_index?);
+        self.stops.get(index).cloned()
+    }
+
+    fn stop_reason(&self, completion: &Completion, finish: Finish) -> &'static str {
+        match finish {
+            Finish::Stop if self.stop_sequence(completion).is_some() => "stop_sequence",
+            Finish::Stop => "end_turn",
+            Finish::Length => "max_tokens",
+            Finish::ToolCalls => "tool_use",
         }
     }
 
@@ -557,7 +567,10 @@ impl chat::Frames for Frames {
                 out.extend(self.close());
                 let delta = json!({
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(finish), "stop_sequence": null},
+                    "delta": {
+                        "stop_reason": self.stop_reason(&completion, finish),
+                        "stop_sequence": self.stop_sequence(&completion),
+                    },
                     "usage": {"input_tokens": completion.usage.prompt_tokens, "output_tokens": completion.usage.completion_tokens},
                 });
                 out.push(chat::sse(Some("message_delta"), &delta));

@@ -750,3 +750,45 @@ async fn a_call_is_the_same_call_in_every_dialect_streamed_or_not() {
         .collect();
     assert_eq!(args(&fragments), paris);
 }
+
+#[tokio::test]
+async fn anthropic_names_the_stop_sequence_that_ended_the_answer() {
+    let state = state(&Gate::closed(), 8);
+    let body = json!({"model": "fake", "max_tokens": 64, "stop_sequences": ["zzz", "ere"],
+                      "messages": [{"role": "user", "content": "Hi"}]});
+    let (_, _, text) = call(&state, "POST", "/v1/messages", Some(body.clone())).await;
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (
+            message["stop_reason"].as_str(),
+            message["stop_sequence"].as_str()
+        ),
+        (Some("stop_sequence"), Some("ere"))
+    );
+    assert_eq!(message["content"][0]["text"], "Hello th");
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let (_, _, text) = call(&state, "POST", "/v1/messages", Some(streamed)).await;
+    let delta = sse_data(&text)
+        .into_iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(
+        (
+            delta["delta"]["stop_reason"].as_str(),
+            delta["delta"]["stop_sequence"].as_str()
+        ),
+        (Some("stop_sequence"), Some("ere"))
+    );
+    let plain =
+        json!({"model": "fake", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
+    let (_, _, text) = call(&state, "POST", "/v1/messages", Some(plain)).await;
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (
+            message["stop_reason"].as_str(),
+            message["stop_sequence"].clone()
+        ),
+        (Some("end_turn"), Value::Null)
+    );
+}
