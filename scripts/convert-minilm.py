@@ -34,20 +34,17 @@ GGUF_SIZE = 46223456
 GGUF_SHA256 = "2669e35fb18d502fe75effa1691ca4ea58e7d3d41bcc176d92eef91b5ce7f459"
 
 
-def cache_dir() -> pathlib.Path:
-    # Same resolution as scripts/fetch-models.py, so tests find the file next to the other models.
-    if os.environ.get("SHELF_TEST_MODELS"):
-        return pathlib.Path(os.environ["SHELF_TEST_MODELS"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "shelf" / "test-models"
+def _fetch_models():
+    """scripts/fetch-models.py, for its cache location and hashing: the file lands beside the other test models."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fetch_models", pathlib.Path(__file__).with_name("fetch-models.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def sha256_of(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+_shared = _fetch_models()
+cache_dir, sha256_of = _shared.cache_dir, _shared.sha256_of
 
 
 def load_model(wheel_path: str | None) -> dict:

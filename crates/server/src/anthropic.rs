@@ -156,40 +156,15 @@ pub async fn messages(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct CountRequest {
-    model: String,
-    #[serde(default)]
-    messages: Vec<InputMessage>,
-    system: Option<Value>,
-    #[serde(default)]
-    tools: Vec<InputTool>,
-    tool_choice: Option<Value>,
-    thinking: Option<Value>,
-}
-
 /// `POST /v1/messages/count_tokens`: the prompt's tokens as the model's
 /// template renders it.
 pub async fn count_tokens(
     State(state): State<AppState>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>> {
-    let request: CountRequest = json::parse(body)?;
-    let as_messages = MessagesRequest {
-        model: request.model.clone(),
-        max_tokens: None,
-        messages: request.messages,
-        system: request.system,
-        stop_sequences: None,
-        temperature: None,
-        top_p: None,
-        top_k: None,
-        tools: request.tools,
-        tool_choice: request.tool_choice,
-        thinking: request.thinking,
-        stream: false,
-    };
-    let chat = chat_of(&as_messages)?;
+    // The same body as a message, less what only generation reads.
+    let request: MessagesRequest = json::parse(body)?;
+    let chat = chat_of(&request)?;
     if request.model.is_empty() {
         return Err(AppError::invalid("model: Field required", "model").into());
     }

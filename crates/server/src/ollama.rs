@@ -784,6 +784,20 @@ fn admin_error(error: AdminError) -> AppError {
     }
 }
 
+/// Run a store operation off the async threads (it touches the disk):
+/// 200 with an empty body when it succeeds.
+async fn store_call(
+    state: &AppState,
+    operation: impl FnOnce(&dyn ModelAdmin) -> std::result::Result<(), AdminError> + Send + 'static,
+) -> Result<StatusCode> {
+    let admin = admin(state)?;
+    tokio::task::spawn_blocking(move || operation(admin.as_ref()))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(admin_error)?;
+    Ok(StatusCode::OK)
+}
+
 #[derive(Debug, Deserialize)]
 struct CopyRequest {
     #[serde(default)]
@@ -801,12 +815,10 @@ pub async fn copy(
     if request.source.is_empty() || request.destination.is_empty() {
         return Err(AppError::invalid("source and destination are required", "source").into());
     }
-    let admin = admin(&state)?;
-    tokio::task::spawn_blocking(move || admin.copy(&request.source, &request.destination))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(admin_error)?;
-    Ok(StatusCode::OK)
+    store_call(&state, move |admin| {
+        admin.copy(&request.source, &request.destination)
+    })
+    .await
 }
 
 /// `DELETE /api/delete`: 200 with an empty body, 404 if there is no such model.
@@ -819,12 +831,7 @@ pub async fn delete(
     if name.is_empty() {
         return Err(AppError::invalid("model is required", "model").into());
     }
-    let admin = admin(&state)?;
-    tokio::task::spawn_blocking(move || admin.delete(&name))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(admin_error)?;
-    Ok(StatusCode::OK)
+    store_call(&state, move |admin| admin.delete(&name)).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,8 +53,6 @@ pub struct Prepared {
     pub prompt: String,
     pub grammar: Option<Grammar>,
     pub parser: OutputParser,
-    /// Whether the template supports turning reasoning off or on.
-    pub template_thinks: bool,
 }
 
 /// Render `chat` with the model's template and build its grammar and parser.
@@ -101,12 +99,11 @@ pub fn prepare(chat: &Chat, template: &ChatTemplate) -> Result<Prepared, EngineE
     // holds the output from its first token: then it is the answer.
     let forced = grammar.as_ref().is_some_and(|g| g.triggers.is_none());
     let starts_thinking = prompt.trim_end().ends_with("<think>") && !forced;
-    let tools = tools_on.then(|| (chat.tools.clone(), syntax));
+    let tools = tools_on.then(|| chat.tools.clone());
     Ok(Prepared {
         prompt,
         grammar,
         parser: OutputParser::new(starts_thinking, tools),
-        template_thinks: source.contains("enable_thinking") || source.contains("<think>"),
     })
 }
 

@@ -7,7 +7,7 @@
 //! parser, so they agree.
 
 use super::stream_calls::{CallScanner, Found};
-use super::tools::{parse_calls, Syntax, Tool, CALL_MARKERS};
+use super::tools::{parse_calls, Tool, CALL_MARKERS};
 use crate::template::ToolCall;
 
 const THINK_OPEN: &str = "<think>";
@@ -44,7 +44,7 @@ enum Reasoning {
 /// The parser for one generation's output.
 pub struct OutputParser {
     reasoning: Reasoning,
-    tools: Option<(Vec<Tool>, Syntax)>,
+    tools: Option<Vec<Tool>>,
     held: String,
     /// A call has started: everything from here is held, and followed by
     /// the scanner as calls stream.
@@ -69,8 +69,8 @@ impl std::fmt::Debug for OutputParser {
 
 impl OutputParser {
     /// A parser for output that starts inside a reasoning block when the
-    /// prompt opened one, and looks for calls to `tools` in `syntax`.
-    pub fn new(starts_thinking: bool, tools: Option<(Vec<Tool>, Syntax)>) -> Self {
+    /// prompt opened one, and looks for calls to `tools` in any family's syntax.
+    pub fn new(starts_thinking: bool, tools: Option<Vec<Tool>>) -> Self {
         Self {
             reasoning: if starts_thinking {
                 Reasoning::Inside
@@ -161,7 +161,7 @@ impl OutputParser {
 
     /// Follow calls in the captured text as they arrive.
     fn stream_calls(&mut self, pieces: &mut Vec<Piece>) {
-        let Some((tools, _)) = &self.tools else {
+        let Some(tools) = &self.tools else {
             return;
         };
         let found = self
@@ -189,7 +189,7 @@ impl OutputParser {
     }
 
     fn calls(&mut self, text: &str) -> Option<Vec<ToolCall>> {
-        let (tools, _) = self.tools.as_ref()?;
+        let tools = self.tools.as_ref()?;
         parse_calls(text, tools, &mut self.ids)
     }
 

@@ -12,12 +12,7 @@ fn weather() -> Tool {
 
 /// Parse `text` whole and split at every character: both must agree.
 fn parse(text: &str, starts_thinking: bool, tools: bool) -> Answer {
-    let make = || {
-        OutputParser::new(
-            starts_thinking,
-            tools.then(|| (vec![weather()], Syntax::Hermes)),
-        )
-    };
+    let make = || OutputParser::new(starts_thinking, tools.then(|| vec![weather()]));
     let mut whole = Answer::default();
     let mut parser = make();
     for piece in parser.push(text).into_iter().chain(parser.finish()) {
@@ -213,7 +208,7 @@ fn bad_schemas_are_refused_naming_the_parameter() {
 #[test]
 fn a_call_streams_its_name_then_argument_fragments_then_the_whole_call() {
     let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
-    let mut parser = OutputParser::new(false, Some((vec![weather()], Syntax::Hermes)));
+    let mut parser = OutputParser::new(false, Some(vec![weather()]));
     let mut pieces = Vec::new();
     for c in text.chars() {
         pieces.extend(parser.push(&c.to_string()));
@@ -286,7 +281,7 @@ fn fences_are_held_only_until_they_show_a_call_or_not() {
     );
     assert_eq!(answer.tool_calls.len(), 1);
     // Code is streamed as soon as its fence shows it is not a call.
-    let mut parser = OutputParser::new(false, Some((vec![weather()], Syntax::Hermes)));
+    let mut parser = OutputParser::new(false, Some(vec![weather()]));
     let mut streamed = String::new();
     for piece in parser.push("Here:\n```python\nprint(1)") {
         if let Piece::Content(text) = piece {
