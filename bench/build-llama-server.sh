@@ -8,6 +8,7 @@
 # Env:   LLAMA_SERVER_SRC (a llama.cpp tree to use instead of the sdist's),
 #        LLAMA_SERVER_BUILD_DIR (default .bench/llama-server-build),
 #        FETCH_ONLY=1: fetch and unpack the sdist, print its llama.cpp tree, build nothing
+#        TARGET: another program of that tree to build instead (default llama-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +34,13 @@ if [ -z "$src" ]; then
   fi
 fi
 if [ -n "${FETCH_ONLY:-}" ]; then echo "$src"; exit 0; fi
+# Another program of the same tree (llama-embedding) needs the examples.
+target=${TARGET:-llama-server}
+examples=OFF; [ "$target" = llama-server ] || examples=ON
 # No network at build time (no prebuilt web UI, no curl), no TLS.
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=$examples -DLLAMA_BUILD_SERVER=ON \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_LLGUIDANCE=OFF "$@" >&2
-cmake --build "$build" --target llama-server -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" >&2
-echo "$build/bin/llama-server"
+cmake --build "$build" --target "$target" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" >&2
+echo "$build/bin/$target"
