@@ -92,6 +92,7 @@ device_run() {
   SHELF_BIN="$work/shelf" LLAMA_BENCH="$work/build/llama-bench-lite" GPU_LAYERS=99 \
     bench/compare-llama.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
   SHELF_BIN="$work/shelf" GPU_LAYERS=99 bench/http-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
+  SHELF_BIN="$work/shelf" GPU_LAYERS=99 bench/security-overhead.sh "$work/$model_name.gguf" "${THREADS:-8}" || status=1
   return $status
 }
 

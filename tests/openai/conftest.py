@@ -2,8 +2,12 @@
 import contextlib
 import os
 import subprocess
+import tempfile
 
 MODEL = "smollm2-135m-instruct-q4_1"
+
+# The process behind each running server's base URL, for tests that signal it.
+PROCESSES = {}
 
 
 def model_path(name):
@@ -15,22 +19,46 @@ def model_path(name):
 
 
 @contextlib.contextmanager
-def shelf_server(*extra, models=(MODEL,), models_dir=None):
+def shelf_server(*extra, models=(MODEL,), models_dir=None, keys=None, env=None, stderr=None):
     """The server's base URL while it runs with `extra` flags, `models` preloaded,
-    its store in `models_dir`."""
+    its store in `models_dir`, its key database `keys` (a fresh, empty one by default)."""
     flags = [arg for name in models for arg in ("--model", model_path(name))]
     store = models_dir or os.environ.get("TMPDIR", "/tmp")
-    proc = subprocess.Popen(
-        [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
-         *flags, "--threads", "2", "--models-dir", store, *extra],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error"},
-    )
+    with contextlib.ExitStack() as stack:
+        if keys is None:
+            keys = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "keys.db")
+        proc = subprocess.Popen(
+            [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
+             *flags, "--threads", "2", "--models-dir", store, "--keys", keys, *extra],
+            stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error", **(env or {})},
+            stderr=stderr,
+        )
+        yield from _running(proc, models)
+
+
+def _running(proc, models):
+    base = None
     try:
-        base = proc.stdout.readline().strip().removeprefix("shelf listening on ")
+        line = proc.stdout.readline()
+        while line.startswith("TLS certificate"):
+            line = proc.stdout.readline()
+        base = line.strip().removeprefix("shelf listening on ")
         for _ in models:
             ready = proc.stdout.readline()
             assert ready.startswith("shelf ready"), ready
+        PROCESSES[base] = proc
         yield base
     finally:
+        PROCESSES.pop(base, None)
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def shelf_keys(keys, *args):
+    """Run `shelf keys ARGS` on the database `keys`; its stdout's last line."""
+    out = subprocess.run(
+        [os.environ.get("SHELF_BIN", "target/debug/shelf"), "keys", *args, "--keys", keys],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return out.strip().splitlines()[-1]

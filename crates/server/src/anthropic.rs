@@ -168,6 +168,7 @@ pub async fn count_tokens(
     if request.model.is_empty() {
         return Err(AppError::invalid("model: Field required", "model").into());
     }
+    crate::auth::check_model(&request.model)?;
     let lease = state
         .host
         .acquire(&request.model)

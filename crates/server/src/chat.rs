@@ -123,6 +123,7 @@ pub async fn submit<T: Send + 'static>(
         return Err(AppError::invalid("model must not be empty", "model"));
     }
     let arrived = Instant::now();
+    crate::auth::check_model(model)?;
     let lease = state.host.acquire(model).await?;
     if let Some(keep_alive) = params.keep_alive {
         lease.keep_alive(keep_alive);

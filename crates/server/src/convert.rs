@@ -69,6 +69,10 @@ pub fn check_stops(stops: Vec<String>, param: &str) -> Result<Vec<String>, AppEr
     Ok(stops)
 }
 
+/// The most output tokens one request may ask for: beyond any model's
+/// context, so only nonsense is refused.
+pub const MAX_OUTPUT_TOKENS: u32 = 1 << 20;
+
 /// `max_tokens` (or `max_completion_tokens`), which must be at least 1.
 pub fn max_tokens(value: Option<u32>, param: &'static str) -> Result<Option<u32>, AppError> {
     match value {
@@ -76,6 +80,12 @@ pub fn max_tokens(value: Option<u32>, param: &'static str) -> Result<Option<u32>
             param,
             minimum: 1,
             given: 0,
+        }),
+        Some(n) if n > MAX_OUTPUT_TOKENS => Err(AppError::Malformed {
+            message: format!(
+                "{param} is too large: {n}; at most {MAX_OUTPUT_TOKENS} tokens may be asked for"
+            ),
+            param: Some(param.into()),
         }),
         other => Ok(other),
     }

@@ -101,6 +101,7 @@ pub async fn embed(
         return Err(AppError::invalid("model must not be empty", "model"));
     }
     let started = Instant::now();
+    crate::auth::check_model(model)?;
     let lease = state.host.acquire(model).await?;
     let resident = Arc::clone(lease.resident());
     let (vectors, prompt_tokens) = tokio::task::spawn_blocking(move || {
@@ -149,6 +150,9 @@ pub async fn embed(
     .await
     .map_err(|e| AppError::Internal(e.to_string()))??;
     drop(lease);
+    if let Some(ledger) = crate::audit::Ledger::current() {
+        ledger.used(u64::from(prompt_tokens), 0);
+    }
     Ok(Embedded {
         vectors,
         prompt_tokens,

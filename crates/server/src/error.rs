@@ -7,6 +7,15 @@ use shelf_api::openai::{ErrorBody, ErrorDetail};
 use shelf_engine::EngineError;
 use shelf_scheduler::HostError;
 
+/// Status, error type, code, message and param of an error.
+type Parts = (
+    StatusCode,
+    &'static str,
+    Option<&'static str>,
+    String,
+    Option<String>,
+);
+
 /// Everything a request can fail with, each mapped to one status code.
 #[derive(Debug)]
 pub enum AppError {
@@ -52,6 +61,15 @@ pub enum AppError {
     PullFailed(String),
     /// 502: the model's runner process died under the request.
     ModelCrashed(String),
+    /// 401: no key, or one that is wrong, revoked or expired.
+    Unauthorized { missing: bool },
+    /// 403: the key does not allow this, or the request came from a host or
+    /// origin this server does not answer.
+    Forbidden { message: String, code: &'static str },
+    /// 429: over a key's requests (`kind` "requests") or tokens per minute.
+    RateLimited { message: String, kind: &'static str },
+    /// 408: the request body did not arrive in time.
+    BodyTimeout,
     /// 500: something unexpected; details are logged, not sent.
     Internal(String),
 }
@@ -64,15 +82,20 @@ impl AppError {
         }
     }
 
-    fn parts(
-        self,
-    ) -> (
-        StatusCode,
-        &'static str,
-        Option<&'static str>,
-        String,
-        Option<String>,
-    ) {
+    /// [`Self::raw_parts`], with the message made safe to show a remote
+    /// client.
+    fn parts(self) -> Parts {
+        let (status, kind, code, message, param) = self.raw_parts();
+        (
+            status,
+            kind,
+            code,
+            clean(&message),
+            param.map(|p| clean(&p)),
+        )
+    }
+
+    fn raw_parts(self) -> Parts {
         use StatusCode as S;
         match self {
             Self::Malformed { message, param } => (
@@ -193,6 +216,41 @@ impl AppError {
                 message,
                 None,
             ),
+            Self::Unauthorized { missing: true } => (
+                S::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("missing_api_key"),
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' (or 'x-api-key: KEY'); `shelf keys create` makes one".into(),
+                None,
+            ),
+            Self::Unauthorized { missing: false } => (
+                S::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                "Incorrect API key provided, or the key was revoked or has expired".into(),
+                None,
+            ),
+            Self::Forbidden { message, code } => (
+                S::FORBIDDEN,
+                "permission_error",
+                Some(code),
+                message,
+                None,
+            ),
+            Self::RateLimited { message, kind } => (
+                S::TOO_MANY_REQUESTS,
+                kind,
+                Some("rate_limit_exceeded"),
+                message,
+                None,
+            ),
+            Self::BodyTimeout => (
+                S::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                Some("request_timeout"),
+                "The request body did not arrive in time".into(),
+                None,
+            ),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (
@@ -288,6 +346,74 @@ impl From<HostError> for AppError {
     }
 }
 
+/// Longest message a client is sent, in characters: errors may quote a
+/// client's own input back.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text` fit for a remote client: control characters escaped (they could
+/// rewrite a terminal or forge log lines), paths cut to their last part
+/// (they describe the server's disk, or probe it), and long text shortened.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS));
+    let mut rest = text;
+    let mut previous = ' ';
+    let mut count = 0;
+    while let Some(c) = rest.chars().next() {
+        if count == MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        count += 1;
+        if starts_path(previous) && is_path_start(rest) {
+            let end = rest
+                .find(|n: char| {
+                    n.is_whitespace() || matches!(n, '\'' | '"' | ')' | ',' | ';' | '`')
+                })
+                .unwrap_or(rest.len());
+            let last = rest[..end]
+                .rsplit(['/', '\\'])
+                .find(|p| !p.is_empty())
+                .unwrap_or("");
+            out.push_str("…/");
+            out.extend(last.chars().flat_map(escape_control));
+            rest = &rest[end..];
+            previous = 'x';
+            continue;
+        }
+        out.extend(escape_control(c));
+        previous = c;
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Whether `text` begins a path: `/x`, `./`, `../`, `~/`, or `C:\`.
+fn is_path_start(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let drive =
+        bytes.len() > 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\';
+    (bytes.first() == Some(&b'/') && bytes.get(1).is_some_and(|b| !b.is_ascii_whitespace()))
+        || text.starts_with("./")
+        || text.starts_with("../")
+        || text.starts_with("~/")
+        || drive
+}
+
+/// Whether a path may begin after `previous`, rather than inside a word or
+/// a URL.
+fn starts_path(previous: char) -> bool {
+    previous.is_whitespace() || matches!(previous, '\'' | '"' | '(' | '=' | '`' | '[')
+}
+
+fn escape_control(c: char) -> impl Iterator<Item = char> {
+    let escaped: Vec<char> = if c.is_control() {
+        c.escape_unicode().collect()
+    } else {
+        vec![c]
+    };
+    escaped.into_iter()
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
@@ -326,5 +452,46 @@ impl From<EngineError> for AppError {
             )),
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\u{a}c");
+    }
+
+    #[test]
+    fn absolute_paths_keep_only_their_last_part() {
+        assert_eq!(
+            clean("cannot open /home/ann/.shelf/models/blobs/sha256-ab: denied"),
+            "cannot open …/sha256-ab: denied"
+        );
+        assert_eq!(
+            clean("model '/etc/passwd' not found"),
+            "model '…/passwd' not found"
+        );
+        assert_eq!(
+            clean("see https://huggingface.co/a/b"),
+            "see https://huggingface.co/a/b"
+        );
+        assert_eq!(
+            clean("hf.co/org/repo:Q4 and a/b"),
+            "hf.co/org/repo:Q4 and a/b"
+        );
+        assert_eq!(clean("1 / 2"), "1 / 2");
+        assert_eq!(clean("model '../../etc/passwd'"), "model '…/passwd'");
+        assert_eq!(clean("model '~/.ssh/id_rsa' x"), "model '…/id_rsa' x");
+        assert_eq!(clean("model 'C:\\Windows\\win.ini'"), "model '…/win.ini'");
+        assert_eq!(clean("v0.5 ./ok"), "v0.5 …/ok");
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let cleaned = clean(&"x".repeat(5000));
+        assert_eq!(cleaned.chars().count(), super::MAX_MESSAGE_CHARS + 1);
     }
 }

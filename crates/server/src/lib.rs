@@ -7,11 +7,16 @@
 
 mod admin;
 mod anthropic;
+mod audit;
+mod auth;
 mod chat;
 mod convert;
+mod dialect;
 mod embed;
 mod error;
+mod guard;
 mod json;
+mod listen;
 mod metrics;
 mod ollama;
 mod openai;
@@ -20,6 +25,7 @@ mod responses;
 mod running;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,14 +34,16 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use shelf_scheduler::ModelHost;
 use tokio::net::TcpListener;
 
 pub use admin::{AdminError, ModelAdmin, PullUpdate, Pulling};
+pub use audit::{AuditConfig, AuditLog};
+pub use auth::Auth;
 pub use error::AppError;
 pub use metrics::Metrics;
+pub use tokio_rustls::rustls;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -44,6 +52,24 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// After a shutdown signal, how long in-flight responses may take to finish.
     pub drain_timeout: Duration,
+    /// A request head must arrive within this (also HTTP/1.1's keep-alive).
+    pub header_timeout: Duration,
+    /// A whole request body must arrive within this.
+    pub body_timeout: Duration,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// The largest request head (431 above it).
+    pub max_header_bytes: usize,
+    /// Host names answered besides localhost and the bound address.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the API (CORS).
+    pub cors_origins: Vec<String>,
+    /// The address bound; set by [`serve`] for the Host check.
+    pub bound: Option<SocketAddr>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +77,15 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: 8 << 20,
             drain_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 512,
+            max_header_bytes: 64 << 10,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            bound: None,
+            tls: None,
         }
     }
 }
@@ -65,6 +100,10 @@ pub struct AppState {
     pub starting: Arc<AtomicBool>,
     /// Pull, copy and delete; `None` where the server has no store (tests).
     pub admin: Option<Arc<dyn ModelAdmin>>,
+    /// API keys; `None` leaves the server open (`--no-auth`, tests).
+    pub auth: Option<Arc<Auth>>,
+    /// Where each request is recorded, without its content.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl AppState {
@@ -75,12 +114,21 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             starting: Arc::new(AtomicBool::new(false)),
             admin: None,
+            auth: None,
+            audit: None,
         }
     }
 }
 
 /// The router, without a socket: tests drive it with `oneshot`.
 pub fn app(state: AppState, config: &ServerConfig) -> Router {
+    let policy = guard::Policy {
+        bound: config.bound,
+        allowed_hosts: config.allowed_hosts.clone(),
+        cors_origins: config.cors_origins.clone(),
+        max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout,
+    };
     Router::new()
         .route("/", get(ollama::root))
         .route("/api/version", get(ollama::version))
@@ -107,6 +155,19 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .fallback(|| async { AppError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // Outermost last: count, account, guard, then keys.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(policy),
+            guard::guard,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::account,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
 }
@@ -141,34 +202,20 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    config: ServerConfig,
+    mut config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    config.bound = Some(listener.local_addr()?);
     let router = app(state, &config);
-    // Tokens go out as small writes; Nagle's algorithm would hold one back
-    // until the client acknowledges the last (up to its 40 ms delayed ACK).
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stop_tx.send(true);
-    });
-    let drain_deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(config.drain_timeout).await;
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let limits = listen::Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        max_header_bytes: config.max_header_bytes,
+        drain_timeout: config.drain_timeout,
     };
-    tokio::select! {
-        result = server => result,
-        () = drain_deadline => {
-            tracing::warn!("drain timeout reached; closing remaining connections");
-            Ok(())
-        }
-    }
+    listen::serve(listener, router, tls, limits, shutdown).await
 }
 
 /// `{"status": ...}` for `/health`.

@@ -41,6 +41,8 @@ pub struct Metrics {
     runner_crashes: IntCounterVec,
     model_unloads: IntCounterVec,
     load_failures: IntCounterVec,
+    auth_failures: IntCounterVec,
+    audit_dropped: IntCounterVec,
     /// One scrape at a time brings the host's counts over.
     scraping: Mutex<()>,
 }
@@ -149,9 +151,27 @@ impl Metrics {
                 "Loads that failed",
                 model,
             ),
+            auth_failures: counter(
+                "shelf_auth_failures_total",
+                "Requests refused for their API key, by reason (missing, invalid, expired, revoked)",
+                &["reason"],
+            ),
+            audit_dropped: counter(
+                "shelf_audit_dropped_total",
+                "Audit lines dropped because the writer fell behind",
+                &[],
+            ),
             registry,
             scraping: Mutex::new(()),
         }
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.with_label_values::<&str>(&[]).inc();
     }
 
     pub fn request(&self, route: &str, status: u16) {

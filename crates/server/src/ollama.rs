@@ -36,7 +36,7 @@ impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
         // Ollama's own wording, which its clients and users know.
         if let AppError::ModelNotFound(name) = &self.0 {
-            let message = format!("model '{name}' not found");
+            let message = crate::error::clean(&format!("model '{name}' not found"));
             return (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response();
         }
         let (status, message) = self.0.status_400_and_message();
@@ -246,6 +246,7 @@ async fn load_only(
     if model.is_empty() {
         return Err(AppError::invalid("model is required", "model").into());
     }
+    crate::auth::check_model(model)?;
     let lease = state.host.acquire(model).await.map_err(AppError::from)?;
     let unload = params.keep_alive == Some(KeepAlive::After(std::time::Duration::ZERO));
     if let Some(keep_alive) = params.keep_alive {
@@ -404,7 +405,7 @@ fn params(
                 "options",
             ))
         }
-        Some(n) => Some(n as u32),
+        Some(n) => convert::max_tokens(Some(n.min(f64::from(u32::MAX)) as u32), "num_predict")?,
         None => None,
     };
     let stops = match options.get("stop") {
@@ -628,7 +629,8 @@ fn keep_alive_only(value: Option<&Value>) -> std::result::Result<(), AppError> {
 
 /// `GET /api/tags`: every model the store offers.
 pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>> {
-    let names = state.host.list().await.map_err(AppError::from)?;
+    let mut names = state.host.list().await.map_err(AppError::from)?;
+    names.retain(|name| crate::auth::may_see(name));
     let mut models = Vec::new();
     for name in names {
         let path = state.host.path(&name).await.ok();
@@ -669,6 +671,7 @@ pub async fn show(
     if name.is_empty() {
         return Err(AppError::invalid("model is required", "model").into());
     }
+    crate::auth::check_model(&name)?;
     let path = state.host.path(&name).await.map_err(AppError::from)?;
     let facts = tokio::task::spawn_blocking(move || describe(&path))
         .await

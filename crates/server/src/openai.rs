@@ -51,8 +51,11 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::Mod
 }
 
 /// The catalog's names, read off the async threads (it walks the store).
+/// The models this request's key may use.
 async fn model_names(state: &AppState) -> Result<Vec<String>, AppError> {
-    state.host.list().await.map_err(AppError::from)
+    let mut names = state.host.list().await.map_err(AppError::from)?;
+    names.retain(|name| crate::auth::may_see(name));
+    Ok(names)
 }
 
 /// `GET /v1/models/{id}`: one model, or 404.

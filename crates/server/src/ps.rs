@@ -29,7 +29,11 @@ pub async fn ps(State(state): State<AppState>) -> Json<ProcessList> {
             loading: m.loading,
             pinned: m.pinned,
             unloads_in_seconds: m.unloads_in.map(|d| d.as_secs()),
-            pid: m.pid,
+            // Process ids are for the box's operator, not every key holder.
+            pid: crate::auth::grant()
+                .is_none_or(|key| key.allows(shelf_keys::Scope::Admin))
+                .then_some(m.pid)
+                .flatten(),
         })
         .collect();
     Json(ProcessList { models })

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use shelf_engine::{Event, Generation};
 use shelf_scheduler::Lease;
 
+use crate::audit::Ledger;
 use crate::metrics::Metrics;
 
 pub struct Running {
@@ -18,6 +19,9 @@ pub struct Running {
     arrived: Instant,
     sent_first: bool,
     metrics: Arc<Metrics>,
+    /// The request's accounting, taken from the handler's scope: the body
+    /// that polls this runs outside it.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl Running {
@@ -35,6 +39,7 @@ impl Running {
             arrived,
             sent_first: false,
             metrics,
+            ledger: Ledger::current(),
         }
     }
 
@@ -52,6 +57,12 @@ impl Running {
                     Duration::from_secs_f64(completion.timings.decode_ms.max(0.0) / 1000.0);
                 self.metrics
                     .finished(&self.model, &completion.usage, Some(decode));
+                if let Some(ledger) = &self.ledger {
+                    ledger.used(
+                        u64::from(completion.usage.prompt_tokens),
+                        u64::from(completion.usage.completion_tokens),
+                    );
+                }
             }
             _ => {}
         }

@@ -26,6 +26,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SHELF_KEEP_ALIVE", "How long an idle model stays loaded, e.g. `10m`; `0` unloads at once, `-1` never (`--keep-alive`); default: `5m`"),
     ("SHELF_MAX_QUEUE", "Requests that may wait for a model's slots before more get 503 (`--max-queue`); default: `64`"),
     ("SHELF_CACHE_RAM", "RAM per model for prompt caches pushed out of its slots, e.g. `2GiB`; `0` turns it off (`--cache-ram`); default: `1GiB`"),
+    ("SHELF_KEYS", "The API key database (`--keys`); default: `~/.shelf/keys.db`. Once it holds a key, every API request needs one"),
+    ("SHELF_API_KEY", "The key `shelf ps` sends to a server that has keys on (`--api-key`)"),
+    ("SHELF_ALLOWED_HOSTS", "Host names `shelf serve` answers besides localhost and its address, `,`-separated (`--allowed-host`); `*` answers any"),
+    ("SHELF_CORS_ORIGINS", "Browser origins allowed to call the API, `,`-separated (`--cors-origin`), e.g. `https://app.example`; default: none"),
+    ("SHELF_AUDIT_LOG", "Write one JSON line per request, without its content, to this file (`--audit-log`)"),
     ("SHELF_LOG", "Log filter, in tracing's `EnvFilter` syntax, e.g. `debug`; default: `info` for serve, `warn` otherwise"),
 ];
 
@@ -83,6 +88,9 @@ pub struct Globals {
         value_delimiter = ':'
     )]
     pub shared_models: Vec<PathBuf>,
+    /// The API key database [default: ~/.shelf/keys.db]
+    #[arg(long, global = true, env = "SHELF_KEYS")]
+    pub keys: Option<PathBuf>,
 }
 
 impl Globals {
@@ -105,6 +113,21 @@ impl Globals {
             anyhow::anyhow!("HOME is not set; pass --models-dir or set SHELF_MODELS")
         })?;
         Ok(PathBuf::from(home).join(".shelf").join("models"))
+    }
+
+    /// `~/.shelf`, where keys and certificates live by default.
+    pub fn home(&self) -> anyhow::Result<PathBuf> {
+        let home = std::env::var_os("HOME")
+            .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --keys"))?;
+        Ok(PathBuf::from(home).join(".shelf"))
+    }
+
+    /// The API key database.
+    pub fn keys_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.keys {
+            Some(path) => Ok(path.clone()),
+            None => Ok(self.home()?.join("keys.db")),
+        }
     }
 
     /// The writable store, then the shared read-only ones.
@@ -220,6 +243,9 @@ pub enum Command {
     Cost(CostArgs),
     /// Show the models a running server has loaded
     Ps(PsArgs),
+    /// Create, list and revoke API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Serve one model to `shelf serve` over its socket (started by the server)
     #[command(hide = true)]
     Runner(RunnerArgs),
@@ -233,6 +259,9 @@ pub struct PsArgs {
     /// The server's address
     #[arg(long, env = "SHELF_ADDR", default_value = "127.0.0.1:11435")]
     pub addr: SocketAddr,
+    /// The API key to send, when the server has keys on
+    #[arg(long, env = "SHELF_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -465,6 +494,106 @@ pub struct ServeArgs {
     /// With --allow-pull: plain http to registries named in model names
     #[arg(long)]
     pub insecure: bool,
+    /// Serve without API keys on a non-loopback address (anyone who can
+    /// reach it can use it); keys in the database are then ignored
+    #[arg(long)]
+    pub no_auth: bool,
+    /// HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, requires = "tls_key", conflicts_with = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// `self-signed`: HTTPS with a certificate made and kept under
+    /// ~/.shelf/tls; its SHA-256 fingerprint is printed for pinning
+    #[arg(long, value_parser = ["self-signed"])]
+    pub tls: Option<String>,
+    /// A host name to answer besides localhost and the bound address
+    /// (repeatable; `*` answers any, e.g. behind a proxy that checks it)
+    #[arg(
+        long = "allowed-host",
+        env = "SHELF_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// A browser origin allowed to call the API, e.g. `https://app.example`
+    /// (repeatable); other sites' pages get 403
+    #[arg(
+        long = "cors-origin",
+        env = "SHELF_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Write one JSON line per request (who, what, tokens, time; never the
+    /// text) to this file
+    #[arg(long, env = "SHELF_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it would pass this size
+    #[arg(long, default_value = "100MiB", value_parser = parse_size)]
+    pub audit_log_max_size: u64,
+    /// Rotated audit logs kept (FILE.1 is the newest)
+    #[arg(long, default_value_t = 5)]
+    pub audit_log_keep: u32,
+    /// Connections served at once; more wait their turn
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client gets to send a request's headers (and an idle
+    /// kept-alive connection stays open)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a client gets to send a request's whole body
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// Seconds without traffic after which a connection is closed
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// Largest request head (request line and headers), in bytes
+    #[arg(long, default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
+    pub max_header_bytes: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key; its secret is printed once, as the last line of stdout
+    Create(KeyCreateArgs),
+    /// Show every key's name, scopes, limits and last use (never secrets)
+    List(KeyListArgs),
+    /// Revoke a key: the next request with it gets 401
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// A name for the key (letters, digits, `-`, `_`, `.`)
+    pub name: String,
+    /// What the key may do: chat, embed, admin (repeatable) [default: chat and embed]
+    #[arg(long = "scope", num_args = 1.., value_delimiter = ',', value_parser = ["chat", "embed", "admin"])]
+    pub scopes: Vec<String>,
+    /// Models the key may use, as globs like `llama3*` (repeatable) [default: all]
+    #[arg(long = "models", num_args = 1.., value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Requests per minute
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
+    /// Tokens (prompt and output) per minute
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tpm: Option<u32>,
+    /// The key stops working after this long, e.g. `30d`, `12h`
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The key's name
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod bench;
 mod catalog;
 mod cli;
 mod fit;
+mod keys;
 mod probe;
 mod progress;
 mod ps;
@@ -18,6 +19,7 @@ mod runner;
 mod serve;
 mod store_cmds;
 mod synthetic;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -37,7 +39,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // Blocking work still running (a long template render for a client
+    // that left) must not hold the exit: dropping the runtime would wait.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -62,6 +68,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Fit(args) => fit::fit(&globals, args),
         cli::Command::Cost(args) => fit::cost(&globals, args),
         cli::Command::Ps(args) => ps::ps(args).await,
+        cli::Command::Keys(command) => keys::keys(&globals, command),
         cli::Command::Runner(args) => runner::runner(&globals, args).await,
         cli::Command::Probe => runner::probe(&globals),
     }

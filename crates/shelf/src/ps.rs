@@ -8,7 +8,11 @@ use crate::store_cmds::human_bytes;
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
     let url = format!("http://{}/api/ps", args.addr);
-    let response = reqwest::get(&url).await.with_context(|| {
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some(key) = &args.api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.with_context(|| {
         format!(
             "no shelf server answers at {} (is `shelf serve` running?)",
             args.addr

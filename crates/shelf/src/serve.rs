@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 use shelf_engine::{GpuLayers, LoadConfig, LoadedModel};
+use shelf_keys::Verifier;
 use shelf_planner::{Backend, FitOptions, Hardware};
 use shelf_runner::{RunnerCommand, RunnerModel};
 use shelf_scheduler::{HostConfig, LoadPlan, Loader, ModelCost, ModelHost, Sizer};
-use shelf_server::{AppState, ServerConfig};
+use shelf_server::{AppState, AuditConfig, AuditLog, Auth, ServerConfig};
 
 use crate::catalog::{self, Puller, StoreCatalog};
 use crate::cli::{Budget, Globals, ServeArgs};
@@ -22,6 +23,20 @@ use crate::cli::{Budget, Globals, ServeArgs};
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
+    // Refusals about exposure come first, before any model is touched.
+    let auth = auth(globals, &args)?;
+    let tls = tls(globals, &args)?;
+    let audit = match &args.audit_log {
+        Some(path) => Some(Arc::new(
+            AuditLog::open(AuditConfig {
+                path: path.clone(),
+                max_bytes: args.audit_log_max_size,
+                keep: args.audit_log_keep,
+            })
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?,
+        )),
+        None => None,
+    };
     let layers = globals.layers()?;
     let mut files = Vec::new();
     let mut pinned = Vec::new();
@@ -87,17 +102,33 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can use the models");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &tls {
+        say(&format!(
+            "TLS certificate {} SHA-256 fingerprint {}",
+            tls.cert_path.display(),
+            tls.fingerprint
+        ));
     }
     // Tests and scripts read this line to find the port when --addr ends in :0.
-    say(&format!("shelf listening on http://{addr}"));
+    say(&format!("shelf listening on {scheme}://{addr}"));
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        header_timeout: Duration::from_secs(args.header_timeout),
+        body_timeout: Duration::from_secs(args.body_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: args.max_connections as usize,
+        max_header_bytes: args.max_header_bytes as usize,
+        allowed_hosts: args.allowed_hosts.clone(),
+        cors_origins: args.cors_origins.clone(),
+        bound: None,
+        tls: tls.map(|t| t.config),
     };
     let mut state = AppState::new(Arc::clone(&host));
     state.admin = Some(admin);
+    state.auth = auth;
+    state.audit = audit.clone();
     state.starting.store(!pinned.is_empty(), Ordering::Release);
     let starting = Arc::clone(&state.starting);
     let server = shelf_server::serve(listener, state, config, shutdown_signal());
@@ -118,7 +149,52 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         result = preload => result,
     };
     host.unload_all().await;
+    // Every connection is gone: write out the audit lines still queued.
+    if let Some(audit) = audit.and_then(Arc::into_inner) {
+        audit.close();
+    }
     result
+}
+
+/// The key checker, or `None` with `--no-auth`. A server reachable beyond
+/// loopback with no keys refuses to start: that is how model servers end up
+/// open to the internet.
+fn auth(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Option<Arc<Auth>>> {
+    let exposed = !args.addr.ip().is_loopback();
+    if args.no_auth {
+        tracing::warn!(
+            addr = %args.addr,
+            "API keys are off (--no-auth): anyone who can reach this address can use every model, pull and delete"
+        );
+        return Ok(None);
+    }
+    let path = globals.keys_path()?;
+    let verifier = Verifier::open(&path)
+        .with_context(|| format!("cannot open the key database {}", path.display()))?;
+    let auth = Auth::new(verifier);
+    if exposed && !auth.closed() {
+        anyhow::bail!(
+            "refusing to listen on {} with no API keys: anyone on the network could use it. \
+             Create a key with `shelf keys create NAME`, or pass --no-auth to serve without keys",
+            args.addr
+        );
+    }
+    if auth.closed() {
+        tracing::info!(keys = %path.display(), "API keys are on: every request needs one");
+    }
+    Ok(Some(Arc::new(auth)))
+}
+
+/// The TLS setup asked for, if any.
+fn tls(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Option<crate::tls::Tls>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return crate::tls::load(cert, key).map(Some);
+    }
+    if args.tls.is_some() {
+        let names = crate::tls::names_for(args.addr.ip(), &args.allowed_hosts);
+        return crate::tls::self_signed(&globals.home()?.join("tls"), &names).map(Some);
+    }
+    Ok(None)
 }
 
 /// A line on stdout for whoever started the server. Nobody may be reading

@@ -121,3 +121,55 @@ fn interactive_chat_survives_ctrl_c_and_leaves_on_bye() {
     let answers: Vec<&str> = stderr.lines().filter(|l| l.contains("answer:")).collect();
     assert_eq!(answers.len(), 2, "{stderr}");
 }
+
+/// `shelf keys`: the secret is printed once, last; the list names keys
+/// with their scopes and limits but never a secret; revoking works once.
+#[test]
+fn keys_are_created_listed_and_revoked_without_showing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let keys = |args: &[&str]| {
+        shelf()
+            .arg("keys")
+            .args(args)
+            .arg("--keys")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let created = keys(&[
+        "create", "ci", "--scope", "chat", "--models", "qwen*", "--rpm", "30",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let secret = stdout.lines().last().unwrap().to_string();
+    assert!(
+        secret.starts_with("shelf_") && secret.len() == 49,
+        "{secret}"
+    );
+
+    let listed = keys(&["list"]);
+    let table = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        table.contains("ci") && table.contains("qwen*") && table.contains("30"),
+        "{table}"
+    );
+    assert!(!table.contains(&secret[6..]), "{table}");
+    let json = keys(&["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["scopes"], serde_json::json!(["chat"]));
+    assert_eq!(rows[0]["status"], "active");
+
+    assert!(keys(&["create", "ci"]).status.code() == Some(1));
+    assert!(keys(&["revoke", "ci"]).status.success());
+    let again = keys(&["revoke", "ci"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no live key"));
+    let rows: serde_json::Value =
+        serde_json::from_slice(&keys(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(rows[0]["status"], "revoked");
+}

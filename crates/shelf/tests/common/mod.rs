@@ -19,10 +19,28 @@ pub fn shelf() -> Command {
         .env_remove("HF_ENDPOINT")
         .env_remove("HF_TOKEN")
         .env_remove("HF_TOKEN_PATH")
+        .env_remove("SHELF_API_KEY")
+        .env_remove("SHELF_AUDIT_LOG")
+        .env_remove("SHELF_ALLOWED_HOSTS")
+        .env_remove("SHELF_CORS_ORIGINS")
+        // A fresh key database each run: a key in the user's own would
+        // close the server to these tests.
+        .env("SHELF_KEYS", fresh_keys_path())
         .env("HF_HOME", "/nonexistent/shelf-test-hf-home")
         .env("SHELF_THREADS", "2")
         .env("SHELF_LOG", "warn,llama-cpp-2=error");
     command
+}
+
+/// A key database path no other run uses (the file does not exist yet).
+pub fn fresh_keys_path() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    dir.path()
+        .join(format!("keys-{}.db", NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// Run `shelf` with arguments and collect its output.

@@ -1,0 +1,336 @@
+//! Accounting for each request once its response has ended: its tokens are
+//! charged to its key's per-minute budget, and, with `--audit-log`, one JSON
+//! line records who asked for what, never the prompt or the answer.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use serde::Serialize;
+use shelf_keys::KeyInfo;
+
+use crate::AppState;
+
+tokio::task_local! {
+    static LEDGER: Arc<Ledger>;
+}
+
+/// What a request used, filled in by whoever learns it: the key by the
+/// auth layer, the model and tokens by the generation.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    key: OnceLock<Arc<KeyInfo>>,
+    model: OnceLock<String>,
+    prompt_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl Ledger {
+    /// The ledger of the request being handled, if any.
+    pub fn current() -> Option<Arc<Ledger>> {
+        LEDGER.try_with(Arc::clone).ok()
+    }
+
+    pub fn set_key(&self, key: Arc<KeyInfo>) {
+        let _ = self.key.set(key);
+    }
+
+    /// The model asked for (cut to 256 characters: it is the client's text).
+    pub fn set_model(&self, model: &str) {
+        let _ = self.model.set(model.chars().take(256).collect());
+    }
+
+    /// Tokens of a finished generation or embedding.
+    pub fn used(&self, prompt: u64, output: u64) {
+        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        self.output_tokens.fetch_add(output, Ordering::Relaxed);
+        self.finished.store(true, Ordering::Release);
+    }
+}
+
+/// One audit line. Paths only (a query string could carry a secret), and
+/// no text of the request or the answer.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    time: String,
+    key: Option<&'a str>,
+    addr: Option<String>,
+    method: &'a str,
+    path: &'a str,
+    model: Option<&'a str>,
+    status: u16,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    duration_ms: f64,
+    finished: bool,
+}
+
+/// The request's start, kept until its response body is dropped.
+struct Entry {
+    state: AppState,
+    ledger: Arc<Ledger>,
+    started: Instant,
+    addr: Option<SocketAddr>,
+    method: String,
+    path: String,
+    status: u16,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let prompt = self.ledger.prompt_tokens.load(Ordering::Relaxed);
+        let output = self.ledger.output_tokens.load(Ordering::Relaxed);
+        let key = self.ledger.key.get();
+        if let (Some(auth), Some(key)) = (&self.state.auth, key) {
+            auth.charge(key, prompt + output);
+        }
+        let Some(audit) = &self.state.audit else {
+            return;
+        };
+        let path: String = self.path.chars().take(256).collect();
+        let line = Line {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            key: key.map(|k| k.name.as_str()),
+            addr: self.addr.map(|a| a.to_string()),
+            method: &self.method,
+            path: &path,
+            model: self.ledger.model.get().map(String::as_str),
+            status: self.status,
+            prompt_tokens: prompt,
+            output_tokens: output,
+            duration_ms: (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            finished: self.ledger.finished.load(Ordering::Acquire),
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            if !audit.send(text) {
+                self.state.metrics.audit_dropped();
+            }
+        }
+    }
+}
+
+/// Run the request with a fresh ledger, and account for it when its
+/// response (streamed ones included) has ended or the client has gone.
+pub async fn account(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let ledger = Arc::new(Ledger::default());
+    let addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = LEDGER.scope(Arc::clone(&ledger), next.run(request)).await;
+    if state.audit.is_none() && state.auth.is_none() {
+        return response;
+    }
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    let entry = Entry {
+        state,
+        ledger,
+        started,
+        addr,
+        method,
+        path,
+        status,
+    };
+    Response::from_parts(
+        parts,
+        Body::new(Tracked {
+            inner: body,
+            _entry: entry,
+        }),
+    )
+}
+
+/// A response body that accounts for its request when dropped.
+struct Tracked {
+    inner: Body,
+    _entry: Entry,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The audit file's writer: a thread of its own, so a slow disk never
+/// holds up a request.
+#[derive(Debug)]
+pub struct AuditLog {
+    lines: SyncSender<String>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+/// Where and how much to keep.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    /// Rotate once the file would pass this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`FILE.1` newest).
+    pub keep: u32,
+}
+
+impl AuditLog {
+    /// Open (appending) and start the writer.
+    pub fn open(config: AuditConfig) -> std::io::Result<Self> {
+        let file = open_append(&config.path)?;
+        let size = file.metadata()?.len();
+        let (lines, receiver) = std::sync::mpsc::sync_channel(10_000);
+        let writer = std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || write_lines(receiver, config, file, size))?;
+        Ok(Self { lines, writer })
+    }
+
+    /// Stop taking lines and wait until every queued one is written.
+    pub fn close(self) {
+        drop(self.lines);
+        let _ = self.writer.join();
+    }
+
+    /// Queue a line; false if the writer is behind and it was dropped.
+    fn send(&self, line: String) -> bool {
+        match self.lines.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+fn write_lines(lines: Receiver<String>, config: AuditConfig, file: File, mut size: u64) {
+    let mut out = BufWriter::new(file);
+    let mut failed = false;
+    while let Ok(first) = lines.recv() {
+        let mut result = Ok(());
+        for line in std::iter::once(first).chain(lines.try_iter()) {
+            let bytes = line.len() as u64 + 1;
+            if size > 0 && size + bytes > config.max_bytes {
+                match rotate(&config, out) {
+                    Ok(fresh) => {
+                        out = fresh;
+                        size = 0;
+                    }
+                    Err((error, old)) => {
+                        out = old;
+                        result = Err(error);
+                    }
+                }
+            }
+            result = result.and(writeln!(out, "{line}"));
+            size += bytes;
+        }
+        let result = result
+            .and_then(|()| out.flush())
+            .and_then(|()| out.get_ref().sync_data());
+        match result {
+            Err(error) if !failed => {
+                failed = true;
+                tracing::error!(%error, "cannot write the audit log; requests are still served");
+            }
+            Ok(()) => failed = false,
+            Err(_) => {}
+        }
+    }
+}
+
+/// `FILE` becomes `FILE.1`, `FILE.1` becomes `FILE.2`, …; the oldest goes.
+fn rotate(
+    config: &AuditConfig,
+    mut out: BufWriter<File>,
+) -> Result<BufWriter<File>, (std::io::Error, BufWriter<File>)> {
+    let numbered = |n: u32| {
+        let mut name = config.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    };
+    if let Err(error) = out.flush().and_then(|()| out.get_ref().sync_all()) {
+        return Err((error, out));
+    }
+    for n in (1..config.keep.max(1)).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    if let Err(error) = std::fs::rename(&config.path, numbered(1)) {
+        return Err((error, out));
+    }
+    match open_append(&config.path) {
+        Ok(file) => {
+            if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+            Ok(BufWriter::new(file))
+        }
+        Err(error) => Err((error, out)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_rotates_by_size_and_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            max_bytes: 100,
+            keep: 2,
+        })
+        .unwrap();
+        for i in 0..12 {
+            assert!(log.send(format!("{{\"n\":{i:02},\"pad\":\"{}\"}}", "x".repeat(20))));
+        }
+        log.close();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let numbered = |n: u32| dir.path().join(format!("audit.log.{n}"));
+        assert!(read(&path).len() <= 100);
+        assert!(read(&numbered(1)).len() <= 100);
+        assert!(numbered(2).exists());
+        assert!(!numbered(3).exists());
+        let all = read(&numbered(2)) + &read(&numbered(1)) + &read(&path);
+        let numbers: Vec<&str> = all.lines().map(|l| &l[5..7]).collect();
+        let newest: Vec<String> = (12 - numbers.len()..12)
+            .map(|i| format!("{i:02}"))
+            .collect();
+        assert_eq!(numbers, newest);
+    }
+}
