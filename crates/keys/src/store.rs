@@ -2,6 +2,7 @@
 //! view that reloads when another process changes the file.
 
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -198,6 +199,10 @@ struct Cached {
 pub struct Verifier {
     conn: Mutex<Connection>,
     cache: RwLock<Cached>,
+    /// Last uses to write, by a thread of its own: a write may wait on the
+    /// CLI's lock, and the request path must not.
+    uses: Option<SyncSender<(i64, i64)>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -218,9 +223,16 @@ impl Verifier {
             version: data_version(&conn)?,
             keys: Arc::new(load(&conn)?),
         };
+        let writes = open(path, Duration::from_secs(5))?;
+        let (uses, received) = std::sync::mpsc::sync_channel(1024);
+        let writer = std::thread::Builder::new()
+            .name("key-use".into())
+            .spawn(move || write_uses(&writes, &received))?;
         Ok(Self {
             conn: Mutex::new(conn),
             cache: RwLock::new(cached),
+            uses: Some(uses),
+            writer: Some(writer),
         })
     }
 
@@ -299,18 +311,12 @@ impl Verifier {
         )
     }
 
-    /// Note a key's last use, in the cache and the file. Our own commit
-    /// leaves `data_version` alone, so it costs no reload.
+    /// Note a key's last use: in the cache at once, in the file by the
+    /// writer thread.
     fn touch(&self, id: i64, now: i64) {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(error) = conn.execute(
-            "UPDATE keys SET last_used_at = ?1 WHERE id = ?2",
-            params![now, id],
-        ) {
-            tracing::debug!(%error, "could not record a key's last use");
-            return;
+        if let Some(uses) = &self.uses {
+            let _ = uses.try_send((id, now));
         }
-        drop(conn);
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         let keys = cache
             .keys
@@ -326,6 +332,39 @@ impl Verifier {
             })
             .collect();
         cache.keys = Arc::new(keys);
+    }
+}
+
+impl Drop for Verifier {
+    /// Write the last uses still queued.
+    fn drop(&mut self) {
+        drop(self.uses.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Write last uses as they come, several in one transaction.
+fn write_uses(conn: &Connection, uses: &Receiver<(i64, i64)>) {
+    while let Ok(first) = uses.recv() {
+        let mut latest = std::collections::HashMap::new();
+        for (id, at) in std::iter::once(first).chain(uses.try_iter()) {
+            latest.insert(id, at);
+        }
+        let written = conn.execute_batch("BEGIN").and_then(|()| {
+            for (id, at) in &latest {
+                conn.execute(
+                    "UPDATE keys SET last_used_at = ?1 WHERE id = ?2",
+                    params![at, id],
+                )?;
+            }
+            conn.execute_batch("COMMIT")
+        });
+        if let Err(error) = written {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::debug!(%error, "could not record keys' last use");
+        }
     }
 }
 
@@ -432,9 +471,11 @@ mod tests {
             verifier.check(Some(&secret), 20),
             Check::Granted(_)
         ));
+        // Dropping the verifier writes what its thread still holds.
+        drop(verifier);
         let listed = store.list().unwrap();
         assert_eq!(listed[0].last_used_at, Some(20));
-        drop((store, verifier));
+        drop(store);
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -53,10 +53,21 @@ impl Ledger {
         let _ = self.model.set(model.chars().take(256).collect());
     }
 
-    /// Tokens of a finished generation or embedding.
+    /// A prompt submitted: counted now, so a client that leaves early is
+    /// still charged for it.
+    pub fn prompt(&self, tokens: u64) {
+        self.prompt_tokens.store(tokens, Ordering::Relaxed);
+    }
+
+    /// One more piece of output sent on its way.
+    pub fn output_piece(&self) {
+        self.output_tokens.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exact tokens of a finished generation or embedding.
     pub fn used(&self, prompt: u64, output: u64) {
-        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-        self.output_tokens.fetch_add(output, Ordering::Relaxed);
+        self.prompt_tokens.store(prompt, Ordering::Relaxed);
+        self.output_tokens.store(output, Ordering::Relaxed);
         self.finished.store(true, Ordering::Release);
     }
 }
@@ -78,7 +89,8 @@ struct Line<'a> {
     finished: bool,
 }
 
-/// The request's start, kept until its response body is dropped.
+/// The request's start, kept until its response body is dropped (or the
+/// handler, if the client leaves before there is a response).
 struct Entry {
     state: AppState,
     ledger: Arc<Ledger>,
@@ -86,8 +98,13 @@ struct Entry {
     addr: Option<SocketAddr>,
     method: String,
     path: String,
+    /// 499 (nginx's "client closed request") until a response exists.
     status: u16,
 }
+
+/// What the audit log records for a request whose client left before the
+/// answer began.
+const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for Entry {
     fn drop(&mut self) {
@@ -130,24 +147,21 @@ pub async fn account(State(state): State<AppState>, request: Request, next: Next
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
-    let started = Instant::now();
-    let response = LEDGER.scope(Arc::clone(&ledger), next.run(request)).await;
     if state.audit.is_none() && state.auth.is_none() {
-        return response;
+        return LEDGER.scope(ledger, next.run(request)).await;
     }
-    let status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
-    let entry = Entry {
-        state,
-        ledger,
-        started,
+    let mut entry = Entry {
+        ledger: Arc::clone(&ledger),
+        started: Instant::now(),
         addr,
-        method,
-        path,
-        status,
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        status: CLIENT_CLOSED,
+        state,
     };
+    let response = LEDGER.scope(ledger, next.run(request)).await;
+    entry.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,
         Body::new(Tracked {
@@ -187,8 +201,9 @@ impl http_body::Body for Tracked {
 /// holds up a request.
 #[derive(Debug)]
 pub struct AuditLog {
-    lines: SyncSender<String>,
-    writer: std::thread::JoinHandle<()>,
+    /// Taken out by [`AuditLog::close`]; lines sent after that are dropped.
+    lines: Mutex<Option<SyncSender<String>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Where and how much to keep.
@@ -210,20 +225,37 @@ impl AuditLog {
         let writer = std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_lines(receiver, config, file, size))?;
-        Ok(Self { lines, writer })
+        Ok(Self {
+            lines: Mutex::new(Some(lines)),
+            writer: Mutex::new(Some(writer)),
+        })
     }
 
     /// Stop taking lines and wait until every queued one is written.
-    pub fn close(self) {
-        drop(self.lines);
-        let _ = self.writer.join();
+    pub fn close(&self) {
+        drop(
+            self.lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
     }
 
-    /// Queue a line; false if the writer is behind and it was dropped.
+    /// Queue a line; false if the writer is behind (or closed) and it was
+    /// dropped.
     fn send(&self, line: String) -> bool {
-        match self.lines.try_send(line) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        match lines.as_ref().map(|l| l.try_send(line)) {
+            Some(Ok(())) => true,
+            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
         }
     }
 }

@@ -238,11 +238,11 @@ impl Bucket {
         (self.level < n).then(|| secs((n - self.level) / self.per_sec()))
     }
 
-    /// Spend after the fact (tokens): the level may go into debt, down to
-    /// one minute's worth.
+    /// Spend after the fact (tokens): the level may go into debt, which
+    /// the key then waits out before its next request.
     fn debit(&mut self, n: f64, now: Instant) {
         self.refill(now);
-        self.level = (self.level - n).max(-self.cap);
+        self.level -= n;
     }
 
     /// Until the bucket is full again, as OpenAI's reset headers mean it.
@@ -412,9 +412,14 @@ impl Auth {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, f| now.duration_since(f.since) < FAILURE_WINDOW);
-            if failures.len() >= MAX_TRACKED {
-                failures.clear();
-            }
+        }
+        if failures.len() >= MAX_TRACKED {
+            // Forget the oldest half: clearing all would let a guesser with
+            // many addresses wipe its own record.
+            let mut starts: Vec<Instant> = failures.values().map(|f| f.since).collect();
+            starts.sort_unstable();
+            let cutoff = starts[starts.len() / 2];
+            failures.retain(|_, f| f.since > cutoff);
         }
         let entry = failures.entry(ip).or_insert(Failures {
             count: 0,
@@ -468,11 +473,11 @@ mod tests {
         let start = Instant::now();
         let mut bucket = Bucket::new(60);
         bucket.at = start;
-        bucket.debit(90.0, start);
-        assert_eq!(bucket.level, -30.0);
+        bucket.debit(150.0, start);
+        assert_eq!(bucket.level, -90.0);
         let wait = bucket.wait_for(1.0).unwrap();
-        assert_eq!(wait, Duration::from_secs(31));
-        bucket.refill(start + Duration::from_secs(31));
+        assert_eq!(wait, Duration::from_secs(91));
+        bucket.refill(start + Duration::from_secs(91));
         assert!(bucket.wait_for(1.0).is_none());
         assert_eq!(bucket.reset_in(), Duration::from_secs(59));
     }

@@ -130,6 +130,8 @@ pub async fn submit<T: Send + 'static>(
     }
     state.metrics.queue_wait(model, lease.waited());
     let resident = Arc::clone(lease.resident());
+    // Task-locals do not cross into the blocking pool: take the ledger now.
+    let ledger = crate::audit::Ledger::current();
     let (generation, extra) = tokio::task::spawn_blocking(move || {
         let mut request = GenerateRequest::new(Vec::new());
         request.sampling = params.sampling;
@@ -140,6 +142,9 @@ pub async fn submit<T: Send + 'static>(
         request.logprobs = params.logprobs;
         request.prompt_logprobs = params.prompt_logprobs;
         let extra = build(&resident, &mut request)?;
+        if let Some(ledger) = ledger {
+            ledger.prompt(request.prompt.len() as u64);
+        }
         Ok::<_, EngineError>((resident.model.submit(request)?, extra))
     })
     .await

@@ -99,10 +99,6 @@ pub async fn guard(State(policy): State<Arc<Policy>>, request: Request, next: Ne
             .insert("connection", HeaderValue::from_static("close"));
         return response;
     }
-    let request = match read_body(request, &policy).await {
-        Ok(request) => request,
-        Err((path, headers, error)) => return dialect::render(&path, &headers, error),
-    };
     let mut response = next.run(request).await;
     if let Some(origin) = origin {
         let headers = response.headers_mut();
@@ -113,39 +109,41 @@ pub async fn guard(State(policy): State<Arc<Policy>>, request: Request, next: Ne
     response
 }
 
-type BodyFailure = (String, axum::http::HeaderMap, AppError);
-
-/// Read the whole body within the deadline and the limit. Every handler
-/// wants the whole body anyway; reading it here bounds a slow-drip upload.
-async fn read_body(request: Request, policy: &Policy) -> Result<Request, BodyFailure> {
-    let has_body = request.headers().contains_key(TRANSFER_ENCODING)
-        || request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if !has_body {
-        return Ok(request);
+/// Read the whole body within the deadline and the limit, after the key
+/// check (a stranger's upload is never buffered). Every handler wants the
+/// whole body anyway; reading it here bounds a slow-drip upload.
+pub async fn read_body(
+    State(policy): State<Arc<Policy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, policy.max_body_bytes);
-    let fail = |error| (parts.uri.path().to_string(), parts.headers.clone(), error);
-    let bytes = match tokio::time::timeout(policy.body_timeout, read).await {
-        Err(_) => return Err(fail(AppError::BodyTimeout)),
+    let error = match tokio::time::timeout(policy.body_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(_) => AppError::BodyTimeout,
         Ok(Err(error)) => {
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-            return Err(fail(if too_large {
+            if too_large {
                 AppError::TooLarge
             } else {
                 AppError::Malformed {
                     message: "could not read the request body".into(),
                     param: None,
                 }
-            }));
+            }
         }
-        Ok(Ok(bytes)) => bytes,
     };
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+    dialect::render(parts.uri.path(), &parts.headers, error)
 }
 
 /// Whether the Host names this server. A request without one (HTTP/1.0)

@@ -122,13 +122,13 @@ impl AppState {
 
 /// The router, without a socket: tests drive it with `oneshot`.
 pub fn app(state: AppState, config: &ServerConfig) -> Router {
-    let policy = guard::Policy {
+    let policy = Arc::new(guard::Policy {
         bound: config.bound,
         allowed_hosts: config.allowed_hosts.clone(),
         cors_origins: config.cors_origins.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.body_timeout,
-    };
+    });
     Router::new()
         .route("/", get(ollama::root))
         .route("/api/version", get(ollama::version))
@@ -155,15 +155,16 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .fallback(|| async { AppError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        // Outermost last: count, account, guard, then keys.
+        // Outermost last: count, account, guard, keys, then the body.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&policy),
+            guard::read_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(policy),
-            guard::guard,
-        ))
+        .layer(middleware::from_fn_with_state(policy, guard::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             audit::account,

@@ -132,18 +132,26 @@ async fn accept_failed(error: io::Error) {
 }
 
 /// Run a connection until it ends, or until `trigger` resolves; then shut it
-/// down gracefully (requests in flight finish). A macro because hyper's two
-/// connection types share no trait for `graceful_shutdown`.
+/// down gracefully (requests in flight finish). A connection whose writes
+/// stay blocked (a client that stopped reading) is dropped either way. A
+/// macro because hyper's two connection types share no trait for
+/// `graceful_shutdown`.
 macro_rules! drive {
-    ($connection:expr, $trigger:expr) => {{
+    ($connection:expr, $trigger:expr, $stalled:expr) => {{
         let connection = $connection;
         tokio::pin!(connection);
+        let stalled = $stalled;
+        tokio::pin!(stalled);
         tokio::select! {
             _ = connection.as_mut() => return,
             () = $trigger => {}
+            () = stalled.as_mut() => return,
         }
         connection.as_mut().graceful_shutdown();
-        let _ = connection.await;
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            () = stalled => {}
+        }
     }};
 }
 
@@ -171,12 +179,13 @@ async fn serve_connection<S>(
         builder
             .timer(TokioTimer::new())
             .max_concurrent_streams(64)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
+            // No keep-alive pings: their answers would count as traffic and
+            // keep a silent connection from ever going idle.
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
         drive!(
             builder.serve_connection(io, service),
-            until_stopped_or_idle(&mut stop, &activity, limits.idle_timeout)
+            until_stopped_or_idle(&mut stop, &activity, limits.idle_timeout),
+            stalled(&activity, limits.idle_timeout)
         );
     } else {
         let mut builder = http1::Builder::new();
@@ -187,7 +196,8 @@ async fn serve_connection<S>(
             .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
         drive!(
             builder.serve_connection(io, service),
-            until_stopped_or_idle(&mut stop, &activity, limits.idle_timeout)
+            until_stopped_or_idle(&mut stop, &activity, limits.idle_timeout),
+            stalled(&activity, limits.idle_timeout)
         );
     }
 }
@@ -214,17 +224,59 @@ async fn until_stopped_or_idle(
     }
 }
 
-/// When a connection last moved a byte.
+/// Resolves once the connection's writes have been blocked for `limit`
+/// without a byte going out: the client has stopped reading.
+async fn stalled(activity: &Activity, limit: Duration) {
+    loop {
+        let blocked = activity.blocked_for();
+        if blocked >= limit {
+            return;
+        }
+        // Not blocked now: look again after a whole `limit`.
+        let wait = if blocked.is_zero() {
+            limit
+        } else {
+            limit - blocked
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// When a connection last moved a byte, and since when its writes wait.
 #[derive(Debug, Clone)]
 struct Activity {
     base: Instant,
     last_ms: Arc<AtomicU64>,
+    /// Milliseconds since `base`, plus one, when a write last found the
+    /// socket full; 0 while writes go through.
+    blocked_since: Arc<AtomicU64>,
 }
 
 impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn write_blocked(&self) {
+        let now = self.now_ms() + 1;
+        let _ = self
+            .blocked_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn write_went_through(&self) {
+        self.blocked_since.store(0, Ordering::Relaxed);
+    }
+
+    fn blocked_for(&self) -> Duration {
+        match self.blocked_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(self.now_ms().saturating_sub(since - 1)),
+        }
     }
 
     fn quiet_for(&self) -> Duration {
@@ -247,6 +299,7 @@ impl<S> Watched<S> {
         let activity = Activity {
             base: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            blocked_since: Arc::new(AtomicU64::new(0)),
         };
         Self {
             inner,
@@ -259,12 +312,15 @@ impl<S> Watched<S> {
         self.activity.clone()
     }
 
-    /// Note a write that moved bytes.
+    /// Note a write that moved bytes, or found the socket full.
     fn wrote(&self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        if let Poll::Ready(Ok(n)) = result {
-            if n > 0 {
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => {
                 self.activity.touch();
+                self.activity.write_went_through();
             }
+            Poll::Pending => self.activity.write_blocked(),
+            _ => {}
         }
         result
     }

@@ -14,6 +14,7 @@ pub async fn ps(State(state): State<AppState>) -> Json<ProcessList> {
         .host
         .status()
         .into_iter()
+        .filter(|m| crate::auth::may_see(&m.name))
         .map(|m| RunningModel {
             model: m.name.clone(),
             name: m.name,

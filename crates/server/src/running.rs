@@ -47,10 +47,15 @@ impl Running {
     pub async fn next(&mut self) -> Option<Event> {
         let event = self.generation.next().await;
         match &event {
-            Some(Event::Text(_)) if !self.sent_first => {
-                self.sent_first = true;
-                self.metrics
-                    .first_token(&self.model, self.arrived.elapsed());
+            Some(Event::Text(_)) => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.output_piece();
+                }
+                if !self.sent_first {
+                    self.sent_first = true;
+                    self.metrics
+                        .first_token(&self.model, self.arrived.elapsed());
+                }
             }
             Some(Event::Done(completion)) => {
                 let decode =

@@ -541,11 +541,7 @@ async fn the_audit_log_has_a_line_per_request_and_none_of_its_text() {
     assert_eq!(answer.status, 200);
     let refused = request("GET", "/v1/models", &[], None);
     assert_eq!(send(&state, &config, refused).await.status, 401);
-    drop(state);
-    drop(keyed);
-    Arc::into_inner(log)
-        .expect("the log is shared no more")
-        .close();
+    log.close();
 
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<Value> = text
@@ -563,4 +559,48 @@ async fn the_audit_log_has_a_line_per_request_and_none_of_its_text() {
     assert!(!text.contains("zanzibar"));
     assert!(!text.contains("Hello"));
     assert!(!text.contains(&secret));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_still_charged_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyed = Keyed::new();
+    let secret = keyed.key("leaver", &[], |k| k.tpm = Some(5));
+    let mut state = keyed.state.clone();
+    let log = Arc::new(
+        AuditLog::open(AuditConfig {
+            path: dir.path().join("audit.log"),
+            max_bytes: 1 << 20,
+            keep: 1,
+        })
+        .unwrap(),
+    );
+    state.audit = Some(Arc::clone(&log));
+    let auth = bearer(&secret);
+    let mut body = chat_body("fake");
+    body["stream"] = json!(true);
+    body["max_tokens"] = json!(200);
+    let streamed = request(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &auth)],
+        Some(body),
+    );
+    let response = app(state.clone(), &ServerConfig::default())
+        .oneshot(streamed)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(body);
+    let reply = chat_with(&state, &[("authorization", &auth)]).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    log.close();
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["finished"], false);
+    assert!(first["prompt_tokens"].as_u64().unwrap() > 0, "{first}");
 }

@@ -149,8 +149,8 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         result = preload => result,
     };
     host.unload_all().await;
-    // Every connection is gone: write out the audit lines still queued.
-    if let Some(audit) = audit.and_then(Arc::into_inner) {
+    // Write out the audit lines still queued before the process ends.
+    if let Some(audit) = audit {
         audit.close();
     }
     result
