@@ -297,10 +297,11 @@ def test_openai_client_sees_401_403_and_429_at_the_right_request(limited):
     assert headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_anthropic_client_sees_401_and_403(limited):
+def test_anthropic_client_sees_401_403_and_429(limited):
     """Through `anthropic` (x-api-key): wrong and revoked keys are 401, a key
-    without the chat scope is 403, a good key answers."""
-    base, keys, _ = limited
+    without the chat scope is 403, a good key answers, and the 3rd request
+    on a key created just now with rpm 2 is 429 with Retry-After."""
+    base, keys, db = limited
 
     def ask(key):
         return anthropic.Anthropic(base_url=base, api_key=key, max_retries=0).messages.create(
@@ -312,12 +313,21 @@ def test_anthropic_client_sees_401_and_403(limited):
     with pytest.raises(anthropic.PermissionDeniedError):
         ask(keys["embed"])
     assert ask(keys["chat"]).content is not None
+    fresh = shelf_keys(db, "create", "anthropic-rpm", "--rpm", "2")
+    ask(fresh)
+    ask(fresh)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        ask(fresh)
+    headers = refused.value.response.headers
+    assert int(headers["retry-after"]) >= 1
+    assert headers["anthropic-ratelimit-requests-limit"] == "2"
 
 
-def test_ollama_client_sees_401_and_403(limited):
+def test_ollama_client_sees_401_403_and_429(limited):
     """Through `ollama` (a bearer header): no key, wrong and revoked keys
-    are 401, a key without the chat scope is 403."""
-    base, keys, _ = limited
+    are 401, a key without the chat scope is 403, and the 3rd request on a
+    key created just now with rpm 2 is 429."""
+    base, keys, db = limited
 
     def ask(key):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -332,6 +342,12 @@ def test_ollama_client_sees_401_and_403(limited):
         ask(keys["embed"])
     assert refused.value.status_code == 403
     assert ask(keys["chat"]).message is not None
+    fresh = shelf_keys(db, "create", "ollama-rpm", "--rpm", "2")
+    ask(fresh)
+    ask(fresh)
+    with pytest.raises(ollama.ResponseError) as refused:
+        ask(fresh)
+    assert refused.value.status_code == 429
 
 
 def test_the_key_database_holds_no_key_in_any_form_grep_finds(limited):

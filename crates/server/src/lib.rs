@@ -80,7 +80,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
-            max_connections: 512,
+            max_connections: 1024,
             max_header_bytes: 64 << 10,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),

@@ -535,7 +535,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 5)]
     pub audit_log_keep: u32,
     /// Connections served at once; more wait their turn
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Seconds a client gets to send a request's headers (and an idle
     /// kept-alive connection stays open)

@@ -118,7 +118,7 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: Duration::from_secs(args.header_timeout),
         body_timeout: Duration::from_secs(args.body_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
-        max_connections: args.max_connections as usize,
+        max_connections: connection_cap(args.max_connections),
         max_header_bytes: args.max_header_bytes as usize,
         allowed_hosts: args.allowed_hosts.clone(),
         cors_origins: args.cors_origins.clone(),
@@ -183,6 +183,30 @@ fn auth(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Option<Arc<Auth>>
         tracing::info!(keys = %path.display(), "API keys are on: every request needs one");
     }
     Ok(Some(Arc::new(auth)))
+}
+
+/// Room for `wanted` connections: the open-file limit is raised to its hard
+/// maximum (as Go's runtime does for Ollama); if even that is too low, fewer
+/// connections are served, keeping descriptors spare for models and runners.
+fn connection_cap(wanted: u32) -> usize {
+    const SPARE: u64 = 128;
+    let wanted = u64::from(wanted);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted + SPARE => {
+            let cap = limit.saturating_sub(SPARE).max(16);
+            tracing::warn!(
+                open_files = limit,
+                connections = cap,
+                "the open-file limit allows fewer connections than --max-connections"
+            );
+            cap as usize
+        }
+        Ok(_) => wanted as usize,
+        Err(error) => {
+            tracing::debug!(%error, "could not raise the open-file limit");
+            wanted as usize
+        }
+    }
 }
 
 /// The TLS setup asked for, if any.
