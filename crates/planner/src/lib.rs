@@ -10,6 +10,7 @@ mod cost;
 mod estimate;
 mod hardware;
 mod models;
+mod speculative;
 
 pub use cost::{api_prices, cost_per_mtok, ApiPrice, CostInputs, CostReport, API_PRICES_DATE};
 pub use estimate::{
@@ -21,3 +22,7 @@ pub use seed::{seed_claims, SeedClaim};
 mod seed;
 pub use hardware::{hardware_catalog, Backend, Hardware};
 pub use models::{catalog_model, model_catalog, quant_bits, CatalogModel, QUANTS};
+pub use speculative::{
+    acceptance_needed, estimate_speculative, expected_tokens, Speculation, SpeculativeEstimate,
+    DEFAULT_ACCEPTANCE, MAX_DRAFT_TOKENS,
+};

@@ -130,6 +130,57 @@ pub fn model_catalog() -> Vec<CatalogModel> {
     );
     let mut models = vec![
         llama_70b.clone(),
+        // Small models of the same families: the drafts for speculative decoding.
+        CatalogModel {
+            head_dim: 64,
+            tied_embeddings: true,
+            default_quant: "Q8_0",
+            ..dense(
+                "llama-3.2-1b",
+                "llama",
+                1_236 * M,
+                16,
+                2048,
+                8192,
+                32,
+                8,
+                128_256,
+                131_072,
+            )
+        },
+        CatalogModel {
+            tied_embeddings: true,
+            default_quant: "Q8_0",
+            ..dense(
+                "llama-3.2-3b",
+                "llama",
+                3_213 * M,
+                28,
+                3072,
+                8192,
+                24,
+                8,
+                128_256,
+                131_072,
+            )
+        },
+        CatalogModel {
+            head_dim: 64,
+            tied_embeddings: true,
+            default_quant: "Q8_0",
+            ..dense(
+                "qwen-2.5-0.5b",
+                "qwen2",
+                494 * M,
+                24,
+                896,
+                4864,
+                14,
+                2,
+                151_936,
+                32_768,
+            )
+        },
         dense(
             "llama-3.1-8b",
             "llama",

@@ -12,6 +12,8 @@ pub struct SeedClaim {
     pub claimed_low_tps: f64,
     pub claimed_high_tps: f64,
     pub said: &'static str,
+    /// The same family's small model, to draft for it.
+    pub draft: &'static str,
 }
 
 /// The brief: a 64 GB Mac (the Mac Studio M4 Max) runs Llama 3.3 70B at 4
@@ -26,6 +28,7 @@ pub fn seed_claims() -> Vec<SeedClaim> {
             claimed_low_tps: 17.0,
             claimed_high_tps: 22.0,
             said,
+            draft: "llama-3.2-1b:Q8_0",
         },
         SeedClaim {
             hardware: "m4-max-64",
@@ -33,6 +36,7 @@ pub fn seed_claims() -> Vec<SeedClaim> {
             claimed_low_tps: 17.0,
             claimed_high_tps: 22.0,
             said,
+            draft: "qwen-2.5-0.5b:Q8_0",
         },
     ]
 }

@@ -312,6 +312,22 @@ pub struct FitArgs {
     /// List the catalog's models
     #[arg(long)]
     pub list_models: bool,
+    /// Predict speculative decoding with this draft model (as for MODEL)
+    #[arg(long, requires = "model")]
+    pub draft: Option<String>,
+    /// With --draft: the chance each drafted token is accepted [default: 0.7]
+    #[arg(long, requires = "draft", value_parser = parse_fraction)]
+    pub acceptance: Option<f64>,
+    /// With --draft: tokens drafted per step [default: the fastest]
+    #[arg(long, requires = "draft", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub draft_tokens: Option<u32>,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("'{text}' is not a number from 0 to 1")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -4,9 +4,10 @@
 use anyhow::{bail, Context};
 use serde::Serialize;
 use shelf_planner::{
-    api_prices, catalog_model, cost_per_mtok, estimate, estimate_together, hardware_catalog,
-    model_catalog, seed_claims, ApiPrice, CostInputs, Estimate, FitOptions, Hardware, KvType,
-    ModelSpec, API_PRICES_DATE, COMFORTABLE_FRACTION,
+    acceptance_needed, api_prices, catalog_model, cost_per_mtok, estimate, estimate_speculative,
+    estimate_together, hardware_catalog, model_catalog, seed_claims, ApiPrice, CostInputs,
+    Estimate, FitOptions, Hardware, KvType, ModelSpec, Speculation, SpeculativeEstimate,
+    API_PRICES_DATE, COMFORTABLE_FRACTION, DEFAULT_ACCEPTANCE,
 };
 
 use crate::cli::{CostArgs, FitArgs, Globals};
@@ -30,6 +31,20 @@ struct FitRow {
     decode_tps: f64,
     prefill_tps: f64,
     bound_tps: f64,
+    /// With `--draft`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speculative: Option<DraftRow>,
+}
+
+/// `shelf fit --draft` in JSON.
+#[derive(Debug, Serialize)]
+struct DraftRow {
+    draft: String,
+    /// Both models together.
+    memory_bytes: u64,
+    verdict: shelf_planner::Verdict,
+    #[serde(flatten)]
+    estimate: SpeculativeEstimate,
 }
 
 impl FitRow {
@@ -49,6 +64,7 @@ impl FitRow {
             decode_tps: round1(estimate.decode_tps),
             prefill_tps: round1(estimate.prefill_tps),
             bound_tps: round1(estimate.bound_tps),
+            speculative: None,
         }
     }
 }
@@ -77,13 +93,21 @@ pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
         Some(model) => {
             let spec = model_spec(globals, model)?;
             let estimate = estimate(&spec, &hardware, &options);
+            let draft = match &args.draft {
+                Some(draft) => Some(draft_row(
+                    globals, &args, draft, &spec, &hardware, &options,
+                )?),
+                None => None,
+            };
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&FitRow::new(&spec, &hardware, &estimate))?
-                );
+                let mut row = FitRow::new(&spec, &hardware, &estimate);
+                row.speculative = draft;
+                println!("{}", serde_json::to_string_pretty(&row)?);
             } else {
                 print_one(&spec, &hardware, &options, &estimate);
+                if let Some(draft) = &draft {
+                    print_draft(draft);
+                }
             }
         }
         None => print_table(&hardware, &options, args.json)?,
@@ -194,6 +218,50 @@ fn print_one(spec: &ModelSpec, hardware: &Hardware, options: &FitOptions, estima
     println!("  prefill   {:.0} tokens/s predicted", estimate.prefill_tps);
 }
 
+/// The target with `draft` beside it: both in memory, drafting for it.
+fn draft_row(
+    globals: &Globals,
+    args: &FitArgs,
+    draft: &str,
+    target: &ModelSpec,
+    hardware: &Hardware,
+    options: &FitOptions,
+) -> anyhow::Result<DraftRow> {
+    let draft_spec = model_spec(globals, draft)?;
+    let speculation = Speculation {
+        draft_tokens: args.draft_tokens,
+        acceptance: args.acceptance.unwrap_or(DEFAULT_ACCEPTANCE),
+    };
+    let (memory, verdict) =
+        estimate_together(&[target.clone(), draft_spec.clone()], hardware, options);
+    let estimate = estimate_speculative(
+        &estimate(target, hardware, options),
+        &estimate(&draft_spec, hardware, options),
+        speculation,
+    );
+    Ok(DraftRow {
+        draft: format!("{}:{}", draft_spec.name, draft_spec.quant),
+        memory_bytes: memory.total,
+        verdict,
+        estimate,
+    })
+}
+
+fn print_draft(row: &DraftRow) {
+    let e = &row.estimate;
+    println!(
+        "  with draft {}: together {} ({}); draft decodes at {:.0} tokens/s",
+        row.draft,
+        human_bytes(row.memory_bytes),
+        verdict_word(row.verdict),
+        e.draft_tps
+    );
+    println!(
+        "  speculative {:.1} tokens/s predicted ({:.2}x), drafting {} tokens a step at acceptance {:.2}: {:.2} tokens per target pass",
+        e.decode_tps, e.speedup, e.draft_tokens, e.acceptance, e.tokens_per_step
+    );
+}
+
 fn verdict_word(verdict: shelf_planner::Verdict) -> &'static str {
     match verdict {
         shelf_planner::Verdict::Comfortable => "comfortable",
@@ -280,8 +348,35 @@ fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow:
             "claim: {} on {} at \"{}\" ({}-{} t/s) is {flag} of {:.1} t/s; expect about {:.1} t/s without speculative decoding",
             claim.model, claim.hardware, claim.said, claim.claimed_low_tps, claim.claimed_high_tps, row.bound_tps, row.decode_tps
         );
+        if let Some(needed) = claim_with_draft(&claim, hardware, options) {
+            println!("  {needed}");
+        }
     }
     Ok(())
+}
+
+/// What acceptance the claim's draft must reach for the claimed speeds.
+fn claim_with_draft(
+    claim: &shelf_planner::SeedClaim,
+    hardware: &Hardware,
+    options: &FitOptions,
+) -> Option<String> {
+    let spec = |name: &str| {
+        let (model, quant) = name.split_once(':')?;
+        ModelSpec::from_catalog(&catalog_model(model)?, quant)
+    };
+    let target = estimate(&spec(claim.model)?, hardware, options);
+    let draft = estimate(&spec(claim.draft)?, hardware, options);
+    let needed = |tps: f64| match acceptance_needed(&target, &draft, tps) {
+        Some((acceptance, k)) => format!("{acceptance:.2} (k={k}) for {tps} t/s"),
+        None => format!("more than a perfect draft gives for {tps} t/s"),
+    };
+    Some(format!(
+        "with {} drafting, speculative decoding needs acceptance {} and {}; same-family drafts accept about 0.6-0.75 on chat and 0.75-0.9 on code",
+        claim.draft,
+        needed(claim.claimed_low_tps),
+        needed(claim.claimed_high_tps)
+    ))
 }
 
 fn list_hardware(json: bool) -> anyhow::Result<()> {

@@ -286,3 +286,53 @@ fn synthetic_shapes_are_checked() {
         assert!(!ok && stderr.contains(expected), "{spec}: {stderr}");
     }
 }
+
+/// `fit --draft`: the draft's memory counts with the target's, a better
+/// draft is predicted faster, and the brief's claim gets the acceptance it
+/// would need.
+#[test]
+fn a_draft_model_is_planned_beside_its_target() {
+    let plan = |acceptance: &str| {
+        json(&[
+            "fit",
+            "llama-3.3-70b:Q4_K_M",
+            "--hardware",
+            "m4-max-64",
+            "--draft",
+            "llama-3.2-1b:Q8_0",
+            "--acceptance",
+            acceptance,
+            "--json",
+        ])
+    };
+    let fair = plan("0.6");
+    let good = plan("0.9");
+    let speculative = &fair["speculative"];
+    assert!(speculative["memory_bytes"].as_u64().unwrap() > fair["memory_bytes"].as_u64().unwrap());
+    assert_eq!(
+        speculative["plain_tps"].as_f64().unwrap().round(),
+        fair["decode_tps"].as_f64().unwrap().round()
+    );
+    assert!(
+        good["speculative"]["decode_tps"].as_f64().unwrap()
+            > speculative["decode_tps"].as_f64().unwrap()
+    );
+    assert!(speculative["speedup"].as_f64().unwrap() > 1.0);
+
+    let (ok, stdout, stderr) = run(&["fit", "--hardware", "m4-max-64"]);
+    assert!(ok, "{stderr}");
+    let needed = stdout
+        .lines()
+        .find(|l| l.contains("llama-3.2-1b:Q8_0 drafting"))
+        .unwrap_or_else(|| panic!("no draft line: {stdout}"));
+    assert!(needed.contains("needs acceptance"), "{needed}");
+    let (ok, _, stderr) = run(&[
+        "fit",
+        "llama-3.3-70b:Q4_K_M",
+        "--draft",
+        "llama-3.2-1b:Q8_0",
+        "--acceptance",
+        "1.5",
+    ]);
+    assert!(!ok && stderr.contains("from 0 to 1"), "{stderr}");
+}
