@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -100,14 +99,21 @@ struct Entry {
     path: String,
     /// 499 (nginx's "client closed request") until a response exists.
     status: u16,
+    /// Charged and written already.
+    done: bool,
 }
 
 /// What the audit log records for a request whose client left before the
 /// answer began.
 const CLIENT_CLOSED: u16 = 499;
 
-impl Drop for Entry {
-    fn drop(&mut self) {
+impl Entry {
+    /// Charge the key and write the audit line, once.
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
         let prompt = self.ledger.prompt_tokens.load(Ordering::Relaxed);
         let output = self.ledger.output_tokens.load(Ordering::Relaxed);
         let key = self.ledger.key.get();
@@ -132,10 +138,17 @@ impl Drop for Entry {
             finished: self.ledger.finished.load(Ordering::Acquire),
         };
         if let Ok(text) = serde_json::to_string(&line) {
-            if !audit.send(text) {
+            if !audit.record(&text) {
                 self.state.metrics.audit_dropped();
             }
         }
+    }
+}
+
+impl Drop for Entry {
+    /// The client left, or the body ended without saying so.
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -157,24 +170,21 @@ pub async fn account(State(state): State<AppState>, request: Request, next: Next
         method: request.method().to_string(),
         path: request.uri().path().to_string(),
         status: CLIENT_CLOSED,
+        done: false,
         state,
     };
     let response = LEDGER.scope(ledger, next.run(request)).await;
     entry.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(Tracked {
-            inner: body,
-            _entry: entry,
-        }),
-    )
+    Response::from_parts(parts, Body::new(Tracked { inner: body, entry }))
 }
 
-/// A response body that accounts for its request when dropped.
+/// A response body that accounts for its request before its last frame
+/// goes out (so a client that has read the answer finds its audit line),
+/// or when dropped unfinished.
 struct Tracked {
     inner: Body,
-    _entry: Entry,
+    entry: Entry,
 }
 
 impl http_body::Body for Tracked {
@@ -185,7 +195,22 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // A generation's usage is known once it is done; its closing frames
+        // (the final chunk, `[DONE]`) follow, so account before sending them.
+        let last = match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                this.inner.is_end_stream() || this.entry.ledger.finished.load(Ordering::Acquire)
+            }
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
+        };
+        if last {
+            this.entry.ledger.finished.store(true, Ordering::Release);
+            this.entry.finish();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -197,13 +222,22 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// The audit file's writer: a thread of its own, so a slow disk never
-/// holds up a request.
+/// The audit file. Lines are written as requests end, under a lock: one
+/// short append each, so the line is on disk (in the page cache) before the
+/// client has the last of its answer.
 #[derive(Debug)]
 pub struct AuditLog {
-    /// Taken out by [`AuditLog::close`]; lines sent after that are dropped.
-    lines: Mutex<Option<SyncSender<String>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    config: AuditConfig,
+    /// `None` once closed; lines after that are dropped.
+    writer: Mutex<Option<Writer>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    out: BufWriter<File>,
+    size: u64,
+    /// A write failed; said once until one succeeds.
+    failing: bool,
 }
 
 /// Where and how much to keep.
@@ -217,45 +251,64 @@ pub struct AuditConfig {
 }
 
 impl AuditLog {
-    /// Open (appending) and start the writer.
+    /// Open (appending, 0600).
     pub fn open(config: AuditConfig) -> std::io::Result<Self> {
         let file = open_append(&config.path)?;
         let size = file.metadata()?.len();
-        let (lines, receiver) = std::sync::mpsc::sync_channel(10_000);
-        let writer = std::thread::Builder::new()
-            .name("audit-log".into())
-            .spawn(move || write_lines(receiver, config, file, size))?;
+        let writer = Writer {
+            out: BufWriter::new(file),
+            size,
+            failing: false,
+        };
         Ok(Self {
-            lines: Mutex::new(Some(lines)),
+            config,
             writer: Mutex::new(Some(writer)),
         })
     }
 
-    /// Stop taking lines and wait until every queued one is written.
+    /// Sync what was written and stop taking lines.
     pub fn close(&self) {
-        drop(
-            self.lines
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
         let writer = self
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(writer) = writer {
-            let _ = writer.join();
+        if let Some(mut writer) = writer {
+            let _ = writer
+                .out
+                .flush()
+                .and_then(|()| writer.out.get_ref().sync_all());
         }
     }
 
-    /// Queue a line; false if the writer is behind (or closed) and it was
-    /// dropped.
-    fn send(&self, line: String) -> bool {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        match lines.as_ref().map(|l| l.try_send(line)) {
-            Some(Ok(())) => true,
-            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
+    /// Append a line, rotating first if it would pass the size limit;
+    /// false if it could not be written.
+    fn record(&self, line: &str) -> bool {
+        let mut guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(writer) = guard.as_mut() else {
+            return false;
+        };
+        let bytes = line.len() as u64 + 1;
+        let mut result = Ok(());
+        if writer.size > 0 && writer.size + bytes > self.config.max_bytes {
+            result = rotate(&self.config, writer).map(|()| writer.size = 0);
+        }
+        let result = result
+            .and_then(|()| writeln!(writer.out, "{line}"))
+            .and_then(|()| writer.out.flush());
+        match result {
+            Ok(()) => {
+                writer.size += bytes;
+                writer.failing = false;
+                true
+            }
+            Err(error) => {
+                if !writer.failing {
+                    tracing::error!(%error, "cannot write the audit log; requests are still served");
+                }
+                writer.failing = true;
+                false
+            }
         }
     }
 }
@@ -268,70 +321,25 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-fn write_lines(lines: Receiver<String>, config: AuditConfig, file: File, mut size: u64) {
-    let mut out = BufWriter::new(file);
-    let mut failed = false;
-    while let Ok(first) = lines.recv() {
-        let mut result = Ok(());
-        for line in std::iter::once(first).chain(lines.try_iter()) {
-            let bytes = line.len() as u64 + 1;
-            if size > 0 && size + bytes > config.max_bytes {
-                match rotate(&config, out) {
-                    Ok(fresh) => {
-                        out = fresh;
-                        size = 0;
-                    }
-                    Err((error, old)) => {
-                        out = old;
-                        result = Err(error);
-                    }
-                }
-            }
-            result = result.and(writeln!(out, "{line}"));
-            size += bytes;
-        }
-        let result = result
-            .and_then(|()| out.flush())
-            .and_then(|()| out.get_ref().sync_data());
-        match result {
-            Err(error) if !failed => {
-                failed = true;
-                tracing::error!(%error, "cannot write the audit log; requests are still served");
-            }
-            Ok(()) => failed = false,
-            Err(_) => {}
-        }
-    }
-}
-
 /// `FILE` becomes `FILE.1`, `FILE.1` becomes `FILE.2`, …; the oldest goes.
-fn rotate(
-    config: &AuditConfig,
-    mut out: BufWriter<File>,
-) -> Result<BufWriter<File>, (std::io::Error, BufWriter<File>)> {
+fn rotate(config: &AuditConfig, writer: &mut Writer) -> std::io::Result<()> {
     let numbered = |n: u32| {
         let mut name = config.path.clone().into_os_string();
         name.push(format!(".{n}"));
         PathBuf::from(name)
     };
-    if let Err(error) = out.flush().and_then(|()| out.get_ref().sync_all()) {
-        return Err((error, out));
-    }
+    writer.out.flush()?;
+    writer.out.get_ref().sync_all()?;
     for n in (1..config.keep.max(1)).rev() {
         let _ = std::fs::rename(numbered(n), numbered(n + 1));
     }
-    if let Err(error) = std::fs::rename(&config.path, numbered(1)) {
-        return Err((error, out));
+    std::fs::rename(&config.path, numbered(1))?;
+    writer.out = BufWriter::new(open_append(&config.path)?);
+    // Make the renames durable.
+    if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
-    match open_append(&config.path) {
-        Ok(file) => {
-            if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = File::open(dir).and_then(|d| d.sync_all());
-            }
-            Ok(BufWriter::new(file))
-        }
-        Err(error) => Err((error, out)),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -349,7 +357,7 @@ mod tests {
         })
         .unwrap();
         for i in 0..12 {
-            assert!(log.send(format!("{{\"n\":{i:02},\"pad\":\"{}\"}}", "x".repeat(20))));
+            assert!(log.record(&format!("{{\"n\":{i:02},\"pad\":\"{}\"}}", "x".repeat(20))));
         }
         log.close();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
