@@ -17,6 +17,7 @@ pub mod fake;
 mod generation;
 mod request;
 pub mod schema;
+pub mod speculate;
 mod stop;
 pub mod template;
 mod utf8;
