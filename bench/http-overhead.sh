@@ -21,7 +21,8 @@ fi
 
 fifo=$(mktemp -u); mkfifo "$fifo"
 SHELF_LOG=error "$SHELF_BIN" serve --addr 127.0.0.1:0 --model "$model" --threads "$threads" \
-  --ctx $((tg + 256)) --parallel 1 --gpu-layers "${GPU_LAYERS:-auto}" --models-dir "$(mktemp -d)" > "$fifo" &
+  --ctx $((tg + 256)) --parallel 1 --gpu-layers "${GPU_LAYERS:-auto}" --models-dir "$(mktemp -d)" \
+  --keys "$(mktemp -d)/keys.db" > "$fifo" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -f "$fifo"' EXIT
 exec 3<"$fifo"

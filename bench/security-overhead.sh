@@ -18,32 +18,21 @@ if [ -z "${SHELF_BIN:-}" ]; then
   cargo build --release --bin shelf >&2
   SHELF_BIN=target/release/shelf
 fi
+source bench/lib/servers.sh
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 
-# start NAME FLAGS...: serve the model; sets $base_NAME once it is ready.
-start() {
-  local name=$1; shift
-  mkfifo "$work/$name.out"
-  HOME="$work/home-$name" SHELF_LOG=error "$SHELF_BIN" serve --addr 127.0.0.1:0 --model "$model" \
-    --threads "$threads" --ctx $((tg + 256)) --parallel 1 --gpu-layers "${GPU_LAYERS:-auto}" \
-    --models-dir "$work" --keys "$work/$name-keys.db" "$@" > "$work/$name.out" &
-  pids+=($!)
-  exec {fd}<"$work/$name.out"
-  local line
-  read -r line <&$fd
-  while [[ $line == "TLS certificate"* ]]; do read -r line <&$fd; done
-  printf -v "base_$name" '%s' "${line#shelf listening on }"
-  read -r line <&$fd
-}
+mkdir -p "$work/home"
+SHELF_ARGS="" start_shelf "$model" "$threads" 1 $((tg + 256)) "${GPU_LAYERS:-auto}"
+pids+=("$SERVER_PID"); base_plain=$SERVER_URL
+key=$("$SHELF_BIN" keys create bench --keys "$work/keys.db" 2>/dev/null)
+# The self-signed certificate is kept under $HOME/.shelf/tls.
+HOME="$work/home" BENCH_KEYS="$work/keys.db" SHELF_ARGS="--tls self-signed --audit-log $work/audit.log" \
+  start_shelf "$model" "$threads" 1 $((tg + 256)) "${GPU_LAYERS:-auto}"
+pids+=("$SERVER_PID"); base_secured=$SERVER_URL
 
-mkdir -p "$work/home-plain" "$work/home-secured"
-key=$("$SHELF_BIN" keys create bench --keys "$work/secured-keys.db" 2>/dev/null)
-start plain
-start secured --tls self-signed --audit-log "$work/audit.log"
-
-python3 - "$base_plain" "$base_secured" "$key" "$work/home-secured/.shelf/tls/cert.pem" \
+python3 - "$base_plain" "$base_secured" "$key" "$work/home/.shelf/tls/cert.pem" \
   "$(basename "$model" .gguf)" "$tg" "$reps" "$rounds" "${BAR:-1.05}" <<'PY'
 import http.client, json, ssl, statistics, sys, time, urllib.parse
 plain, secured, key, cert, model, tg, reps, rounds, bar = sys.argv[1:10]

@@ -3,16 +3,21 @@
 # each answers, and stop them. Source it; it uses SHELF_BIN, LLAMA_SERVER.
 
 # start_shelf MODEL THREADS SLOTS CTX_PER_SLOT NGL -> sets SERVER_PID, SERVER_URL
+# Its key database is BENCH_KEYS, or a fresh empty one: keys in the user's
+# own would close the server to the benchmark's client.
 start_shelf() {
   local model=$1 threads=$2 slots=$3 ctx=$4 ngl=$5 fifo
   fifo=$(mktemp -u); mkfifo "$fifo"
   SHELF_LOG=error "$SHELF_BIN" serve --addr 127.0.0.1:0 --model "$model" --threads "$threads" \
     --parallel "$slots" --ctx "$ctx" --gpu-layers "$ngl" --models-dir "$(mktemp -d)" \
-    ${SHELF_ARGS:-} > "$fifo" &
+    --keys "${BENCH_KEYS:-$(mktemp -d)/keys.db}" ${SHELF_ARGS:-} > "$fifo" &
   SERVER_PID=$!
   exec 3<"$fifo"; rm -f "$fifo"
   local line ready
-  read -r line <&3; SERVER_URL=${line#shelf listening on }
+  read -r line <&3
+  # With TLS, the certificate's fingerprint comes first.
+  while [[ $line == "TLS certificate"* ]]; do read -r line <&3; done
+  SERVER_URL=${line#shelf listening on }
   read -r ready <&3
   case "$ready" in "shelf ready"*) ;; *) echo "shelf did not get ready: $ready" >&2; return 1 ;; esac
 }

@@ -311,27 +311,12 @@ impl Verifier {
         )
     }
 
-    /// Note a key's last use: in the cache at once, in the file by the
-    /// writer thread.
+    /// Note a key's last use, written by the writer thread. Its commit
+    /// moves `data_version`, so the next request reloads the keys with it.
     fn touch(&self, id: i64, now: i64) {
         if let Some(uses) = &self.uses {
             let _ = uses.try_send((id, now));
         }
-        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-        let keys = cache
-            .keys
-            .iter()
-            .map(|(info, hash)| {
-                if info.id == id {
-                    let mut info = KeyInfo::clone(info);
-                    info.last_used_at = Some(now);
-                    (Arc::new(info), *hash)
-                } else {
-                    (Arc::clone(info), *hash)
-                }
-            })
-            .collect();
-        cache.keys = Arc::new(keys);
     }
 }
 

@@ -208,15 +208,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     config.bound = Some(listener.local_addr()?);
     let router = app(state, &config);
-    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let limits = listen::Limits {
-        max_connections: config.max_connections,
-        header_timeout: config.header_timeout,
-        idle_timeout: config.idle_timeout,
-        max_header_bytes: config.max_header_bytes,
-        drain_timeout: config.drain_timeout,
-    };
-    listen::serve(listener, router, tls, limits, shutdown).await
+    listen::serve(listener, router, Arc::new(config), shutdown).await
 }
 
 /// `{"status": ...}` for `/health`.

@@ -24,33 +24,17 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guard::ConflictingFraming;
+use crate::ServerConfig;
 
-/// Connection-level limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Connections served at once; more wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// A request head (and a TLS handshake) must arrive within this; for
-    /// HTTP/1.1 it is also how long an idle kept-alive connection stays.
-    pub header_timeout: Duration,
-    /// A connection with no traffic either way for this long is closed
-    /// (gracefully: a response being computed still goes out).
-    pub idle_timeout: Duration,
-    /// The largest request head, in bytes (431 above it).
-    pub max_header_bytes: usize,
-    /// After shutdown, how long in-flight responses may take to finish.
-    pub drain_timeout: Duration,
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then drain.
+/// Serve `router` on `listener` until `shutdown` resolves, then drain,
+/// within the limits (and with the TLS) that `limits` sets.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Option<TlsAcceptor>,
-    limits: Limits,
+    limits: Arc<ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let limits = Arc::new(limits);
+    let tls = limits.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -160,7 +144,7 @@ async fn serve_connection<S>(
     h2: bool,
     peer: SocketAddr,
     router: Router,
-    limits: &Limits,
+    limits: &ServerConfig,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
