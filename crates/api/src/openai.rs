@@ -24,6 +24,9 @@ pub struct ChatCompletionRequest {
     pub logprobs: bool,
     pub top_logprobs: Option<u32>,
     pub reasoning_effort: Option<String>,
+    /// Predicted outputs: `{"type": "content", "content": ...}`, text the
+    /// answer will largely repeat.
+    pub prediction: Option<serde_json::Value>,
 }
 
 /// A tool the model may call.
@@ -155,6 +158,12 @@ pub struct SamplingFields {
     /// llama-server's extension: `false` computes the whole prompt instead
     /// of reusing a cached prefix.
     pub cache_prompt: Option<bool>,
+    /// shelf's extension: speculative decoding for this request,
+    /// `{"n_max", "ngram", "draft", "exact"}`.
+    pub speculative: Option<serde_json::Value>,
+    /// llama-server's flat spelling of `speculative.n_max`.
+    #[serde(rename = "speculative.n_max")]
+    pub speculative_n_max: Option<serde_json::Value>,
 }
 
 /// `stop` may be one string or several.
@@ -244,6 +253,19 @@ pub struct Usage {
     pub completion_tokens: u32,
     pub total_tokens: u32,
     pub prompt_tokens_details: PromptTokensDetails,
+    /// Present when speculative decoding drafted tokens for the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// `usage.completion_tokens_details`: OpenAI's counts for predicted
+/// outputs, which shelf fills from speculative decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    /// Drafted tokens the model kept.
+    pub accepted_prediction_tokens: u32,
+    /// Drafted tokens the model refused.
+    pub rejected_prediction_tokens: u32,
 }
 
 /// `usage.prompt_tokens_details`.

@@ -14,5 +14,6 @@ mod pace;
 mod prefix;
 mod sampler;
 mod slot;
+mod spec;
 
 pub use load::{backend_description, devices, Device, LlamaEngine, LlamaModelHandle};

@@ -111,6 +111,10 @@ impl LlamaEngine {
             ))
         })?;
         let model = Arc::new(model);
+        let draft = match &config.speculative.draft {
+            Some(draft) => Some(load_draft(backend, draft, &params, &model).map_err(load_error)?),
+            None => None,
+        };
         let info = model_info(&model, &gguf, config, gpu_layers);
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_model = Arc::clone(&model);
@@ -126,11 +130,23 @@ impl LlamaEngine {
         } else {
             let (sender, queue) = mpsc::channel::<Job>();
             jobs = Some(sender);
-            let setup = setup(config, &info, &gguf, backend.supports_gpu_offload());
-            let params = context_params(config, &setup, &info);
+            let mut setup = setup(config, &info, &gguf, backend.supports_gpu_offload());
+            setup.draft_ratio = draft
+                .as_ref()
+                .map_or(0.0, |d| d.size() as f64 / model.size().max(1) as f64);
+            let config = config.clone();
+            let info = info.clone();
+            let thread_draft = draft.clone();
             thread::Builder::new()
                 .name("shelf-decode".into())
-                .spawn(move || decode::run(backend, &thread_model, params, setup, queue, ready_tx))
+                .spawn(move || {
+                    let models = decode::Models {
+                        target: &thread_model,
+                        draft: thread_draft.as_deref(),
+                    };
+                    let params = || context_params(&config, &setup, &info);
+                    decode::run(backend, models, params, setup.clone(), queue, ready_tx)
+                })
         };
         let thread =
             spawned.map_err(|e| load_error(format!("cannot start the model's thread: {e}")))?;
@@ -145,12 +161,33 @@ impl LlamaEngine {
         }
         Ok(LlamaModelHandle {
             model,
+            _draft: draft,
             info,
             jobs,
             embeds,
             thread: Some(thread),
         })
     }
+}
+
+/// Load a draft model for `target` with the same placement, checking it
+/// first (a GGUF, and the target's vocabulary).
+fn load_draft(
+    backend: &LlamaBackend,
+    path: &Path,
+    params: &LlamaModelParams,
+    target: &LlamaModel,
+) -> Result<Arc<LlamaModel>, String> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    shelf_gguf::Gguf::open(path)
+        .map_err(|e| format!("the draft model {name}: {}", without_path(&e, path)))?;
+    let draft = LlamaModel::load_from_file(backend, path, params)
+        .map_err(|e| format!("llama.cpp could not load the draft model {name} ({e})"))?;
+    crate::spec::check_vocab(target, &draft)
+        .map_err(|why| format!("the draft model {name} cannot draft for this model: {why}"))?;
+    Ok(Arc::new(draft))
 }
 
 /// `GgufError`'s message starts with the path; the engine error adds it itself.
@@ -224,6 +261,8 @@ fn setup(config: &LoadConfig, info: &ModelInfo, gguf: &shelf_gguf::Gguf, gpu: bo
             .sliding_window
             .filter(|_| facts.sliding_window_layers > 0),
         overlap: gpu && info.gpu_layers > 0,
+        speculative: config.speculative.clone(),
+        draft_ratio: 0.0,
     }
 }
 
@@ -262,6 +301,8 @@ fn embedding_params(info: &ModelInfo) -> LlamaContextParams {
 /// thread behind it.
 pub struct LlamaModelHandle {
     model: Arc<LlamaModel>,
+    /// The draft model, owned here so it outlives the decode thread.
+    _draft: Option<Arc<LlamaModel>>,
     info: ModelInfo,
     /// The decode thread's queue; `None` for embedding models and while dropping.
     jobs: Option<mpsc::Sender<Job>>,

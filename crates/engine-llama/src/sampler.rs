@@ -9,7 +9,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::{EngineError, Grammar, SamplingParams, TokenLogprob, TokenProb};
+use shelf_engine::{EngineError, Grammar, SamplingParams, Token, TokenLogprob, TokenProb};
 
 /// llama.cpp's "pick a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
@@ -19,8 +19,37 @@ const RANDOM_SEED: u32 = u32::MAX;
 /// Penalties look back at most `n_ctx` tokens: llama.cpp sizes their ring
 /// buffer by `repeat_last_n`.
 pub fn chain(model: &LlamaModel, params: &SamplingParams, n_ctx: u32) -> LlamaSampler {
+    let mut stages = filters(model, params, n_ctx, true);
+    if params.is_greedy() {
+        stages.push(LlamaSampler::greedy());
+    } else {
+        stages.push(LlamaSampler::dist(params.seed.unwrap_or(RANDOM_SEED)));
+    }
+    LlamaSampler::chain_simple(stages)
+}
+
+/// The chain's stages before the final pick: what turns logits into the
+/// distribution a token is drawn from (speculative sampling needs that
+/// distribution itself). `penalties` false leaves the history out (a
+/// draft's distribution may be anything, as long as it is the one drawn
+/// from).
+pub fn filter(
+    model: &LlamaModel,
+    params: &SamplingParams,
+    n_ctx: u32,
+    penalties: bool,
+) -> LlamaSampler {
+    LlamaSampler::chain_simple(filters(model, params, n_ctx, penalties))
+}
+
+fn filters(
+    model: &LlamaModel,
+    params: &SamplingParams,
+    n_ctx: u32,
+    penalties: bool,
+) -> Vec<LlamaSampler> {
     let mut stages = Vec::new();
-    if has_penalties(params) {
+    if penalties && has_penalties(params) {
         stages.push(LlamaSampler::penalties(
             model.n_vocab(),
             i32::try_from(params.repeat_last_n.min(n_ctx)).unwrap_or(i32::MAX),
@@ -30,8 +59,7 @@ pub fn chain(model: &LlamaModel, params: &SamplingParams, n_ctx: u32) -> LlamaSa
         ));
     }
     if params.is_greedy() {
-        stages.push(LlamaSampler::greedy());
-        return LlamaSampler::chain_simple(stages);
+        return stages;
     }
     if params.top_k > 0 {
         stages.push(LlamaSampler::top_k(
@@ -45,8 +73,46 @@ pub fn chain(model: &LlamaModel, params: &SamplingParams, n_ctx: u32) -> LlamaSa
         stages.push(LlamaSampler::min_p(params.min_p, 1));
     }
     stages.push(LlamaSampler::temp(params.temperature));
-    stages.push(LlamaSampler::dist(params.seed.unwrap_or(RANDOM_SEED)));
-    LlamaSampler::chain_simple(stages)
+    stages
+}
+
+/// The distribution at batch index `index` of `ctx`: the grammar's
+/// allowed tokens (if any), through `filter`, normalised.
+pub fn distribution(
+    ctx: &LlamaContext<'_>,
+    index: i32,
+    grammar: Option<&mut LlamaSampler>,
+    filter: &mut LlamaSampler,
+) -> Vec<(Token, f32)> {
+    let mut all = candidates(ctx, index);
+    if let Some(grammar) = grammar {
+        all.apply_sampler(grammar);
+    }
+    all.apply_sampler(filter);
+    let max = all
+        .data
+        .iter()
+        .map(LlamaTokenData::logit)
+        .fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return Vec::new();
+    }
+    let weights: Vec<(Token, f32)> = all
+        .data
+        .iter()
+        .filter(|d| d.logit().is_finite())
+        .map(|d| (Token(d.id().0), (d.logit() - max).exp()))
+        .collect();
+    let total: f32 = weights.iter().map(|(_, w)| w).sum();
+    weights.into_iter().map(|(t, w)| (t, w / total)).collect()
+}
+
+/// The arg-max of `logits` and its probability (the softmax's largest).
+pub fn confident_arg_max(logits: &[f32]) -> (i32, f32) {
+    let best = arg_max(logits);
+    let max = logits.get(best as usize).copied().unwrap_or(0.0);
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    (best, 1.0 / sum.max(1.0))
 }
 
 /// The grammar sampler for a request's grammar, lazy when it has triggers.
@@ -119,7 +185,7 @@ fn best(candidates: &LlamaTokenDataArray) -> Option<LlamaToken> {
         .map(LlamaTokenData::id)
 }
 
-fn allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+pub fn allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
     let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 0.0, 0.0)], false);
     one.apply_sampler(grammar);
     one.data.first().is_some_and(|d| d.logit().is_finite())

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use crate::spec::JobSpec;
+
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use shelf_engine::{
@@ -16,6 +18,8 @@ pub struct Slot {
     /// Tokens whose KV the sequence holds, at positions `0..len`; it
     /// includes tokens in the batch being decoded.
     pub cached: Vec<LlamaToken>,
+    /// The same for this slot's sequence in the draft model's context.
+    pub draft_cached: Vec<LlamaToken>,
     /// Step at which it last ran a job, for least-recently-used choices.
     pub last_used: u64,
     pub job: Option<Active>,
@@ -41,6 +45,8 @@ pub struct Active {
     pub last_token_at: Option<Instant>,
     /// Order of admission: earlier jobs' prompts are decoded first.
     pub serial: u64,
+    /// Speculative decoding, when the job uses it.
+    pub spec: Option<JobSpec>,
 }
 
 impl Active {
@@ -84,6 +90,8 @@ impl Active {
                 prompt_tokens: self.prompt.len() as u32,
                 completion_tokens: self.output.produced,
                 cached_tokens: self.cached_tokens,
+                drafted_tokens: self.spec.as_ref().map_or(0, |s| s.drafted),
+                accepted_tokens: self.spec.as_ref().map_or(0, |s| s.accepted),
             },
             timings,
         }

@@ -55,6 +55,10 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Prompt tokens whose KV was reused from the prefix cache, not computed.
     pub cached_tokens: u32,
+    /// Tokens speculative decoding drafted and the target verified.
+    pub drafted_tokens: u32,
+    /// Drafted tokens the target kept (each saved a decode step).
+    pub accepted_tokens: u32,
 }
 
 /// Wall-clock time spent in prefill and decode.

@@ -29,7 +29,8 @@ pub use generation::{
     Usage,
 };
 pub use request::{
-    GenerateRequest, GpuLayers, Grammar, LoadConfig, SamplingParams, MAX_TOP_LOGPROBS,
+    GenerateRequest, GpuLayers, Grammar, LoadConfig, SamplingParams, SpeculativeConfig,
+    SpeculativeRequest, MAX_TOP_LOGPROBS,
 };
 pub use stop::{stop_index, StopMatcher, StopOutcome};
 pub use utf8::Utf8Decoder;

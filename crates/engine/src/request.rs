@@ -1,5 +1,6 @@
 //! What callers ask of the engine: how to load a model and what to generate.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{EngineError, Token};
@@ -40,6 +41,54 @@ pub struct LoadConfig {
     /// step takes about this long, so a long new prompt never stalls the
     /// running streams for more than this.
     pub step_target: Duration,
+    /// Speculative decoding: a draft model, n-gram lookup, or neither.
+    pub speculative: SpeculativeConfig,
+}
+
+/// How a model speculates: which drafts it may verify, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeculativeConfig {
+    /// A small model with the target's vocabulary, loaded beside it, that
+    /// drafts tokens for the target to verify.
+    pub draft: Option<PathBuf>,
+    /// Draft by prompt lookup: continue a repeat of the text's last few
+    /// tokens as it went on before (in the prompt or the answer so far).
+    pub ngram: bool,
+    /// Most tokens drafted in one step.
+    pub max_draft: u32,
+    /// Choose each step's draft length from measured acceptance and cost,
+    /// and rest while speculating would be slower than plain decode;
+    /// `false` always drafts `max_draft` (benchmarks, tests).
+    pub adaptive: bool,
+    /// At temperature 0, answers equal plain decode's token for token:
+    /// verification batches stay within the rows the backend computes
+    /// exactly as it computes one (measured at load), and speculate only
+    /// when a request has the batch to itself. `false` verifies any
+    /// number of tokens at once: faster, but a near tie may go the other
+    /// way than plain decode's.
+    pub exact: bool,
+}
+
+impl SpeculativeConfig {
+    /// The longest draft allowed.
+    pub const MAX_DRAFT: u32 = 64;
+
+    /// Whether any speculation is configured.
+    pub fn enabled(&self) -> bool {
+        self.draft.is_some() || self.ngram
+    }
+}
+
+impl Default for SpeculativeConfig {
+    fn default() -> Self {
+        Self {
+            draft: None,
+            ngram: false,
+            max_draft: 16,
+            adaptive: true,
+            exact: true,
+        }
+    }
 }
 
 impl LoadConfig {
@@ -58,6 +107,7 @@ impl Default for LoadConfig {
             cache_ram_bytes: 0,
             small_window_cache: false,
             step_target: Duration::from_millis(100),
+            speculative: SpeculativeConfig::default(),
         }
     }
 }
@@ -185,6 +235,25 @@ pub struct GenerateRequest {
     /// first (`echo` with `logprobs`); the whole prompt is then computed,
     /// never taken from the cache.
     pub prompt_logprobs: bool,
+    /// This request's say on speculative decoding.
+    pub speculative: SpeculativeRequest,
+    /// Text the answer is expected to repeat (OpenAI's predicted outputs):
+    /// prompt lookup searches it as well as the prompt and the answer.
+    pub prediction: Vec<Token>,
+}
+
+/// A request's overrides of its model's speculative decoding; `None`
+/// fields keep the model's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpeculativeRequest {
+    /// Most tokens drafted per step; 0 turns speculation off.
+    pub max_draft: Option<u32>,
+    /// Draft by n-gram lookup (free, so a request may turn it on).
+    pub ngram: Option<bool>,
+    /// Draft with the model's draft model, if it has one.
+    pub draft: Option<bool>,
+    /// Keep answers at temperature 0 equal to plain decode's.
+    pub exact: Option<bool>,
 }
 
 /// A GBNF grammar the output must follow, from its `root` rule.
@@ -215,6 +284,8 @@ impl GenerateRequest {
             grammar: None,
             logprobs: None,
             prompt_logprobs: false,
+            speculative: SpeculativeRequest::default(),
+            prediction: Vec::new(),
         }
     }
 
@@ -233,6 +304,16 @@ impl GenerateRequest {
             return Err(EngineError::InvalidParam {
                 param: "top_logprobs",
                 reason: format!("must be at most {MAX_TOP_LOGPROBS}"),
+            });
+        }
+        if self
+            .speculative
+            .max_draft
+            .is_some_and(|n| n > SpeculativeConfig::MAX_DRAFT)
+        {
+            return Err(EngineError::InvalidParam {
+                param: "speculative.max_draft",
+                reason: format!("must be at most {}", SpeculativeConfig::MAX_DRAFT),
             });
         }
         // One slot of the window must stay free for the first generated token.

@@ -1,10 +1,12 @@
-//! The model-free halves of speculative decoding: proposing tokens from
-//! n-grams of the text so far, and deciding which drafted tokens a target
-//! keeps, so that the output is exactly what the target alone would give.
+//! Speculative decoding's model-free parts: proposing tokens from n-grams
+//! of the text so far, judging drafted tokens so the output is what the
+//! target alone would give, and choosing how many tokens to draft from what
+//! drafting and verifying have been measured to cost.
 //!
-//! Pure functions over token ids and probabilities. The decode loop that
-//! drafts, verifies in one batch and rolls back KV caches is the engine's
-//! (issue 11); this module knows no model and no C++.
+//! Pure functions and small state over token ids, probabilities and
+//! seconds. The decode loop that drafts, verifies in one batch and rolls
+//! back KV caches is `shelf-engine-llama`'s; [`crate::fake`] runs the same
+//! judging on known distributions. Knows no model and no C++.
 
 use crate::Token;
 
@@ -71,7 +73,7 @@ fn prob(probs: &Probs, token: Token) -> f32 {
 }
 
 /// Draw from `probs` (not necessarily normalised) with `u` in [0, 1).
-fn draw(probs: &[(Token, f32)], u: f64) -> Option<Token> {
+pub fn draw(probs: &Probs, u: f64) -> Option<Token> {
     let total: f64 = probs.iter().map(|(_, p)| f64::from(p.max(0.0))).sum();
     if total <= 0.0 {
         return None;
@@ -86,16 +88,57 @@ fn draw(probs: &[(Token, f32)], u: f64) -> Option<Token> {
     probs.iter().rev().find(|(_, p)| *p > 0.0).map(|(t, _)| *t)
 }
 
-/// Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): drafted
-/// token `x` is kept with chance min(1, p(x)/q(x)); at the first refusal the
-/// target's token comes from the residual max(0, p − q), renormalised; if
-/// all are kept, from the target's next distribution. The output is then
-/// distributed exactly as sampling the target alone.
+/// What the target makes of one drafted token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    Kept,
+    /// Refused; this token, drawn from the residual, takes its place.
+    Replaced(Token),
+}
+
+/// Speculative sampling (Leviathan et al. 2023; Chen et al. 2023) for one
+/// drafted token: kept with chance min(1, p(x)/q(x)); refused, the target's
+/// token is drawn from the residual max(0, p − q), renormalised. Judging
+/// drafted tokens in order this way, and drawing from the target's next
+/// distribution when all are kept, makes the output distributed exactly as
+/// sampling the target alone.
 ///
-/// `target[i]` is the target's distribution after the first `i` drafted
-/// tokens (one more than `drafted`). `draft[i]` is the distribution
-/// `drafted[i]` was drawn from; `None` for a deterministic draft (n-gram
-/// lookup), which is then one-hot. `uniform` yields numbers in [0, 1).
+/// `p` is the target's distribution at the token's position; `q` the one
+/// the token was drawn from, `None` for a deterministic draft (n-gram
+/// lookup, or a draft model's arg-max), which is then one-hot. `uniform`
+/// yields numbers in [0, 1). `None` only when `p` is empty.
+pub fn judge(
+    token: Token,
+    p: &Probs,
+    q: Option<&Probs>,
+    uniform: &mut impl FnMut() -> f64,
+) -> Option<Judged> {
+    let pt = f64::from(prob(p, token));
+    let qt = q.map_or(1.0, |q| f64::from(prob(q, token)));
+    if qt > 0.0 && uniform() < (pt / qt).min(1.0) {
+        return Some(Judged::Kept);
+    }
+    let residual: Vec<(Token, f32)> = p
+        .iter()
+        .map(|&(t, pt)| {
+            let qt = match q {
+                Some(q) => prob(q, t),
+                None if t == token => 1.0,
+                None => 0.0,
+            };
+            (t, (pt - qt).max(0.0))
+        })
+        .collect();
+    // p ≤ q everywhere only happens when p = q, which always keeps; fall
+    // back to p itself against rounding.
+    draw(&residual, uniform())
+        .or_else(|| draw(p, uniform()))
+        .map(Judged::Replaced)
+}
+
+/// [`judge`] over a whole draft: `target[i]` is the target's distribution
+/// after the first `i` drafted tokens (one more than `drafted`), `draft[i]`
+/// the one `drafted[i]` was drawn from.
 pub fn verify_sampled(
     drafted: &[Token],
     target: &[&Probs],
@@ -106,26 +149,11 @@ pub fn verify_sampled(
         return None;
     }
     for (i, &token) in drafted.iter().enumerate() {
-        let p = f64::from(prob(target[i], token));
-        let q = draft.map_or(1.0, |d| f64::from(prob(d[i], token)));
-        if q > 0.0 && uniform() < (p / q).min(1.0) {
-            continue;
+        let q = draft.map(|d| d[i]);
+        match judge(token, target[i], q, &mut uniform)? {
+            Judged::Kept => continue,
+            Judged::Replaced(next) => return Some(Verdict { accepted: i, next }),
         }
-        let residual: Vec<(Token, f32)> = target[i]
-            .iter()
-            .map(|&(t, pt)| {
-                let qt = match draft {
-                    Some(d) => prob(d[i], t),
-                    None if t == token => 1.0,
-                    None => 0.0,
-                };
-                (t, (pt - qt).max(0.0))
-            })
-            .collect();
-        // p ≤ q everywhere only happens when p = q, which always accepts;
-        // fall back to p itself against rounding.
-        let next = draw(&residual, uniform()).or_else(|| draw(target[i], uniform()))?;
-        return Some(Verdict { accepted: i, next });
     }
     let next = draw(target[drafted.len()], uniform())?;
     Some(Verdict {
@@ -134,141 +162,340 @@ pub fn verify_sampled(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Where a step's drafted tokens come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Prompt lookup: free to make.
+    Ngram,
+    /// The draft model: one draft decode per token.
+    Model,
+}
 
-    fn tokens(ids: &[i32]) -> Vec<Token> {
-        ids.iter().map(|&i| Token(i)).collect()
-    }
+/// Expected tokens a step yields with `k` drafted, each kept with chance
+/// `rate` once the ones before it were: 1 + a + a² + … + a^k (the target's
+/// own token included).
+pub fn expected_tokens(rate: f64, k: usize) -> f64 {
+    let a = rate.clamp(0.0, 1.0);
+    (0..=k).map(|i| a.powi(i as i32)).sum()
+}
 
-    /// A small deterministic generator (xorshift64*), uniform in [0, 1).
-    fn rng(seed: u64) -> impl FnMut() -> f64 {
-        let mut state = seed.max(1);
-        move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+/// How often drafted tokens are kept, as the per-token chance of the
+/// geometric model: kept tokens are successes, a step's first refusal a
+/// failure (tokens after it are never judged). Counts decay so the rate
+/// follows the recent text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Acceptance {
+    kept: f64,
+    refused: f64,
+}
+
+impl Acceptance {
+    /// Weight of a step's counts after each later step.
+    const DECAY: f64 = 0.9;
+    /// The prior: 0.6, worth a few steps.
+    const PRIOR_KEPT: f64 = 1.2;
+    const PRIOR_REFUSED: f64 = 0.8;
+
+    pub const fn new() -> Self {
+        Self {
+            kept: 0.0,
+            refused: 0.0,
         }
     }
 
-    #[test]
-    fn lookup_proposes_what_followed_the_latest_repeat_of_the_longest_tail() {
-        // "1 2 3 4 5 ... 1 2 3" → propose "4 5".
-        let history = tokens(&[1, 2, 3, 4, 5, 9, 1, 2, 3]);
-        assert_eq!(ngram_draft(&history, 1, 3, 2), tokens(&[4, 5]));
-        // Capped by what follows, and by max_draft.
-        assert_eq!(ngram_draft(&history, 1, 3, 10), tokens(&[4, 5, 9, 1, 2, 3]));
-        // The latest occurrence wins for equal lengths.
-        let history = tokens(&[7, 1, 7, 2, 7]);
-        assert_eq!(ngram_draft(&history, 1, 1, 1), tokens(&[2]));
-        // Longer tails are preferred to shorter ones.
-        let history = tokens(&[5, 6, 1, 5, 8, 2, 5, 6]);
-        assert_eq!(ngram_draft(&history, 1, 2, 1), tokens(&[1]));
-        assert!(ngram_draft(&tokens(&[1, 2, 3]), 1, 3, 4).is_empty());
-        assert!(ngram_draft(&[], 1, 3, 4).is_empty());
+    /// The chance each drafted token is kept.
+    pub fn rate(&self) -> f64 {
+        (self.kept + Self::PRIOR_KEPT)
+            / (self.kept + self.refused + Self::PRIOR_KEPT + Self::PRIOR_REFUSED)
     }
 
-    #[test]
-    fn greedy_verification_keeps_the_agreeing_prefix_and_adds_the_targets_token() {
-        let drafted = tokens(&[4, 5, 6]);
-        let all = verify_greedy(&drafted, &tokens(&[4, 5, 6, 7])).unwrap();
-        assert_eq!(
-            all,
-            Verdict {
-                accepted: 3,
-                next: Token(7)
-            }
-        );
-        let some = verify_greedy(&drafted, &tokens(&[4, 9, 6, 7])).unwrap();
-        assert_eq!(
-            some,
-            Verdict {
-                accepted: 1,
-                next: Token(9)
-            }
-        );
-        let none = verify_greedy(&drafted, &tokens(&[8, 5, 6, 7])).unwrap();
-        assert_eq!(
-            none,
-            Verdict {
-                accepted: 0,
-                next: Token(8)
-            }
-        );
-        assert!(verify_greedy(&drafted, &tokens(&[4, 5, 6])).is_none());
+    /// Learn from a step that drafted `drafted` tokens and kept `kept`.
+    pub fn record(&mut self, drafted: usize, kept: usize) {
+        self.kept = self.kept * Self::DECAY + kept as f64;
+        self.refused = self.refused * Self::DECAY + f64::from(u8::from(kept < drafted));
+    }
+}
+
+impl Default for Acceptance {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A cost line, seconds = a + b · tokens, fitted by least squares with
+/// exponential forgetting so it follows the machine's present load.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CostLine {
+    w: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    sxy: f64,
+}
+
+impl CostLine {
+    const FORGET: f64 = 0.95;
+
+    /// Note that a decode of `tokens` tokens took `seconds`.
+    pub fn record(&mut self, tokens: usize, seconds: f64) {
+        let (x, y) = (tokens as f64, seconds);
+        let f = Self::FORGET;
+        self.w = self.w * f + 1.0;
+        self.sx = self.sx * f + x;
+        self.sy = self.sy * f + y;
+        self.sxx = self.sxx * f + x * x;
+        self.sxy = self.sxy * f + x * y;
     }
 
-    /// The first token emitted must follow the target's distribution
-    /// whatever the draft's: a chi-square test over many seeded trials.
-    /// `drafted` is the n-gram proposal when there is no draft model.
-    fn first_token_follows_the_target(draft: Option<&Probs>, drafted: Token) {
-        let p: Vec<(Token, f32)> = vec![
-            (Token(0), 0.5),
-            (Token(1), 0.3),
-            (Token(2), 0.15),
-            (Token(3), 0.05),
-        ];
-        let after: Vec<(Token, f32)> = vec![
-            (Token(0), 0.25),
-            (Token(1), 0.25),
-            (Token(2), 0.25),
-            (Token(3), 0.25),
-        ];
-        let mut next = rng(42);
-        let trials = 200_000;
-        let mut counts = [0u32; 4];
-        for _ in 0..trials {
-            // A model's draft is drawn from its own distribution; an n-gram
-            // draft is fixed.
-            let drafted = match draft {
-                Some(q) => draw(q, next()).unwrap(),
-                None => drafted,
-            };
-            let drafts: Option<Vec<&Probs>> = draft.map(|q| vec![q]);
-            let verdict =
-                verify_sampled(&[drafted], &[&p, &after], drafts.as_deref(), &mut next).unwrap();
-            let first = if verdict.accepted == 1 {
-                drafted
-            } else {
-                verdict.next
-            };
-            counts[first.0 as usize] += 1;
+    /// Seconds per extra token, once decodes of different sizes were seen.
+    pub fn slope(&self) -> Option<f64> {
+        if self.w <= 0.0 {
+            return None;
         }
-        let chi2: f64 = p
-            .iter()
-            .map(|(t, pt)| {
-                let expected = f64::from(*pt) * f64::from(trials);
-                (f64::from(counts[t.0 as usize]) - expected).powi(2) / expected
-            })
-            .sum();
-        // 3 degrees of freedom: 16.27 is the 0.1% critical value.
-        assert!(chi2 < 16.27, "chi2 {chi2}, counts {counts:?}");
+        let mx = self.sx / self.w;
+        let var = self.sxx / self.w - mx * mx;
+        // Sizes must really differ (about one token's spread) to tell a
+        // slope from noise.
+        (var > 0.2).then(|| ((self.sxy / self.w - mx * self.sy / self.w) / var).max(0.0))
     }
 
-    #[test]
-    fn sampled_verification_preserves_the_targets_distribution() {
-        let q: Vec<(Token, f32)> = vec![
-            (Token(0), 0.1),
-            (Token(1), 0.1),
-            (Token(2), 0.1),
-            (Token(3), 0.7),
-        ];
-        // A draft that mostly proposes the target's least likely token.
-        first_token_follows_the_target(Some(&q), Token(0));
-        // A deterministic (n-gram) draft.
-        first_token_follows_the_target(None, Token(2));
-        first_token_follows_the_target(None, Token(0));
+    /// Seconds a decode of `tokens` tokens takes; `slope` stands in for an
+    /// unknown slope.
+    pub fn predict(&self, tokens: usize, slope: f64) -> Option<f64> {
+        if self.w <= 0.0 {
+            return None;
+        }
+        let (mx, my) = (self.sx / self.w, self.sy / self.w);
+        let b = self.slope().unwrap_or(slope);
+        Some((my + b * (tokens as f64 - mx)).max(0.0))
+    }
+}
+
+/// Costs of drafting for one slot in one step, in units of the plain
+/// decode step's share of that slot (1 = one plain token's time).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    /// Each extra token in the target's batch.
+    pub verify: f64,
+    /// Each token the draft model makes.
+    pub draft: f64,
+}
+
+impl Prices {
+    /// Before anything is measured: verification at half a decode (a CPU's
+    /// figure; a GPU's is far lower and is learnt at the first draft).
+    pub const UNKNOWN_VERIFY: f64 = 0.5;
+}
+
+/// What drafting and verifying cost on one loaded model, learnt from its
+/// own decodes, and the acceptance its requests have seen: each new
+/// request starts from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Costs {
+    /// Target decodes without prompt tokens: seconds against tokens.
+    pub target: CostLine,
+    /// Draft decodes: seconds against tokens.
+    pub draft: CostLine,
+    /// Draft size over target size: the draft's price before it is measured.
+    pub draft_ratio: f64,
+    pub ngram: Acceptance,
+    pub model: Acceptance,
+}
+
+impl Costs {
+    pub fn new(draft_ratio: f64) -> Self {
+        Self {
+            target: CostLine::default(),
+            draft: CostLine::default(),
+            draft_ratio,
+            ngram: Acceptance::new(),
+            model: Acceptance::new(),
+        }
     }
 
-    #[test]
-    fn a_draft_equal_to_the_target_is_always_kept() {
-        let p: Vec<(Token, f32)> = vec![(Token(0), 0.6), (Token(1), 0.4)];
-        let mut next = rng(7);
-        for _ in 0..1000 {
-            let verdict = verify_sampled(&[Token(1)], &[&p, &p], Some(&[&p]), &mut next).unwrap();
-            assert_eq!(verdict.accepted, 1);
+    /// Prices for a slot in a step whose plain batch holds `rows` tokens,
+    /// with `drafting` slots drafting from the model.
+    pub fn prices(&self, rows: usize, drafting: usize) -> Prices {
+        let rows = rows.max(1);
+        let Some(plain) = self.target.predict(rows, 0.0).filter(|s| *s > 0.0) else {
+            return Prices {
+                verify: Prices::UNKNOWN_VERIFY,
+                draft: self.draft_ratio,
+            };
+        };
+        let share = plain / rows as f64;
+        let verify = self
+            .target
+            .slope()
+            .map_or(Prices::UNKNOWN_VERIFY, |b| b / share);
+        let drafting = drafting.max(1);
+        let draft = self
+            .draft
+            .predict(drafting, 0.0)
+            .map_or(self.draft_ratio, |s| s / drafting as f64 / share);
+        Prices { verify, draft }
+    }
+
+    pub fn acceptance(&mut self, source: Source) -> &mut Acceptance {
+        match source {
+            Source::Ngram => &mut self.ngram,
+            Source::Model => &mut self.model,
         }
     }
 }
+
+/// Speed with `k` drafted at `rate`, each drafted token costing `price`,
+/// relative to plain decode (above 1 is faster).
+fn gain(rate: f64, k: usize, price: f64) -> f64 {
+    expected_tokens(rate, k) / (1.0 + k as f64 * price)
+}
+
+/// The draft length with the best gain, up to `max`, and that gain.
+fn best_length(rate: f64, max: usize, price: f64) -> (usize, f64) {
+    (1..=max.max(1))
+        .map(|k| (k, gain(rate, k, price)))
+        .fold(
+            (1, f64::MIN),
+            |best, next| {
+                if next.1 > best.1 {
+                    next
+                } else {
+                    best
+                }
+            },
+        )
+}
+
+/// A step's drafting decision for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draft {
+    pub source: Source,
+    /// Most tokens to draft.
+    pub tokens: usize,
+}
+
+/// One request's drafting policy: draft length from its recent acceptance
+/// and the model's measured costs, and rests from speculation while it
+/// would be slower than plain decode, probing again after each rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuner {
+    ngram: Acceptance,
+    model: Acceptance,
+    /// Tokens produced before which speculation rests.
+    rest_until: u32,
+    /// The next rest's length; doubles while probes keep losing.
+    rest: u32,
+    /// The rest just ended: the next drafting step is a probe.
+    probe: bool,
+}
+
+impl Tuner {
+    const FIRST_REST: u32 = 16;
+    const LONGEST_REST: u32 = 512;
+
+    /// A request's tuner, starting from the acceptance the model has seen.
+    pub fn new(costs: &Costs) -> Self {
+        Self {
+            ngram: costs.ngram,
+            model: costs.model,
+            rest_until: 0,
+            rest: Self::FIRST_REST,
+            probe: false,
+        }
+    }
+
+    /// What to draft after `produced` tokens: `lookup` tokens are offered
+    /// by prompt lookup, `model` says whether a draft model is there, and at
+    /// most `max` may be drafted. `None`: decode plainly this step.
+    pub fn plan(
+        &mut self,
+        produced: u32,
+        prices: Prices,
+        lookup: usize,
+        model: bool,
+        max: usize,
+    ) -> Option<Draft> {
+        if produced < self.rest_until || max == 0 {
+            return None;
+        }
+        let mut options = Vec::with_capacity(2);
+        let mut consider = |source, rate: f64, max: usize, price: f64| {
+            // A source that would lose even if every token were kept is
+            // never tried, not even as a probe.
+            if gain(1.0, max, price) >= 1.0 {
+                let (k, g) = best_length(rate, max, price);
+                options.push((source, k, g));
+            }
+        };
+        if lookup > 0 {
+            consider(
+                Source::Ngram,
+                self.ngram.rate(),
+                lookup.min(max),
+                prices.verify,
+            );
+        }
+        if model {
+            let price = prices.verify + prices.draft;
+            consider(Source::Model, self.model.rate(), max, price);
+        }
+        let (source, tokens, best) = options.into_iter().max_by(|a, b| a.2.total_cmp(&b.2))?;
+        let draft = Draft { source, tokens };
+        if best >= 1.0 {
+            self.rest = Self::FIRST_REST;
+            self.probe = false;
+            return Some(draft);
+        }
+        if std::mem::take(&mut self.probe) {
+            return Some(draft);
+        }
+        self.rest_until = produced.saturating_add(self.rest);
+        self.rest = (self.rest * 2).min(Self::LONGEST_REST);
+        self.probe = true;
+        None
+    }
+
+    /// Whether the draft model should make one more token, given the
+    /// product of its own probabilities for the tokens drafted so far: the
+    /// chance the next is kept must pay for drafting and verifying it.
+    pub fn draft_more(&self, confidence: f64, prices: Prices) -> bool {
+        confidence * self.model.rate() >= prices.verify + prices.draft
+    }
+
+    /// Learn from a step: `drafted` tokens from `source`, `kept` kept.
+    pub fn record(&mut self, source: Source, drafted: usize, kept: usize, costs: &mut Costs) {
+        let own = match source {
+            Source::Ngram => &mut self.ngram,
+            Source::Model => &mut self.model,
+        };
+        own.record(drafted, kept);
+        costs.acceptance(source).record(drafted, kept);
+    }
+}
+
+/// A small, fast generator (xorshift64*) for speculative sampling's draws:
+/// uniform in [0, 1), seeded per request.
+#[derive(Debug, Clone)]
+pub struct Uniform(u64);
+
+impl Uniform {
+    pub fn new(seed: u64) -> Self {
+        // SplitMix64 of the seed: nearby seeds give unrelated streams.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self((z ^ (z >> 31)).max(1))
+    }
+
+    pub fn draw(&mut self) -> f64 {
+        let mut s = self.0;
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        self.0 = s;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -97,6 +97,23 @@ pub struct Request {
     pub logprobs: Option<u32>,
     #[serde(default)]
     pub prompt_logprobs: bool,
+    #[serde(default)]
+    pub speculative: Speculative,
+    #[serde(default)]
+    pub prediction: Vec<i32>,
+}
+
+/// A request's overrides of its model's speculative decoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Speculative {
+    #[serde(default)]
+    pub max_draft: Option<u32>,
+    #[serde(default)]
+    pub ngram: Option<bool>,
+    #[serde(default)]
+    pub draft: Option<bool>,
+    #[serde(default)]
+    pub exact: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +150,10 @@ pub struct Completion {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub cached_tokens: u32,
+    #[serde(default)]
+    pub drafted_tokens: u32,
+    #[serde(default)]
+    pub accepted_tokens: u32,
     pub prefill_ms: f64,
     pub decode_ms: f64,
     pub decoded_tokens: u32,
@@ -190,6 +211,13 @@ impl From<&engine::GenerateRequest> for Request {
             grammar_triggers: r.grammar.as_ref().and_then(|g| g.triggers.clone()),
             logprobs: r.logprobs,
             prompt_logprobs: r.prompt_logprobs,
+            speculative: Speculative {
+                max_draft: r.speculative.max_draft,
+                ngram: r.speculative.ngram,
+                draft: r.speculative.draft,
+                exact: r.speculative.exact,
+            },
+            prediction: r.prediction.iter().map(|t| t.0).collect(),
         }
     }
 }
@@ -219,6 +247,13 @@ impl From<Request> for engine::GenerateRequest {
         });
         request.logprobs = r.logprobs;
         request.prompt_logprobs = r.prompt_logprobs;
+        request.speculative = engine::SpeculativeRequest {
+            max_draft: r.speculative.max_draft,
+            ngram: r.speculative.ngram,
+            draft: r.speculative.draft,
+            exact: r.speculative.exact,
+        };
+        request.prediction = r.prediction.into_iter().map(engine::Token).collect();
         request
     }
 }
@@ -262,6 +297,8 @@ impl From<&engine::Event> for Event {
                     prompt_tokens: c.usage.prompt_tokens,
                     completion_tokens: c.usage.completion_tokens,
                     cached_tokens: c.usage.cached_tokens,
+                    drafted_tokens: c.usage.drafted_tokens,
+                    accepted_tokens: c.usage.accepted_tokens,
                     prefill_ms: c.timings.prefill_ms,
                     decode_ms: c.timings.decode_ms,
                     decoded_tokens: c.timings.decoded_tokens,
@@ -315,6 +352,8 @@ impl From<Event> for engine::Event {
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
                     cached_tokens: c.cached_tokens,
+                    drafted_tokens: c.drafted_tokens,
+                    accepted_tokens: c.accepted_tokens,
                 },
                 timings: engine::Timings {
                     prefill_ms: c.prefill_ms,
@@ -350,8 +389,9 @@ pub fn finite_vectors(mut vectors: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
 
 /// Parameter names the engine validates, so an error naming one keeps its
 /// `&'static str` across the process boundary.
-const PARAMS: [&str; 10] = [
+const PARAMS: [&str; 11] = [
     "top_logprobs",
+    "speculative.max_draft",
     "prompt",
     "temperature",
     "top_p",
@@ -519,6 +559,10 @@ mod tests {
         request.stop = vec!["\n\n".into()];
         request.cache_prompt = false;
         request.sampling.seed = Some(3);
+        request.speculative.max_draft = Some(4);
+        request.speculative.ngram = Some(true);
+        request.speculative.exact = Some(false);
+        request.prediction = vec![engine::Token(5), engine::Token(6)];
         let back = engine::GenerateRequest::from(Request::from(&request));
         assert_eq!(back, request);
 
@@ -529,6 +573,8 @@ mod tests {
                 prompt_tokens: 5,
                 completion_tokens: 2,
                 cached_tokens: 4,
+                drafted_tokens: 6,
+                accepted_tokens: 3,
             },
             timings: engine::Timings {
                 prefill_ms: 1.5,

@@ -54,6 +54,8 @@ type Result<T> = std::result::Result<T, AnthropicError>;
 #[derive(Debug, Deserialize)]
 struct MessagesRequest {
     model: String,
+    /// shelf's extension, as in OpenAI's chat completions.
+    speculative: Option<Value>,
     max_tokens: Option<u32>,
     #[serde(default)]
     messages: Vec<InputMessage>,
@@ -120,6 +122,8 @@ pub async fn messages(
         ignore_eos: false,
         cache_prompt: true,
         keep_alive: None,
+        speculative: convert::speculative(request.speculative.as_ref(), "speculative")?,
+        prediction: None,
     };
     let run = chat::start(&state, &request.model, chat, params).await?;
     let mut frames = Frames::new(request.model.clone(), stops);
@@ -138,6 +142,13 @@ pub async fn messages(
         content.push(tool_use(call));
     }
     frames.input_tokens = collected.completion.usage.prompt_tokens;
+    let mut usage = json!({
+        "input_tokens": collected.completion.usage.prompt_tokens,
+        "output_tokens": collected.completion.usage.completion_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": collected.completion.usage.cached_tokens,
+    });
+    convert::add_speculative(&mut usage, &collected.completion.usage);
     Ok(Json(json!({
         "id": frames.id,
         "type": "message",
@@ -146,12 +157,7 @@ pub async fn messages(
         "content": content,
         "stop_reason": frames.stop_reason(&collected.completion, collected.finish),
         "stop_sequence": frames.stop_sequence(&collected.completion),
-        "usage": {
-            "input_tokens": collected.completion.usage.prompt_tokens,
-            "output_tokens": collected.completion.usage.completion_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": collected.completion.usage.cached_tokens,
-        },
+        "usage": usage,
     }))
     .into_response())
 }
@@ -541,13 +547,18 @@ impl chat::Frames for Frames {
                     self.block("text", json!({"type": "text", "text": ""}), &mut out);
                 }
                 out.extend(self.close());
+                let mut usage = json!({
+                    "input_tokens": completion.usage.prompt_tokens,
+                    "output_tokens": completion.usage.completion_tokens,
+                });
+                convert::add_speculative(&mut usage, &completion.usage);
                 let delta = json!({
                     "type": "message_delta",
                     "delta": {
                         "stop_reason": self.stop_reason(&completion, finish),
                         "stop_sequence": self.stop_sequence(&completion),
                     },
-                    "usage": {"input_tokens": completion.usage.prompt_tokens, "output_tokens": completion.usage.completion_tokens},
+                    "usage": usage,
                 });
                 out.push(chat::sse(Some("message_delta"), &delta));
                 out.push(chat::sse(

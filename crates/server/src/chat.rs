@@ -12,7 +12,8 @@ use axum::response::Response;
 use futures::stream::{self, StreamExt};
 use shelf_engine::chat::{self, Answer, Chat, OutputParser, Piece};
 use shelf_engine::{
-    Completion, EngineError, Event, FinishReason, GenerateRequest, SamplingParams, TokenLogprob,
+    Completion, EngineError, Event, FinishReason, GenerateRequest, SamplingParams,
+    SpeculativeRequest, TokenLogprob,
 };
 use shelf_scheduler::{KeepAlive, Resident};
 
@@ -33,6 +34,10 @@ pub struct Params {
     pub cache_prompt: bool,
     /// Ollama's per-request keep-alive.
     pub keep_alive: Option<KeepAlive>,
+    pub speculative: SpeculativeRequest,
+    /// Text the answer is expected to repeat (OpenAI's predicted
+    /// outputs): prompt lookup searches it too.
+    pub prediction: Option<String>,
 }
 
 /// How a chat turn ended, in the terms every dialect maps from.
@@ -141,6 +146,10 @@ pub async fn submit<T: Send + 'static>(
         request.cache_prompt = params.cache_prompt;
         request.logprobs = params.logprobs;
         request.prompt_logprobs = params.prompt_logprobs;
+        request.speculative = params.speculative;
+        if let Some(prediction) = &params.prediction {
+            request.prediction = resident.model.tokenize(prediction)?;
+        }
         let extra = build(&resident, &mut request)?;
         if let Some(ledger) = ledger {
             ledger.prompt(request.prompt.len() as u64);

@@ -4,7 +4,9 @@ use serde_json::Value;
 use shelf_api::openai::{self as wire, MessageContent, SamplingFields};
 use shelf_engine::chat::{Chat, OutputFormat, Tool, ToolChoice};
 use shelf_engine::template::{ChatMessage, ToolCall};
-use shelf_engine::{SamplingParams, TokenLogprob, Usage, MAX_TOP_LOGPROBS};
+use shelf_engine::{
+    SamplingParams, SpeculativeConfig, SpeculativeRequest, TokenLogprob, Usage, MAX_TOP_LOGPROBS,
+};
 
 use crate::chat::{token_text, Finish};
 use crate::AppError;
@@ -417,7 +419,8 @@ fn text_parts(parts: &[wire::ContentPart], index: usize) -> Result<String, AppEr
     Ok(text)
 }
 
-/// Engine usage to wire usage.
+/// Engine usage to wire usage. Speculative decoding's tokens go where
+/// OpenAI puts predicted outputs': accepted and rejected prediction tokens.
 pub fn usage(usage: Usage) -> wire::Usage {
     wire::Usage {
         prompt_tokens: usage.prompt_tokens,
@@ -426,5 +429,102 @@ pub fn usage(usage: Usage) -> wire::Usage {
         prompt_tokens_details: wire::PromptTokensDetails {
             cached_tokens: usage.cached_tokens,
         },
+        completion_tokens_details: (usage.drafted_tokens > 0).then(|| {
+            wire::CompletionTokensDetails {
+                accepted_prediction_tokens: usage.accepted_tokens,
+                rejected_prediction_tokens: usage.drafted_tokens - usage.accepted_tokens,
+            }
+        }),
     }
+}
+
+/// shelf's usage extension for the other dialects: `speculative`, the
+/// drafted and accepted tokens, added to `object` when the answer was
+/// speculated.
+pub fn add_speculative(object: &mut Value, usage: &Usage) {
+    if usage.drafted_tokens > 0 {
+        object["speculative"] = serde_json::json!({
+            "drafted_tokens": usage.drafted_tokens,
+            "accepted_tokens": usage.accepted_tokens,
+        });
+    }
+}
+
+/// OpenAI's chat and completions: `speculative`, and llama-server's flat
+/// `speculative.n_max`.
+pub fn openai_speculative(fields: &SamplingFields) -> Result<SpeculativeRequest, AppError> {
+    let mut asked = speculative(fields.speculative.as_ref(), "speculative")?;
+    if let Some(n_max) = &fields.speculative_n_max {
+        let flat = serde_json::json!({ "n_max": n_max });
+        asked.max_draft = speculative(Some(&flat), "speculative.n_max")?.max_draft;
+    }
+    Ok(asked)
+}
+
+/// OpenAI's `prediction`: `{"type": "content", "content": TEXT}` or with
+/// content a list of text parts.
+pub fn prediction(value: Option<&Value>) -> Result<Option<String>, AppError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        AppError::invalid(
+            "prediction must be {\"type\": \"content\", \"content\": text or text parts}",
+            "prediction",
+        )
+    };
+    if value.get("type").and_then(Value::as_str) != Some("content") {
+        return Err(bad());
+    }
+    match value.get("content") {
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|part| part.get("text").and_then(Value::as_str).ok_or_else(bad))
+            .collect::<Result<String, _>>()
+            .map(Some),
+        _ => Err(bad()),
+    }
+}
+
+/// The `speculative` request extension: `{"n_max": N, "ngram": bool,
+/// "draft": bool, "exact": bool}`, each optional (`n_max` 0 turns
+/// speculation off).
+pub fn speculative(value: Option<&Value>, param: &str) -> Result<SpeculativeRequest, AppError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(SpeculativeRequest::default());
+    };
+    let object = value
+        .as_object()
+        .ok_or_else(|| AppError::invalid(format!("{param} must be an object"), param))?;
+    let flag = |key: &str| match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(AppError::invalid(
+            format!("{param}.{key} must be true or false"),
+            param,
+        )),
+    };
+    let n_max = match object.get("n_max") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|&n| n <= u64::from(SpeculativeConfig::MAX_DRAFT))
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        format!(
+                            "{param}.n_max must be a whole number from 0 to {}",
+                            SpeculativeConfig::MAX_DRAFT
+                        ),
+                        param,
+                    )
+                })? as u32,
+        ),
+    };
+    Ok(SpeculativeRequest {
+        max_draft: n_max,
+        ngram: flag("ngram")?,
+        draft: flag("draft")?,
+        exact: flag("exact")?,
+    })
 }

@@ -27,6 +27,9 @@ pub struct Metrics {
     prompt_tokens: IntCounterVec,
     cached_tokens: IntCounterVec,
     generated_tokens: IntCounterVec,
+    drafted_tokens: IntCounterVec,
+    accepted_tokens: IntCounterVec,
+    acceptance: GaugeVec,
     time_to_first_token: HistogramVec,
     time_per_output_token: HistogramVec,
     queue_wait: HistogramVec,
@@ -101,6 +104,21 @@ impl Metrics {
                 model,
             ),
             generated_tokens: counter("shelf_generated_tokens_total", "Tokens generated", model),
+            drafted_tokens: counter(
+                "shelf_speculative_drafted_tokens_total",
+                "Tokens speculative decoding drafted (draft model or n-gram lookup) and the model verified",
+                model,
+            ),
+            accepted_tokens: counter(
+                "shelf_speculative_accepted_tokens_total",
+                "Drafted tokens the model kept",
+                model,
+            ),
+            acceptance: float_gauge(
+                "shelf_speculative_acceptance_ratio",
+                "Drafted tokens kept over drafted tokens, since the server started",
+                model,
+            ),
             time_to_first_token: histogram(
                 "shelf_time_to_first_token_seconds",
                 "From a request's arrival to its first generated text, queueing included",
@@ -204,6 +222,15 @@ impl Metrics {
         self.generated_tokens
             .with_label_values(labels)
             .inc_by(u64::from(usage.completion_tokens));
+        if usage.drafted_tokens > 0 {
+            let drafted = self.drafted_tokens.with_label_values(labels);
+            let accepted = self.accepted_tokens.with_label_values(labels);
+            drafted.inc_by(u64::from(usage.drafted_tokens));
+            accepted.inc_by(u64::from(usage.accepted_tokens));
+            self.acceptance
+                .with_label_values(labels)
+                .set(accepted.get() as f64 / drafted.get().max(1) as f64);
+        }
         if let (Some(decode), true) = (decode, usage.completion_tokens > 1) {
             let per_token = decode.as_secs_f64() / f64::from(usage.completion_tokens - 1);
             self.time_per_output_token

@@ -432,6 +432,8 @@ fn params(
         ignore_eos: false,
         cache_prompt: true,
         keep_alive: keep_alive.map(parse_keep_alive).transpose()?,
+        speculative: convert::speculative(options.get("speculative"), "options.speculative")?,
+        prediction: None,
     })
 }
 
@@ -519,6 +521,7 @@ impl Frames {
         body["prompt_eval_duration"] = json!(nanos(completion.timings.prefill_ms));
         body["eval_count"] = json!(completion.usage.completion_tokens);
         body["eval_duration"] = json!(nanos(completion.timings.decode_ms));
+        convert::add_speculative(&mut body, &completion.usage);
         body
     }
 

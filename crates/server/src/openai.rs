@@ -93,6 +93,8 @@ pub async fn chat_completions(
         ignore_eos: request.sampling.ignore_eos,
         cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
         keep_alive: None,
+        speculative: convert::openai_speculative(&request.sampling)?,
+        prediction: convert::prediction(request.prediction.as_ref())?,
     };
     let run = chat::start(&state, &request.model, chat, params).await?;
     let format = ChatFormat {
@@ -274,6 +276,8 @@ pub async fn completions(
         ignore_eos: request.sampling.ignore_eos,
         cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
         keep_alive: None,
+        speculative: convert::openai_speculative(&request.sampling)?,
+        prediction: None,
     };
     let echo = request.echo.then(|| prompt.clone());
     let run = chat::start_raw(&state, &request.model, prompt, params).await?;

@@ -23,6 +23,8 @@ use crate::{convert, json, AppError, AppState};
 struct ResponsesRequest {
     #[serde(default)]
     model: String,
+    /// shelf's extension, as in chat completions.
+    speculative: Option<Value>,
     input: Option<Value>,
     instructions: Option<String>,
     max_output_tokens: Option<u32>,
@@ -68,6 +70,7 @@ pub async fn create(
         sampling,
         max_tokens: convert::max_tokens(request.max_output_tokens, "max_output_tokens")?,
         cache_prompt: true,
+        speculative: convert::speculative(request.speculative.as_ref(), "speculative")?,
         ..Params::default()
     };
     let run = chat::start(&state, &request.model, chat, params).await?;
@@ -386,6 +389,7 @@ impl Frames {
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         });
+        convert::add_speculative(&mut self.usage, &usage);
     }
 
     /// A non-streamed answer's output items.

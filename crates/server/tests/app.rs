@@ -792,3 +792,122 @@ async fn anthropic_names_the_stop_sequence_that_ended_the_answer() {
         (Some("end_turn"), Value::Null)
     );
 }
+
+/// A predicted output reaches the engine as a prediction; the tokens it
+/// drafted and the ones kept come back in OpenAI's own usage fields,
+/// streamed or not, and in the metrics; a request can turn speculation
+/// off. (The fake drafts its prediction and keeps what matches its reply.)
+#[tokio::test]
+async fn predicted_outputs_are_drafted_and_reported_as_openai_reports_them() {
+    let state = state(&Gate::closed(), 4);
+    let prediction = json!({"prediction": {"type": "content", "content": "Hello world"}});
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        "/v1/chat/completions",
+        Some(chat("fake", prediction.clone())),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    // "Hello there" against "Hello world": "Hello " kept, "world" refused.
+    let details = &body["usage"]["completion_tokens_details"];
+    assert_eq!(details["accepted_prediction_tokens"], 6, "{body}");
+    assert_eq!(details["rejected_prediction_tokens"], 5, "{body}");
+
+    let mut streamed = chat("fake", prediction.clone());
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    streamed["prediction"]["content"] = json!([{"type": "text", "text": "Hello there"}]);
+    let (_, _, body) = call(&state, "POST", "/v1/chat/completions", Some(streamed)).await;
+    let last = sse_data(&body).pop().unwrap();
+    let details = &last["usage"]["completion_tokens_details"];
+    assert_eq!(details["accepted_prediction_tokens"], 11, "{last}");
+    assert_eq!(details["rejected_prediction_tokens"], 0, "{last}");
+
+    let mut off = chat("fake", prediction);
+    off["speculative"] = json!({"n_max": 0});
+    let (_, _, body) = call(&state, "POST", "/v1/chat/completions", Some(off)).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(body["usage"].get("completion_tokens_details").is_none());
+
+    let (_, _, metrics) = call(&state, "GET", "/metrics", None).await;
+    for line in [
+        r#"shelf_speculative_drafted_tokens_total{model="fake"} 22"#,
+        r#"shelf_speculative_accepted_tokens_total{model="fake"} 17"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line}");
+    }
+    let ratio = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"shelf_speculative_acceptance_ratio{model="fake"} "#))
+        .unwrap();
+    assert!((ratio.parse::<f64>().unwrap() - 17.0 / 22.0).abs() < 1e-9);
+}
+
+/// The `speculative` extension is checked in every dialect: a bad value is
+/// refused in the dialect's own shape (OpenAI's 422 for a bad value, the
+/// others' 400), naming the field.
+#[tokio::test]
+async fn bad_speculative_settings_are_refused_in_every_dialect() {
+    let state = state(&Gate::closed(), 4);
+    let too_long = json!({"n_max": 65});
+    let not_a_flag = json!({"ngram": "yes"});
+    let cases = [
+        (
+            "/v1/chat/completions",
+            chat("fake", json!({"speculative": too_long})),
+        ),
+        (
+            "/v1/chat/completions",
+            chat("fake", json!({"speculative": not_a_flag})),
+        ),
+        (
+            "/v1/chat/completions",
+            chat("fake", json!({"speculative.n_max": -1})),
+        ),
+        (
+            "/v1/chat/completions",
+            chat("fake", json!({"prediction": {"type": "text"}})),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "fake", "prompt": "Hi", "speculative": too_long}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "fake", "messages": [{"role": "user", "content": "Hi"}], "options": {"speculative": not_a_flag}}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "fake", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}], "speculative": too_long}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "fake", "input": "Hi", "speculative": "fast"}),
+        ),
+    ];
+    for (route, body) in cases {
+        let (status, _, text) = call(&state, "POST", route, Some(body.clone())).await;
+        let expected = if route.starts_with("/v1/messages") || route.starts_with("/api") {
+            400
+        } else {
+            422
+        };
+        assert_eq!(status, expected, "{route} {body}: {text}");
+        assert!(
+            text.contains("speculative") || text.contains("prediction"),
+            "{route}: {text}"
+        );
+    }
+    // Valid settings pass.
+    let fine = json!({"speculative": {"n_max": 4, "ngram": true, "draft": false, "exact": false}});
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        "/v1/chat/completions",
+        Some(chat("fake", fine)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use shelf_engine::{GpuLayers, LoadConfig, SamplingParams};
+use shelf_engine::{GpuLayers, LoadConfig, SamplingParams, SpeculativeConfig};
 use shelf_store::{Layers, Store};
 
 /// Every environment variable shelf reads, with what it sets. This table is
@@ -214,6 +214,40 @@ fn parse_gpu_layers(text: &str) -> Result<GpuLayers, String> {
         .map_err(|_| format!("'{text}' is not a number of layers or 'auto'"))
 }
 
+/// How models speculate, for `run`, `serve`, `bench` and the runner; the
+/// draft model itself is named by each command's `--draft`.
+#[derive(Debug, Args, Clone)]
+pub struct SpeculateArgs {
+    /// `ngram`: draft by prompt lookup, continuing repeats of the prompt
+    /// and the answer so far (free; strong for edits, quotes, rewrites)
+    #[arg(long, value_parser = ["ngram"])]
+    pub speculate: Option<String>,
+    /// Most tokens drafted per step
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(SpeculativeConfig::MAX_DRAFT)))]
+    pub draft_max: u32,
+    /// Always draft --draft-max tokens: no adapting to acceptance, no
+    /// falling back to plain decode when speculation loses
+    #[arg(long)]
+    pub draft_fixed: bool,
+    /// Verify any number of tokens at once even at temperature 0: faster,
+    /// but a near tie may then go another way than plain decode's
+    #[arg(long)]
+    pub inexact: bool,
+}
+
+impl SpeculateArgs {
+    /// The engine's configuration, with `draft` as the draft model.
+    pub fn config(&self, draft: Option<PathBuf>) -> SpeculativeConfig {
+        SpeculativeConfig {
+            draft,
+            ngram: self.speculate.is_some(),
+            max_draft: self.draft_max,
+            adaptive: !self.draft_fixed,
+            exact: !self.inexact,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Chat with a model in the terminal, or answer one prompt and exit
@@ -288,6 +322,11 @@ pub struct RunnerArgs {
     /// Keep only the window's KV in sliding-window layers
     #[arg(long)]
     pub small_swa_cache: bool,
+    /// The draft model's GGUF file
+    #[arg(long)]
+    pub draft: Option<PathBuf>,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -422,6 +461,12 @@ pub struct RunArgs {
     pub verbose: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Speculate with this draft model (a .gguf or store name with the
+    /// model's vocabulary)
+    #[arg(long)]
+    pub draft: Option<String>,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
 }
 
 /// Sampling flags for `run`.
@@ -566,6 +611,13 @@ pub struct ServeArgs {
     /// Largest request head (request line and headers), in bytes
     #[arg(long, default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(1024..=(16 << 20)))]
     pub max_header_bytes: u64,
+    /// A draft model for speculative decoding: `MODEL=DRAFT` for one
+    /// served model, or `DRAFT` for every --model (repeatable); it loads
+    /// beside its model and counts in the memory budget
+    #[arg(long = "draft")]
+    pub drafts: Vec<String>,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -643,6 +695,21 @@ pub struct BenchArgs {
     /// unconstrained (`--tg` tokens, `--reps` alternating runs)
     #[arg(long, conflicts_with = "synthetic")]
     pub json_schema: Option<PathBuf>,
+    /// Compare speculative decoding with this draft model against plain
+    /// decode, on real tasks (`--task`)
+    #[arg(long, conflicts_with = "synthetic")]
+    pub draft: Option<String>,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
+    /// With --draft or --speculate: the tasks to decode, `rewrite`,
+    /// `code`, `prose` (repeatable) or a file of prompts separated by
+    /// lines holding only `---` [default: all three]
+    #[arg(long = "task")]
+    pub tasks: Vec<String>,
+    /// With --draft or --speculate: exit non-zero when a task's speed-up
+    /// over plain decode is below this
+    #[arg(long)]
+    pub min_speedup: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -6,15 +6,23 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use shelf_engine::template::{ChatMessage, ChatTemplate, FALLBACK_STOPS};
-use shelf_engine::{CancelToken, Completion, Event, GenerateRequest, LoadedModel, SamplingParams};
+use shelf_engine::{
+    CancelToken, Completion, Event, GenerateRequest, LoadedModel, SamplingParams, SpeculativeConfig,
+};
 use shelf_engine_llama::{LlamaEngine, LlamaModelHandle};
 
 use crate::catalog;
 use crate::cli::{Globals, RunArgs};
 
 pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<()> {
-    let path = catalog::resolve(&globals.layers()?, &args.model)?;
-    let model = load(path, globals, None).await?;
+    let layers = globals.layers()?;
+    let path = catalog::resolve(&layers, &args.model)?;
+    let draft = match &args.draft {
+        Some(draft) => Some(catalog::resolve(&layers, draft)?),
+        None => None,
+    };
+    let speculative = args.speculate.config(draft);
+    let model = load_with(path, globals, None, 1, &speculative).await?;
     let info = model.info();
     let template = ChatTemplate::new(
         info.chat_template.as_deref(),
@@ -58,19 +66,21 @@ pub async fn load(
     globals: &Globals,
     ctx: Option<u32>,
 ) -> anyhow::Result<LlamaModelHandle> {
-    load_with(path, globals, ctx, 1).await
+    load_with(path, globals, ctx, 1, &SpeculativeConfig::default()).await
 }
 
-/// [`load`] with `slots` slots.
+/// [`load`] with `slots` slots and speculative decoding.
 pub async fn load_with(
     path: PathBuf,
     globals: &Globals,
     ctx: Option<u32>,
     slots: u32,
+    speculative: &SpeculativeConfig,
 ) -> anyhow::Result<LlamaModelHandle> {
     let mut config = globals.load_config();
     config.ctx = ctx.or(config.ctx);
     config.slots = slots;
+    config.speculative = speculative.clone();
     tokio::task::spawn_blocking(move || LlamaEngine.load(&path, &config))
         .await
         .context("the loader thread failed")?
@@ -135,12 +145,20 @@ impl Chat {
         println!();
         self.history.push(ChatMessage::new("assistant", reply));
         if self.verbose {
-            let t = completion.timings;
+            let (t, usage) = (completion.timings, completion.usage);
+            let drafts = match usage.drafted_tokens {
+                0 => String::new(),
+                drafted => format!(
+                    " | drafted {drafted}, accepted {} ({:.0}%)",
+                    usage.accepted_tokens,
+                    100.0 * f64::from(usage.accepted_tokens) / f64::from(drafted)
+                ),
+            };
             eprintln!(
-                "prompt: {} tokens, {:.1} t/s | answer: {} tokens, {:.1} t/s",
-                completion.usage.prompt_tokens,
-                t.prefill_tps(completion.usage.prompt_tokens),
-                completion.usage.completion_tokens,
+                "prompt: {} tokens, {:.1} t/s | answer: {} tokens, {:.1} t/s{drafts}",
+                usage.prompt_tokens,
+                t.prefill_tps(usage.prompt_tokens),
+                usage.completion_tokens,
                 t.decode_tps()
             );
         }

@@ -31,6 +31,7 @@ pub async fn runner(globals: &Globals, args: RunnerArgs) -> anyhow::Result<()> {
     config.cache_ram_bytes = args.cache_ram;
     config.step_target = Duration::from_millis(args.step_ms);
     config.small_window_cache = args.small_swa_cache;
+    config.speculative = args.speculate.config(args.draft.clone());
     let path = args.model.clone();
     let loaded = tokio::task::spawn_blocking(move || LlamaEngine.load(&path, &config))
         .await

@@ -1,6 +1,7 @@
 //! `shelf serve`: wire the store, the runner processes, the model host and
 //! the HTTP server together.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -51,6 +52,7 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
             pinned.push(model.clone());
         }
     }
+    let drafts = Arc::new(drafts(&layers, &args)?);
     let machine = match (probe_machine(globals).await, args.memory_budget) {
         (Ok(machine), _) => machine,
         // A budget given by hand does not need the probe; size as for a CPU.
@@ -87,8 +89,8 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
                 )
             }),
         }),
-        runner_loader(globals, &args)?,
-        sizer(globals.ctx, machine.hardware()),
+        runner_loader(globals, &args, Arc::clone(&drafts))?,
+        sizer(globals.ctx, machine.hardware(), drafts),
         HostConfig {
             budget,
             slots: args.parallel,
@@ -281,8 +283,38 @@ async fn probe_machine(globals: &Globals) -> anyhow::Result<Machine> {
     serde_json::from_slice(&output.stdout).context("`shelf probe` printed something unexpected")
 }
 
+/// Each `--draft`: the draft model's file for a served model's file.
+type Drafts = HashMap<PathBuf, PathBuf>;
+
+/// `--draft MODEL=DRAFT` (or `--draft DRAFT` for every `--model`), resolved
+/// to files, keyed by the served model's file.
+fn drafts(layers: &shelf_store::Layers, args: &ServeArgs) -> anyhow::Result<Drafts> {
+    let mut drafts = HashMap::new();
+    for given in &args.drafts {
+        let (models, draft) = match given.split_once('=') {
+            Some((model, draft)) if !Path::new(given).exists() => (vec![model.to_string()], draft),
+            _ if args.model.is_empty() => anyhow::bail!(
+                "--draft {given} names no model: write --draft MODEL={given}, or serve models with --model"
+            ),
+            _ => (args.model.clone(), given.as_str()),
+        };
+        let draft = catalog::resolve(layers, draft)
+            .with_context(|| format!("the draft model in --draft {given}"))?;
+        for model in models {
+            let path = catalog::resolve(layers, &model)
+                .with_context(|| format!("the model in --draft {given}"))?;
+            drafts.insert(path, draft.clone());
+        }
+    }
+    Ok(drafts)
+}
+
 /// Loads each model in a runner process of its own.
-fn runner_loader(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Arc<Loader>> {
+fn runner_loader(
+    globals: &Globals,
+    args: &ServeArgs,
+    drafts: Arc<Drafts>,
+) -> anyhow::Result<Arc<Loader>> {
     let program = std::env::current_exe().context("cannot find the shelf executable")?;
     let mut common: Vec<OsString> = vec!["runner".into()];
     let mut flag = |name: &str, value: String| {
@@ -307,11 +339,15 @@ fn runner_loader(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Arc<Load
     if args.small_swa_cache {
         common.push("--small-swa-cache".into());
     }
+    common.extend(speculate_flags(&args.speculate));
     let runtime = tokio::runtime::Handle::current();
     Ok(Arc::new(move |plan: &LoadPlan| {
         let mut args = common.clone();
         args.extend(["--model".into(), plan.path.clone().into_os_string()]);
         args.extend(["--slots".into(), plan.slots.to_string().into()]);
+        if let Some(draft) = drafts.get(&plan.path) {
+            args.extend(["--draft".into(), draft.clone().into_os_string()]);
+        }
         let command = RunnerCommand {
             program: program.clone(),
             args,
@@ -321,6 +357,22 @@ fn runner_loader(globals: &Globals, args: &ServeArgs) -> anyhow::Result<Arc<Load
             .map(|model| Arc::new(model) as Arc<dyn LoadedModel>)
             .map_err(|error| with_path(error, &plan.path))
     }))
+}
+
+/// The runner's flags for `speculate`.
+fn speculate_flags(speculate: &crate::cli::SpeculateArgs) -> Vec<OsString> {
+    let mut flags: Vec<OsString> =
+        vec!["--draft-max".into(), speculate.draft_max.to_string().into()];
+    if let Some(kind) = &speculate.speculate {
+        flags.extend(["--speculate".into(), kind.into()]);
+    }
+    if speculate.draft_fixed {
+        flags.push("--draft-fixed".into());
+    }
+    if speculate.inexact {
+        flags.push("--inexact".into());
+    }
+    flags
 }
 
 /// Load errors from a runner name the file the server asked for.
@@ -335,29 +387,43 @@ fn with_path(error: shelf_engine::EngineError, path: &Path) -> shelf_engine::Eng
 }
 
 /// Sizes models with the planner: weights, compute and runtime are fixed,
-/// each slot adds its KV cache at the served context.
-fn sizer(ctx: Option<u32>, hardware: Hardware) -> Arc<Sizer> {
+/// each slot adds its KV cache at the served context. A model's draft
+/// model adds its own weights and, per slot, its own KV cache.
+fn sizer(ctx: Option<u32>, hardware: Hardware, drafts: Arc<Drafts>) -> Arc<Sizer> {
     Arc::new(move |path: &Path| {
-        let files = split_parts(path);
-        let spec = crate::fit::spec_from_files(&catalog::file_model_name(path), &files)
-            .map_err(|e| format!("{e:#}"))?;
-        let ctx = ctx.map_or_else(
-            || {
-                spec.context_length
-                    .min(u64::from(LoadConfig::DEFAULT_MAX_CTX))
-            },
-            u64::from,
-        );
-        let options = FitOptions {
-            ctx: ctx.max(16),
-            parallel: 1,
-            ..FitOptions::default()
+        let cost = model_cost(path, ctx, &hardware)?;
+        let Some(draft) = drafts.get(path) else {
+            return Ok(cost);
         };
-        let memory = shelf_planner::estimate(&spec, &hardware, &options).memory;
+        let draft = model_cost(draft, ctx, &hardware)?;
         Ok(ModelCost {
-            fixed: memory.total - memory.kv_cache,
-            per_slot: memory.kv_cache,
+            fixed: cost.fixed + draft.fixed,
+            per_slot: cost.per_slot + draft.per_slot,
         })
+    })
+}
+
+/// One model file's cost at the served context.
+fn model_cost(path: &Path, ctx: Option<u32>, hardware: &Hardware) -> Result<ModelCost, String> {
+    let files = split_parts(path);
+    let spec = crate::fit::spec_from_files(&catalog::file_model_name(path), &files)
+        .map_err(|e| format!("{e:#}"))?;
+    let ctx = ctx.map_or_else(
+        || {
+            spec.context_length
+                .min(u64::from(LoadConfig::DEFAULT_MAX_CTX))
+        },
+        u64::from,
+    );
+    let options = FitOptions {
+        ctx: ctx.max(16),
+        parallel: 1,
+        ..FitOptions::default()
+    };
+    let memory = shelf_planner::estimate(&spec, hardware, &options).memory;
+    Ok(ModelCost {
+        fixed: memory.total - memory.kv_cache,
+        per_slot: memory.kv_cache,
     })
 }
 

@@ -10,6 +10,7 @@ use crate::cli::{BenchArgs, Globals};
 
 mod grammar;
 mod parallel;
+mod speculative;
 use crate::{catalog, run, store_cmds::human_bytes};
 
 #[derive(Debug, Serialize)]
@@ -51,8 +52,21 @@ pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
     // Like llama-bench, the context holds exactly what the tests need.
     let ctx = globals.ctx.unwrap_or(args.pp.max(1) + args.tg + 8);
     if args.parallel > 1 {
-        let model = run::load_with(path, globals, Some(ctx), args.parallel).await?;
+        let none = shelf_engine::SpeculativeConfig::default();
+        let model = run::load_with(path, globals, Some(ctx), args.parallel, &none).await?;
         return parallel::bench(&model, &label, &args).await;
+    }
+    if args.draft.is_some() || args.speculate.speculate.is_some() {
+        let layers = globals.layers()?;
+        let draft = match &args.draft {
+            Some(draft) => Some(catalog::resolve(&layers, draft)?),
+            None => None,
+        };
+        let config = args.speculate.config(draft);
+        // Room for the longest built-in prompt and the answer.
+        let ctx = globals.ctx.unwrap_or(args.tg + 1024);
+        let model = run::load_with(path, globals, Some(ctx), 1, &config).await?;
+        return speculative::bench(&model, &label, args.draft.clone(), &args).await;
     }
     if let Some(schema) = &args.json_schema {
         let model = run::load(path, globals, Some(ctx + 256)).await?;

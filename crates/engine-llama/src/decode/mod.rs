@@ -11,6 +11,10 @@
 //! On a GPU, `llama_decode` only launches the work; the text of the tokens
 //! just fed in is detokenized and sent while the GPU computes, so host work
 //! does not add to each token's time.
+//!
+//! A slot that speculates puts drafted tokens after its pending token in
+//! the same batch; `speculate.rs` drafts them (prompt lookup, or the draft
+//! model's own context on this thread) and verifies them.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -23,14 +27,22 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use shelf_engine::speculate::Costs;
 use shelf_engine::{
-    Completion, EngineError, Event, FinishReason, GenerateRequest, GenerationSink, Timings, Usage,
+    Completion, EngineError, Event, FinishReason, GenerateRequest, GenerationSink,
+    SpeculativeConfig, Timings, Usage,
 };
 
 use crate::pace::Pace;
 use crate::prefix::{self, Candidate, RamCache};
 use crate::sampler;
 use crate::slot::{Active, Output, Slot};
+use crate::spec::{self, DraftSide, Envelope, JobSpec, Proposal};
+
+mod speculate;
+
+/// Largest batch the load-time exactness check tries.
+const EXACT_PROBE_ROWS: usize = 8;
 
 /// From this many greedy outputs in a step, on a GPU, arg-maxes run on
 /// several threads.
@@ -63,30 +75,70 @@ pub struct Setup {
     /// `llama_decode` returns before the work is done (a GPU): emit text
     /// while the next step computes.
     pub overlap: bool,
+    pub speculative: SpeculativeConfig,
+    /// Draft model size over the target's: drafting's price until measured.
+    pub draft_ratio: f64,
 }
 
 /// The thread's body: create the context, report readiness, serve jobs until
 /// the model is dropped.
 pub fn run(
     backend: &LlamaBackend,
-    model: &LlamaModel,
-    params: LlamaContextParams,
+    models: Models<'_>,
+    params: impl Fn() -> LlamaContextParams,
     setup: Setup,
     queue: mpsc::Receiver<Job>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let ctx = match model.new_context(backend, params) {
+    let mut ctx = match context(backend, models.target, params(), "a") {
         Ok(ctx) => ctx,
-        Err(e) => {
-            let _ = ready.send(Err(format!(
-                "llama.cpp could not create a context ({e}); the context size may be too large for memory"
-            )));
+        Err(reason) => {
+            let _ = ready.send(Err(reason));
             return;
         }
     };
-    let mut engine = Loop::new(ctx, model, setup);
+    let draft = match models.draft {
+        None => None,
+        Some(model) => match context(backend, model, params(), "the draft model's") {
+            Ok(draft_ctx) => Some(DraftSide {
+                ctx: draft_ctx,
+                batch: LlamaBatch::new(setup.n_batch, 1),
+            }),
+            Err(reason) => {
+                let _ = ready.send(Err(reason));
+                return;
+            }
+        },
+    };
+    let exact = match setup.speculative.enabled() && setup.speculative.exact {
+        true => spec::exact_envelope(&mut ctx, models.target.n_vocab(), EXACT_PROBE_ROWS),
+        false => Envelope::NONE,
+    };
+    if setup.speculative.enabled() {
+        tracing::debug!(rows = exact.rows, below = ?exact.below, "speculative decoding ready; exact greedy verification within this");
+    }
+    let mut engine = Loop::new(ctx, models.target, draft, setup, exact);
     let _ = ready.send(Ok(()));
     engine.serve(&queue);
+}
+
+fn context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    params: LlamaContextParams,
+    what: &str,
+) -> Result<LlamaContext<'m>, String> {
+    model.new_context(backend, params).map_err(|e| {
+        format!(
+            "llama.cpp could not create {what} context ({e}); the context size may be too large for memory"
+        )
+    })
+}
+
+/// The models a decode thread runs: the target, and a draft model if any.
+pub struct Models<'m> {
+    pub target: &'m LlamaModel,
+    pub draft: Option<&'m LlamaModel>,
 }
 
 /// Where one slot's logits are in the batch being decoded.
@@ -94,12 +146,16 @@ struct Logits {
     slot: usize,
     serial: u64,
     index: i32,
+    /// The slot's drafted tokens follow at the next indices: this
+    /// proposal in the plan's list.
+    draft: Option<usize>,
 }
 
 /// What one step put in its batch.
 #[derive(Default)]
 struct Plan {
     outputs: Vec<Logits>,
+    proposals: Vec<Proposal>,
     generated: usize,
     prompt: usize,
     /// Prompt chunks whose every logit is wanted (prompt log probabilities):
@@ -123,14 +179,28 @@ struct Loop<'m> {
     /// Tokens sampled and being decoded whose text is not yet sent
     /// (overlap mode): slot, job serial, token.
     deferred: Vec<(usize, u64, LlamaToken)>,
+    /// The draft model's side, when one is loaded.
+    draft: Option<DraftSide<'m>>,
+    /// What drafting and verifying cost here, and the acceptance seen.
+    costs: Costs,
+    /// Where verification is computed exactly as plain decode, for exact
+    /// greedy speculation.
+    exact: Envelope,
 }
 
 impl<'m> Loop<'m> {
-    fn new(ctx: LlamaContext<'m>, model: &'m LlamaModel, setup: Setup) -> Self {
+    fn new(
+        ctx: LlamaContext<'m>,
+        model: &'m LlamaModel,
+        draft: Option<DraftSide<'m>>,
+        setup: Setup,
+        exact: Envelope,
+    ) -> Self {
         let slots = (0..setup.slots.max(1))
             .map(|seq| Slot {
                 seq: seq as i32,
                 cached: Vec::new(),
+                draft_cached: Vec::new(),
                 last_used: 0,
                 job: None,
             })
@@ -143,10 +213,13 @@ impl<'m> Loop<'m> {
             waiting: VecDeque::new(),
             ram: RamCache::new(setup.cache_ram_bytes),
             pace: Pace::new(setup.step_target),
+            costs: Costs::new(setup.draft_ratio),
             setup,
             clock: 0,
             serial: 0,
             deferred: Vec::new(),
+            draft,
+            exact,
         }
     }
 
@@ -174,7 +247,8 @@ impl<'m> Loop<'m> {
         self.clock += 1;
         self.admit();
         self.end_cancelled();
-        let plan = match self.fill_batch() {
+        let proposals = self.propose();
+        let plan = match self.fill_batch(proposals) {
             Ok(plan) if plan.outputs.is_empty() && plan.prompt == 0 => return,
             Ok(plan) => plan,
             Err(error) => return self.fail_active(&error),
@@ -195,6 +269,11 @@ impl<'m> Loop<'m> {
             "step"
         );
         self.pace.record(plan.generated, plan.prompt, elapsed);
+        if plan.prompt == 0 && plan.generated > 0 {
+            self.costs
+                .target
+                .record(plan.generated, elapsed.as_secs_f64());
+        }
     }
 
     /// Move queued jobs into free slots.
@@ -268,6 +347,9 @@ impl<'m> Loop<'m> {
         grammar: Option<llama_cpp_2::sampling::LlamaSampler>,
     ) {
         let use_cache = job.request.cache_prompt && !job.request.prompt_logprobs;
+        if !use_cache {
+            self.forget_draft(index);
+        }
         let mut reuse = if use_cache {
             prefix::common_prefix(&self.slots[index].cached, &prompt)
         } else {
@@ -315,6 +397,15 @@ impl<'m> Loop<'m> {
             }
         };
         self.serial += 1;
+        let context = spec::Context {
+            config: &self.setup.speculative,
+            has_draft: self.draft.is_some(),
+            exact: self.exact,
+            n_ctx: self.setup.n_ctx_slot,
+            costs: &self.costs,
+            seed: random_seed(self.serial),
+        };
+        let speculation = JobSpec::new(&context, self.model, &job.request, &prompt);
         self.slots[index].job = Some(Active {
             output: Output::new(&job.request),
             sink: job.sink,
@@ -329,7 +420,19 @@ impl<'m> Loop<'m> {
             first_token_at: None,
             last_token_at: None,
             serial: self.serial,
+            spec: speculation,
         });
+    }
+
+    /// Empty slot `index`'s sequence in the draft model's context.
+    fn forget_draft(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        if let Some(draft) = self.draft.as_mut() {
+            let _ = draft
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        }
+        slot.draft_cached.clear();
     }
 
     /// Copy the slot's state to RAM before a prompt keeping only `keep` of
@@ -385,9 +488,10 @@ impl<'m> Loop<'m> {
         }
     }
 
-    /// Build the step's batch: every generating slot's pending token, then
-    /// prompt chunks for the oldest jobs first, within the pace's budget.
-    fn fill_batch(&mut self) -> Result<Plan, EngineError> {
+    /// Build the step's batch: every generating slot's pending token (and
+    /// its drafted tokens), then prompt chunks for the oldest jobs first,
+    /// within the pace's budget.
+    fn fill_batch(&mut self, mut proposals: Vec<(usize, Proposal)>) -> Result<Plan, EngineError> {
         let Self {
             batch,
             slots,
@@ -406,10 +510,23 @@ impl<'m> Loop<'m> {
             };
             add(batch, token, slot.cached.len(), slot.seq, true)?;
             slot.cached.push(token);
+            let index = batch.n_tokens() - 1;
+            let mut draft = None;
+            if let Some(at) = proposals.iter().position(|(s, _)| *s == i) {
+                let (_, proposal) = proposals.swap_remove(at);
+                for &drafted in &proposal.tokens {
+                    add(batch, drafted, slot.cached.len(), slot.seq, true)?;
+                    slot.cached.push(drafted);
+                }
+                plan.generated += proposal.tokens.len();
+                draft = Some(plan.proposals.len());
+                plan.proposals.push(proposal);
+            }
             plan.outputs.push(Logits {
                 slot: i,
                 serial: job.serial,
-                index: batch.n_tokens() - 1,
+                index,
+                draft,
             });
             plan.generated += 1;
         }
@@ -466,6 +583,7 @@ impl<'m> Loop<'m> {
                         slot: i,
                         serial: job.serial,
                         index: batch.n_tokens() - 1,
+                        draft: None,
                     });
                 }
             }
@@ -483,6 +601,10 @@ impl<'m> Loop<'m> {
         let n_ctx = self.setup.n_ctx_slot as usize;
         let greedy = self.greedy_tokens(plan);
         for (out, greedy) in plan.outputs.iter().zip(greedy) {
+            if let Some(at) = out.draft {
+                self.verify(out, &plan.proposals[at]);
+                continue;
+            }
             let slot = &mut self.slots[out.slot];
             // A job that ended after this batch was built (a stop string).
             let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
@@ -514,6 +636,9 @@ impl<'m> Loop<'m> {
                 let logits = self.ctx.get_logits_ith(out.index);
                 let logprob = sampler::logprobs(self.model, logits, token, top);
                 job.sink.send(Event::Logprob(logprob));
+            }
+            if let Some(sampled) = job.spec.as_mut().and_then(|s| s.sampled.as_mut()) {
+                sampled.filter.accept(token);
             }
             let end = job.sampled(token, eog, slot.cached.len(), n_ctx);
             let end = match end {
@@ -574,7 +699,7 @@ impl<'m> Loop<'m> {
             .iter()
             .map(|out| {
                 let job = self.slots[out.slot].job.as_ref();
-                job.filter(|j| j.serial == out.serial && j.sampler.is_none())
+                job.filter(|j| j.serial == out.serial && j.sampler.is_none() && out.draft.is_none())
                     .map(|_| self.ctx.get_logits_ith(out.index))
             })
             .collect();
@@ -629,6 +754,9 @@ impl<'m> Loop<'m> {
                 slot.cached.clear();
             }
         }
+        for index in 0..self.slots.len() {
+            self.forget_draft(index);
+        }
     }
 }
 
@@ -636,6 +764,15 @@ impl<'m> Loop<'m> {
 fn emit(model: &LlamaModel, job: &mut Active, token: LlamaToken) -> Option<FinishReason> {
     let piece = model.vocab().token_to_piece(token, false, None);
     job.output.emit(&job.sink, &piece)
+}
+
+/// A seed for a request that gives none: the clock's nanoseconds, mixed
+/// with the job's number.
+fn random_seed(serial: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ serial.rotate_left(32)
 }
 
 fn finish(slot: &mut Slot, reason: FinishReason, clock: u64) {

@@ -4,15 +4,23 @@
 //! Each character of text is one token. Generation replies with a fixed text,
 //! one character per token, each on its own thread (so several run at once,
 //! as a model's slots do), honouring `max_tokens`, stop strings and
-//! cancellation the way the real engine does. A [`Gate`] holds generations
+//! cancellation the way the real engine does. A request's prediction is
+//! "drafted": its usage counts the prediction's characters as drafted and
+//! those agreeing with the reply's start as accepted. A [`Gate`] holds generations
 //! before their first token until a test opens it, and [`FakeModel::crash`]
-//! ends the model the way a dead runner process does.
+//! ends the model the way a dead runner process does. [`Chain`] makes a
+//! fake that samples from known distributions instead, speculating as the
+//! real engine does, so tests can check what speculation keeps.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
 use tokio::sync::watch;
+
+mod chain;
+
+pub use chain::Chain;
 
 use crate::{
     Completion, Ended, EngineError, Event, FinishReason, GenerateRequest, GenerationSink,
@@ -24,6 +32,8 @@ use crate::{
 pub struct FakeModel {
     info: ModelInfo,
     reply: Arc<Vec<char>>,
+    /// Sample from these chains instead of replying `reply`.
+    chains: Option<Arc<chain::Chains>>,
     gate: Option<Gate>,
     /// Held closed, an unload does not finish (a runner slow to exit).
     unload_gate: Option<Gate>,
@@ -89,6 +99,7 @@ impl FakeModel {
                 n_embd: 8,
             },
             reply: Arc::new(reply.chars().collect()),
+            chains: None,
             gate: None,
             unload_gate: None,
             state: Arc::new(Shared {
@@ -111,6 +122,20 @@ impl FakeModel {
         let mut model = Self::new("", n_ctx);
         model.info.embedding = true;
         model.info.n_embd = n_embd;
+        model
+    }
+
+    /// A fake that samples each token from `target` (a Markov chain over
+    /// the letters `a`, `b`, …) and, unless a request turns speculation
+    /// off, drafts `draft_tokens` at a time from `draft` and keeps or
+    /// replaces each by speculative sampling.
+    pub fn sampling(target: Chain, draft: Chain, draft_tokens: usize, n_ctx: u32) -> Self {
+        let mut model = Self::new("", n_ctx);
+        model.chains = Some(Arc::new(chain::Chains {
+            target,
+            draft,
+            draft_tokens,
+        }));
         model
     }
 
@@ -209,16 +234,38 @@ fn run(reply: &[char], request: &GenerateRequest, sink: &GenerationSink, state: 
     if !rest.is_empty() && !matched_stop {
         sink.send(Event::Text(rest));
     }
+    let (drafted_tokens, accepted_tokens) = drafted(request, &reply[..produced as usize]);
     sink.send(Event::Done(Completion {
         finish_reason: finish,
         stop_index: crate::stop::stop_index(&request.stop, stops.matched()),
         usage: Usage {
             prompt_tokens: request.prompt.len() as u32,
             completion_tokens: produced,
-            cached_tokens: 0,
+            drafted_tokens,
+            accepted_tokens,
+            ..Usage::default()
         },
         timings: Timings::default(),
     }));
+}
+
+/// What the fake counts as drafted and accepted: the prediction against
+/// the reply, unless the request turned speculation off.
+fn drafted(request: &GenerateRequest, reply: &[char]) -> (u32, u32) {
+    if request.speculative.max_draft == Some(0) {
+        return (0, 0);
+    }
+    let predicted: Vec<char> = request
+        .prediction
+        .iter()
+        .filter_map(|t| char::from_u32(t.0 as u32))
+        .collect();
+    let accepted = predicted
+        .iter()
+        .zip(reply)
+        .take_while(|(a, b)| a == b)
+        .count();
+    (predicted.len() as u32, accepted as u32)
 }
 
 impl LoadedModel for FakeModel {
@@ -241,6 +288,7 @@ impl LoadedModel for FakeModel {
         }
         request.validate(self.info.n_ctx)?;
         let reply = Arc::clone(&self.reply);
+        let chains = self.chains.clone();
         let gate = self.gate.clone();
         let state = Arc::clone(&self.state);
         state.running.fetch_add(1, Ordering::SeqCst);
@@ -248,7 +296,10 @@ impl LoadedModel for FakeModel {
             if let Some(gate) = gate {
                 gate.wait();
             }
-            run(&reply, &request, &sink, &state);
+            match chains {
+                Some(chains) => chains.run(&request, &sink),
+                None => run(&reply, &request, &sink, &state),
+            }
             state.running.fetch_sub(1, Ordering::SeqCst);
         });
         Ok(())

@@ -1,0 +1,445 @@
+//! A step's speculation: propose tokens for each generating slot (prompt
+//! lookup, or the draft model decoding on this thread, all drafting slots
+//! in one draft batch per round), then verify a slot's drafted tokens
+//! from the target's logits at their batch positions, keep what the
+//! target agrees with, emit it as plain decode would, and cut both KV
+//! caches back to what was kept.
+
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use shelf_engine::speculate::{self, Draft, Judged, Prices, Source};
+use shelf_engine::{EngineError, Event, Token};
+
+use super::{add, emit, finish, Logits, Loop};
+use crate::prefix;
+use crate::sampler;
+use crate::slot::Active;
+use crate::spec::{self, Proposal};
+
+/// Room kept in a step's batch for waiting prompts while slots draft.
+const PROMPT_ROOM: usize = 8;
+
+/// What a slot drafts this step.
+enum Wanted {
+    /// These tokens, found by lookup.
+    Lookup(Vec<LlamaToken>),
+    /// At most this many tokens from the draft model.
+    Model(usize),
+}
+
+/// A slot drafting from the draft model this step.
+struct Drafting {
+    slot: usize,
+    /// Most tokens to draft.
+    budget: usize,
+    /// Tokens to decode in the draft's next round (the first round also
+    /// catches the draft's sequence up with the text).
+    feed: Vec<LlamaToken>,
+    tokens: Vec<LlamaToken>,
+    q: Vec<Vec<(Token, f32)>>,
+    /// Product of the draft's probabilities for its tokens so far.
+    confidence: f64,
+    /// A copy of the request's grammar, moved along the drafted tokens.
+    grammar: Option<LlamaSampler>,
+    done: bool,
+}
+
+impl Loop<'_> {
+    /// The drafted tokens of each generating slot that speculates this step.
+    pub(super) fn propose(&mut self) -> Vec<(usize, Proposal)> {
+        let generating: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| j.pending.is_some())
+            })
+            .collect();
+        let prefilling = self
+            .slots
+            .iter()
+            .any(|s| s.job.as_ref().is_some_and(Active::prefilling));
+        let rows = generating.len();
+        let reserve = if prefilling { PROMPT_ROOM } else { 0 };
+        let mut room = self.setup.n_batch.saturating_sub(rows + reserve);
+        let prices = self.costs.prices(rows, rows);
+        let alone = rows == 1 && !prefilling;
+        let mut proposals = Vec::new();
+        let mut wanted = Vec::new();
+        for i in generating {
+            match self.plan(i, room, alone, prices) {
+                Some(Wanted::Model(tokens)) => {
+                    room = room.saturating_sub(tokens);
+                    wanted.push((i, tokens));
+                }
+                Some(Wanted::Lookup(tokens)) => {
+                    room = room.saturating_sub(tokens.len());
+                    let proposal = Proposal {
+                        source: Source::Ngram,
+                        tokens,
+                        q: Vec::new(),
+                    };
+                    proposals.push((i, proposal));
+                }
+                None => {}
+            }
+        }
+        if !wanted.is_empty() {
+            proposals.extend(self.draft_with_model(wanted, prices));
+        }
+        proposals.retain(|(_, p)| !p.tokens.is_empty());
+        proposals
+    }
+
+    /// What slot `i` drafts this step, within `room` batch places.
+    fn plan(&mut self, i: usize, room: usize, alone: bool, prices: Prices) -> Option<Wanted> {
+        let n_ctx = self.setup.n_ctx_slot as usize;
+        let exact = self.exact;
+        let slot = &mut self.slots[i];
+        let job = slot.job.as_mut()?;
+        let pending = job.pending?;
+        let left = job.request.max_tokens.map_or(usize::MAX, |m| {
+            m.saturating_sub(job.output.produced) as usize
+        });
+        let spec = job.spec.as_mut()?;
+        // Drafts end before the window does, and are worth nothing past
+        // the answer's last token.
+        let mut max = spec
+            .max
+            .min(room)
+            .min(n_ctx.saturating_sub(slot.cached.len() + 2))
+            .min(left.saturating_sub(1));
+        if spec.exact {
+            // Exact answers need the batch alone, within the exact size.
+            if !alone {
+                return None;
+            }
+            max = max.min(exact.drafts_at(slot.cached.len()));
+        }
+        if max == 0 {
+            return None;
+        }
+        let mut looked = match spec.ngram {
+            true => spec::lookup(&spec.prediction, &slot.cached, pending, max),
+            false => Vec::new(),
+        };
+        if let Some(grammar) = job.grammar.as_ref() {
+            spec::allowed_prefix(grammar, &mut looked);
+        }
+        let draft = match spec.tuner.as_mut() {
+            Some(tuner) => tuner.plan(job.output.produced, prices, looked.len(), spec.model, max),
+            None if !looked.is_empty() => Some(Draft {
+                source: Source::Ngram,
+                tokens: looked.len(),
+            }),
+            None if spec.model => Some(Draft {
+                source: Source::Model,
+                tokens: max,
+            }),
+            None => None,
+        }?;
+        Some(match draft.source {
+            Source::Model => Wanted::Model(draft.tokens),
+            Source::Ngram => {
+                looked.truncate(draft.tokens);
+                Wanted::Lookup(looked)
+            }
+        })
+    }
+
+    /// Draft with the draft model for each `(slot, most tokens)`: catch each
+    /// slot's draft sequence up with its text, then one draft decode per
+    /// round for all of them until each has its tokens.
+    fn draft_with_model(
+        &mut self,
+        wanted: Vec<(usize, usize)>,
+        prices: Prices,
+    ) -> Vec<(usize, Proposal)> {
+        let Some(draft) = self.draft.as_mut() else {
+            return Vec::new();
+        };
+        let mut drafting: Vec<Drafting> = wanted
+            .into_iter()
+            .filter_map(|(i, budget)| {
+                let slot = &mut self.slots[i];
+                let job = slot.job.as_ref()?;
+                let mut text = slot.cached.clone();
+                text.push(job.pending?);
+                // Keep what the draft's sequence shares with the text, less
+                // the last token: its logits are needed.
+                let keep = prefix::common_prefix(&slot.draft_cached, &text).min(text.len() - 1);
+                let _ =
+                    draft
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq as u32), Some(keep as u32), None);
+                slot.draft_cached.truncate(keep);
+                Some(Drafting {
+                    slot: i,
+                    budget,
+                    feed: text.split_off(keep),
+                    tokens: Vec::new(),
+                    q: Vec::new(),
+                    confidence: 1.0,
+                    grammar: job.grammar.clone(),
+                    done: false,
+                })
+            })
+            .collect();
+        let n_batch = self.setup.n_batch;
+        while drafting.iter().any(|d| !d.done) {
+            draft.batch.clear();
+            let mut outputs = Vec::new();
+            for (d, one) in drafting.iter_mut().enumerate().filter(|(_, d)| !d.done) {
+                let slot = &mut self.slots[one.slot];
+                let room = n_batch.saturating_sub(draft.batch.n_tokens() as usize);
+                let take = one.feed.len().min(room);
+                let chunk: Vec<LlamaToken> = one.feed.drain(..take).collect();
+                let caught_up = one.feed.is_empty();
+                for (k, token) in chunk.into_iter().enumerate() {
+                    let logits = caught_up && k + 1 == take;
+                    if add(
+                        &mut draft.batch,
+                        token,
+                        slot.draft_cached.len(),
+                        slot.seq,
+                        logits,
+                    )
+                    .is_err()
+                    {
+                        one.done = true;
+                        break;
+                    }
+                    slot.draft_cached.push(token);
+                    if logits {
+                        outputs.push((d, draft.batch.n_tokens() - 1));
+                    }
+                }
+            }
+            if draft.batch.n_tokens() == 0 {
+                break;
+            }
+            let started = Instant::now();
+            if let Err(error) = draft.ctx.decode(&mut draft.batch) {
+                tracing::warn!(%error, "the draft model's decode failed; drafting stops");
+                for one in &drafting {
+                    let slot = &mut self.slots[one.slot];
+                    let _ = draft
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                    slot.draft_cached.clear();
+                }
+                return Vec::new();
+            }
+            for (d, index) in outputs {
+                let one = &mut drafting[d];
+                let job = self.slots[one.slot].job.as_mut();
+                let Some(job) = job else {
+                    one.done = true;
+                    continue;
+                };
+                pick_draft(&draft.ctx, index, job, one);
+                let tuner = job.spec.as_ref().and_then(|s| s.tuner.as_ref());
+                let more = tuner.is_none_or(|t| t.draft_more(one.confidence, prices));
+                if one.done || one.tokens.len() >= one.budget || !more {
+                    one.done = true;
+                } else if let Some(&last) = one.tokens.last() {
+                    one.feed.push(last);
+                }
+            }
+            let tokens = draft.batch.n_tokens() as usize;
+            self.costs
+                .draft
+                .record(tokens, started.elapsed().as_secs_f64());
+        }
+        drafting
+            .into_iter()
+            .map(|one| {
+                let proposal = Proposal {
+                    source: Source::Model,
+                    tokens: one.tokens,
+                    q: one.q,
+                };
+                (one.slot, proposal)
+            })
+            .collect()
+    }
+
+    /// Judge slot `out.slot`'s drafted tokens, emit what is kept and the
+    /// target's own next token, and cut the caches back.
+    pub(super) fn verify(&mut self, out: &Logits, proposal: &Proposal) {
+        let n_ctx = self.setup.n_ctx_slot as usize;
+        let vocab = self.model.vocab();
+        let slot = &mut self.slots[out.slot];
+        let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
+            return;
+        };
+        let drafted = proposal.tokens.len();
+        // Position of the pending token: the drafted ones follow it.
+        let base = slot.cached.len() - 1 - drafted;
+        let (kept, next) = match decide(&self.ctx, job, out.index, proposal) {
+            Ok(decided) => decided,
+            Err(error) => {
+                if let Some(job) = slot.job.take() {
+                    job.fail(error);
+                }
+                slot.last_used = self.clock;
+                return;
+            }
+        };
+        let held = base + kept + 1;
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.seq as u32), Some(held as u32), None);
+        slot.cached.truncate(held);
+        if let Some(draft) = self.draft.as_mut() {
+            let shared = prefix::common_prefix(&slot.draft_cached, &slot.cached);
+            let _ = draft
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), Some(shared as u32), None);
+            slot.draft_cached.truncate(shared);
+        }
+        if let Some(spec) = job.spec.as_mut() {
+            spec.drafted += drafted as u32;
+            spec.accepted += kept as u32;
+            if let Some(tuner) = spec.tuner.as_mut() {
+                tuner.record(proposal.source, drafted, kept, &mut self.costs);
+            }
+        }
+        let emitted = proposal.tokens[..kept].iter().copied().chain([next]);
+        for (i, token) in emitted.enumerate() {
+            let eog = vocab.is_eog(token) && !job.request.ignore_eos;
+            if let (Some(top), false) = (job.request.logprobs, eog) {
+                let logits = self.ctx.get_logits_ith(out.index + i as i32);
+                let logprob = sampler::logprobs(self.model, logits, token, top);
+                job.sink.send(Event::Logprob(logprob));
+            }
+            let end = job.sampled(token, eog, base + i + 1, n_ctx);
+            let end = match end {
+                Some(reason) if eog => Some(reason),
+                Some(reason) => Some(emit(self.model, job, token).unwrap_or(reason)),
+                None => emit(self.model, job, token),
+            };
+            if let Some(reason) = end {
+                finish(slot, reason, self.clock);
+                return;
+            }
+        }
+    }
+}
+
+/// The draft model's next token for `one`, from its logits at `index`:
+/// drawn from its distribution when the request samples, else its arg-max.
+/// A token the grammar refuses ends the draft instead.
+fn pick_draft(ctx: &LlamaContext<'_>, index: i32, job: &mut Active, one: &mut Drafting) {
+    let sampled = job.spec.as_mut().and_then(|s| s.sampled.as_mut());
+    let (token, p, q) = match sampled {
+        Some(sampled) => {
+            let q =
+                sampler::distribution(ctx, index, one.grammar.as_mut(), &mut sampled.draft_filter);
+            let Some(token) = speculate::draw(&q, sampled.uniform.draw()) else {
+                one.done = true;
+                return;
+            };
+            let p = q.iter().find(|(t, _)| *t == token).map_or(0.0, |(_, p)| *p);
+            (LlamaToken(token.0), p, q)
+        }
+        None => {
+            let (token, p) = sampler::confident_arg_max(ctx.get_logits_ith(index));
+            (LlamaToken(token), p, Vec::new())
+        }
+    };
+    if let Some(grammar) = one.grammar.as_mut() {
+        if !sampler::allows(grammar, token) {
+            one.done = true;
+            return;
+        }
+        grammar.accept(token);
+    }
+    one.tokens.push(token);
+    one.q.push(q);
+    one.confidence *= f64::from(p);
+}
+
+/// How many of `proposal`'s tokens the target keeps, and its own token
+/// after them, from its logits at `index` and the following indices.
+///
+/// Greedy requests take at each position exactly the token plain decode
+/// would (the arg-max, or the grammar's or penalties' choice) and keep a
+/// drafted token while it matches. Sampling requests judge each drafted
+/// token by speculative sampling against the distribution plain decode
+/// would draw from.
+fn decide(
+    ctx: &LlamaContext<'_>,
+    job: &mut Active,
+    index: i32,
+    proposal: &Proposal,
+) -> Result<(usize, LlamaToken), EngineError> {
+    let drafted = &proposal.tokens;
+    if job.spec.as_ref().is_some_and(|s| s.sampled.is_some()) {
+        return decide_sampled(ctx, job, index, proposal);
+    }
+    for i in 0..=drafted.len() {
+        let at = index + i as i32;
+        let token = match (job.grammar.as_mut(), job.sampler.as_mut()) {
+            (Some(grammar), chain) => sampler::constrained(ctx, at, grammar, chain, None)?,
+            (None, Some(chain)) => chain.sample(ctx, at),
+            (None, None) => LlamaToken(sampler::arg_max(ctx.get_logits_ith(at))),
+        };
+        if drafted.get(i) != Some(&token) {
+            return Ok((i, token));
+        }
+    }
+    // The last position always decides: no drafted token follows it.
+    Err(EngineError::Decode(
+        "verification ran past the draft".into(),
+    ))
+}
+
+fn decide_sampled(
+    ctx: &LlamaContext<'_>,
+    job: &mut Active,
+    index: i32,
+    proposal: &Proposal,
+) -> Result<(usize, LlamaToken), EngineError> {
+    let refused = || EngineError::Decode("the output's grammar allows no token here".into());
+    let Some(sampled) = job.spec.as_mut().and_then(|s| s.sampled.as_mut()) else {
+        return Err(refused());
+    };
+    let mut uniform = || sampled.uniform.draw();
+    for i in 0..=proposal.tokens.len() {
+        let p = sampler::distribution(
+            ctx,
+            index + i as i32,
+            job.grammar.as_mut(),
+            &mut sampled.filter,
+        );
+        let judged = match proposal.tokens.get(i) {
+            Some(&drafted) => {
+                let q = proposal.q.get(i).filter(|q| !q.is_empty());
+                speculate::judge(Token(drafted.0), &p, q.map(Vec::as_slice), &mut uniform)
+            }
+            None => speculate::draw(&p, uniform()).map(Judged::Replaced),
+        };
+        let (token, kept) = match judged.ok_or_else(refused)? {
+            Judged::Kept => (proposal.tokens[i], true),
+            Judged::Replaced(t) => (LlamaToken(t.0), false),
+        };
+        // Every emitted token moves the grammar and the penalties' history.
+        if let Some(grammar) = job.grammar.as_mut() {
+            grammar.accept(token);
+        }
+        sampled.filter.accept(token);
+        if let Some(chain) = job.sampler.as_mut() {
+            chain.accept(token);
+        }
+        if !kept {
+            return Ok((i, token));
+        }
+    }
+    Err(EngineError::Decode(
+        "verification ran past the draft".into(),
+    ))
+}

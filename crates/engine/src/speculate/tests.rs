@@ -1,0 +1,241 @@
+use super::*;
+
+fn tokens(ids: &[i32]) -> Vec<Token> {
+    ids.iter().map(|&i| Token(i)).collect()
+}
+
+#[test]
+fn lookup_proposes_what_followed_the_latest_repeat_of_the_longest_tail() {
+    // "1 2 3 4 5 ... 1 2 3" → propose "4 5".
+    let history = tokens(&[1, 2, 3, 4, 5, 9, 1, 2, 3]);
+    assert_eq!(ngram_draft(&history, 1, 3, 2), tokens(&[4, 5]));
+    // Capped by what follows, and by max_draft.
+    assert_eq!(ngram_draft(&history, 1, 3, 10), tokens(&[4, 5, 9, 1, 2, 3]));
+    // The latest occurrence wins for equal lengths.
+    let history = tokens(&[7, 1, 7, 2, 7]);
+    assert_eq!(ngram_draft(&history, 1, 1, 1), tokens(&[2]));
+    // Longer tails are preferred to shorter ones.
+    let history = tokens(&[5, 6, 1, 5, 8, 2, 5, 6]);
+    assert_eq!(ngram_draft(&history, 1, 2, 1), tokens(&[1]));
+    assert!(ngram_draft(&tokens(&[1, 2, 3]), 1, 3, 4).is_empty());
+    assert!(ngram_draft(&[], 1, 3, 4).is_empty());
+}
+
+#[test]
+fn greedy_verification_keeps_the_agreeing_prefix_and_adds_the_targets_token() {
+    let drafted = tokens(&[4, 5, 6]);
+    let verdict = |choices: &[i32]| verify_greedy(&drafted, &tokens(choices));
+    let v = |accepted, next| {
+        Some(Verdict {
+            accepted,
+            next: Token(next),
+        })
+    };
+    assert_eq!(verdict(&[4, 5, 6, 7]), v(3, 7));
+    assert_eq!(verdict(&[4, 9, 6, 7]), v(1, 9));
+    assert_eq!(verdict(&[8, 5, 6, 7]), v(0, 8));
+    assert_eq!(verdict(&[4, 5, 6]), None);
+}
+
+/// The first token emitted must follow the target's distribution
+/// whatever the draft's: a chi-square test over many seeded trials.
+/// `drafted` is the n-gram proposal when there is no draft model.
+fn first_token_follows_the_target(draft: Option<&Probs>, drafted: Token) {
+    let p: Vec<(Token, f32)> = vec![
+        (Token(0), 0.5),
+        (Token(1), 0.3),
+        (Token(2), 0.15),
+        (Token(3), 0.05),
+    ];
+    let after: Vec<(Token, f32)> = (0..4).map(|t| (Token(t), 0.25)).collect();
+    let mut uniform = Uniform::new(42);
+    let mut next = || uniform.draw();
+    let trials = 200_000;
+    let mut counts = [0u32; 4];
+    for _ in 0..trials {
+        // A model's draft is drawn from its own distribution; an n-gram
+        // draft is fixed.
+        let drafted = match draft {
+            Some(q) => draw(q, next()).unwrap(),
+            None => drafted,
+        };
+        let drafts: Option<Vec<&Probs>> = draft.map(|q| vec![q]);
+        let verdict =
+            verify_sampled(&[drafted], &[&p, &after], drafts.as_deref(), &mut next).unwrap();
+        let first = if verdict.accepted == 1 {
+            drafted
+        } else {
+            verdict.next
+        };
+        counts[first.0 as usize] += 1;
+    }
+    let chi2: f64 = p
+        .iter()
+        .map(|(t, pt)| {
+            let expected = f64::from(*pt) * f64::from(trials);
+            (f64::from(counts[t.0 as usize]) - expected).powi(2) / expected
+        })
+        .sum();
+    // 3 degrees of freedom: 16.27 is the 0.1% critical value.
+    assert!(chi2 < 16.27, "chi2 {chi2}, counts {counts:?}");
+}
+
+#[test]
+fn sampled_verification_preserves_the_targets_distribution() {
+    let q: Vec<(Token, f32)> = vec![
+        (Token(0), 0.1),
+        (Token(1), 0.1),
+        (Token(2), 0.1),
+        (Token(3), 0.7),
+    ];
+    // A draft that mostly proposes the target's least likely token.
+    first_token_follows_the_target(Some(&q), Token(0));
+    // A deterministic (n-gram) draft.
+    first_token_follows_the_target(None, Token(2));
+    first_token_follows_the_target(None, Token(0));
+}
+
+#[test]
+fn a_draft_equal_to_the_target_is_always_kept() {
+    let p: Vec<(Token, f32)> = vec![(Token(0), 0.6), (Token(1), 0.4)];
+    let mut uniform = Uniform::new(7);
+    for _ in 0..1000 {
+        let verdict =
+            verify_sampled(&[Token(1)], &[&p, &p], Some(&[&p]), || uniform.draw()).unwrap();
+        assert_eq!(verdict.accepted, 1);
+    }
+}
+
+#[test]
+fn acceptance_is_the_geometric_rate_of_recent_steps() {
+    let mut a = Acceptance::new();
+    let prior = a.rate();
+    assert!((0.5..0.7).contains(&prior));
+    // Everything kept: the rate climbs towards 1.
+    for _ in 0..30 {
+        a.record(8, 8);
+    }
+    assert!(a.rate() > 0.95, "{}", a.rate());
+    // Then every first token refused: it falls towards 0.
+    for _ in 0..60 {
+        a.record(8, 0);
+    }
+    assert!(a.rate() < 0.15, "{}", a.rate());
+}
+
+#[test]
+fn a_cost_line_learns_base_and_slope() {
+    let mut line = CostLine::default();
+    assert_eq!(line.predict(1, 0.0), None);
+    // Only one size seen: no slope, and predictions use the stand-in.
+    line.record(1, 0.035);
+    assert_eq!(line.slope(), None);
+    assert!((line.predict(3, 0.01).unwrap() - 0.055).abs() < 1e-9);
+    // 35 ms plus 20 ms per extra token.
+    for k in [1usize, 4, 2, 8, 1, 3] {
+        line.record(k, 0.015 + 0.020 * k as f64);
+    }
+    assert!((line.slope().unwrap() - 0.020).abs() < 1e-6);
+    assert!((line.predict(16, 0.0).unwrap() - 0.335).abs() < 1e-6);
+}
+
+#[test]
+fn prices_are_relative_to_a_plain_tokens_share() {
+    let mut costs = Costs::new(0.4);
+    // Nothing measured: the stand-ins.
+    let unknown = costs.prices(1, 1);
+    assert_eq!(unknown.verify, Prices::UNKNOWN_VERIFY);
+    assert_eq!(unknown.draft, 0.4);
+    // A CPU-like target: 35 ms, each extra token 20 ms.
+    for k in [1usize, 2, 4, 8] {
+        costs.target.record(k, 0.015 + 0.020 * k as f64);
+    }
+    // A GPU-like draft: flat 5 ms whatever the batch.
+    for k in [1usize, 2, 4] {
+        costs.draft.record(k, 0.005);
+    }
+    let one = costs.prices(1, 1);
+    assert!((one.verify - 20.0 / 35.0).abs() < 1e-6, "{one:?}");
+    assert!((one.draft - 5.0 / 35.0).abs() < 1e-6, "{one:?}");
+    // Four slots share a step: a plain token's share is smaller, so an
+    // extra token costs relatively more.
+    let four = costs.prices(4, 4);
+    assert!(four.verify > one.verify);
+}
+
+#[test]
+fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
+    let mut costs = Costs::new(0.5);
+    let cheap = Prices {
+        verify: 0.05,
+        draft: 0.1,
+    };
+    let mut tuner = Tuner::new(&costs);
+    // Lookup offers 12 tokens; all are kept step after step.
+    for produced in 0..10 {
+        let plan = tuner.plan(produced * 10, cheap, 12, false, 16).unwrap();
+        assert_eq!(plan.source, Source::Ngram);
+        tuner.record(plan.source, plan.tokens, plan.tokens, &mut costs);
+    }
+    let plan = tuner.plan(100, cheap, 12, false, 16).unwrap();
+    assert_eq!(plan.tokens, 12);
+    // The model-level acceptance learnt it too, for the next request.
+    assert!(costs.ngram.rate() > 0.9);
+
+    // A draft model that loses at the acceptance it has seen: rest, then
+    // probe once, then rest twice as long.
+    let dear = Prices {
+        verify: 0.3,
+        draft: 0.5,
+    };
+    let mut tuner = Tuner::new(&Costs::new(1.0));
+    assert_eq!(tuner.plan(0, dear, 0, true, 16), None);
+    assert_eq!(tuner.plan(5, dear, 0, true, 16), None);
+    let probe = tuner.plan(16, dear, 0, true, 16).unwrap();
+    assert_eq!(probe.source, Source::Model);
+    tuner.record(Source::Model, probe.tokens, 0, &mut costs);
+    assert_eq!(tuner.plan(17, dear, 0, true, 16), None);
+    assert_eq!(tuner.plan(40, dear, 0, true, 16), None);
+    assert!(tuner.plan(17 + 32, dear, 0, true, 16).is_some());
+}
+
+#[test]
+fn a_source_that_cannot_win_is_never_tried() {
+    // Drafting and verifying a token cost more than a plain token: even a
+    // perfect draft is slower, so there is nothing to probe.
+    let hopeless = Prices {
+        verify: 0.6,
+        draft: 0.6,
+    };
+    let mut tuner = Tuner::new(&Costs::new(1.0));
+    for produced in 0..2000 {
+        assert_eq!(tuner.plan(produced, hopeless, 0, true, 16), None);
+    }
+}
+
+#[test]
+fn the_cheaper_useful_source_wins() {
+    let costs = Costs::new(0.5);
+    let prices = Prices {
+        verify: 0.1,
+        draft: 0.5,
+    };
+    let mut tuner = Tuner::new(&costs);
+    // At equal acceptance, lookup's drafts cost less than the model's.
+    let plan = tuner.plan(0, prices, 4, true, 8).unwrap();
+    assert_eq!(plan.source, Source::Ngram);
+    // Without a lookup proposal, the model drafts.
+    let plan = tuner.plan(0, prices, 0, true, 8).unwrap();
+    assert_eq!(plan.source, Source::Model);
+}
+
+#[test]
+fn uniform_draws_are_in_range_and_differ_by_seed() {
+    let mut a = Uniform::new(1);
+    let mut b = Uniform::new(2);
+    let xs: Vec<f64> = (0..1000).map(|_| a.draw()).collect();
+    assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+    let mean = xs.iter().sum::<f64>() / 1000.0;
+    assert!((mean - 0.5).abs() < 0.05);
+    assert_ne!(a.draw(), b.draw());
+}
