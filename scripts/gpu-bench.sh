@@ -16,6 +16,7 @@
 #   GPU, 3:  scripts/gpu-bench.sh device-run     # carry .gpu-model-2; within the machine's warm window
 #   GPU, 4:  scripts/gpu-bench.sh device-serve   # concurrency, fairness, prefix cache against llama-server
 #   GPU, 5:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
+#   GPU, 6:  scripts/gpu-bench.sh device-speculate  # n-gram speculation against plain decode and llama-server's (carry .gpu-model-2)
 #
 # Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8), STREAMS (32)
 set -euo pipefail
@@ -129,6 +130,48 @@ device_plan() {
   done
 }
 
+# Speculative decoding: prompt lookup against plain decode in one process
+# on the rewrite tasks (bar: NGRAM_BAR, 2x), code and prose for reference,
+# the exact envelope the GPU measures, then, when llama-server was built,
+# both servers plain and with n-gram drafting on the same prompts over HTTP.
+device_speculate() {
+  if [ ! -f "$work/$model_name.gguf" ]; then
+    cat "$work/model.part1" .gpu-model-2/part > "$work/$model_name.gguf"
+  fi
+  echo "$model_sha  $work/$model_name.gguf" | sha256sum -c -
+  LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  local model=$work/$model_name.gguf threads=${THREADS:-8} status=0
+  local common=(--gpu-layers 99 --threads "$threads" --tg 256)
+  "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task rewrite --reps 3 \
+    --min-speedup "${NGRAM_BAR:-2}" || status=1
+  "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task code --task prose --reps 2
+  echo "exact (the default):"
+  SHELF_LOG=shelf_engine_llama=debug "$work/shelf" bench "$model" "${common[@]}" --speculate ngram \
+    --task rewrite --reps 1 2>&1 | grep -E "exact greedy|^\|" | sed 's/^.*DEBUG //'
+  if [ -x "$work/server-build/bin/llama-server" ]; then
+    export SHELF_BIN="$work/shelf" LLAMA_SERVER="$work/server-build/bin/llama-server"
+    source bench/lib/servers.sh
+    local label task
+    for label in shelf-plain shelf-ngram llama-plain llama-ngram; do
+      case $label in
+        shelf-plain) start_shelf "$model" "$threads" 1 4096 99 ;;
+        shelf-ngram) SHELF_ARGS="--speculate ngram --inexact" start_shelf "$model" "$threads" 1 4096 99 ;;
+        llama-plain) start_llama_server "$model" "$threads" 1 4096 99 ;;
+        llama-ngram) LLAMA_SERVER_ARGS="--spec-type ngram-simple" start_llama_server "$model" "$threads" 1 4096 99 ;;
+      esac
+      for task in rewrite code prose; do
+        printf '%s %s ' "$label" "$task"
+        python3 bench/lib/decode_speed.py "$SERVER_URL" "$model_name" "bench/tasks/$task.txt" 256 2 \
+          | python3 -c 'import json, sys; print("%.1f t/s" % json.load(sys.stdin)["tps"])'
+      done
+      stop_server
+    done
+  fi
+  return $status
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   device-build) device_build ;;
@@ -136,5 +179,6 @@ case "${1:-}" in
   device-run) device_run ;;
   device-serve) device_serve ;;
   device-plan) device_plan ;;
-  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan" >&2; exit 2 ;;
+  device-speculate) device_speculate ;;
+  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan|device-speculate" >&2; exit 2 ;;
 esac

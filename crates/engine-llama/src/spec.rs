@@ -17,9 +17,10 @@ use shelf_engine::{GenerateRequest, SpeculativeConfig, Token};
 
 use crate::sampler;
 
-/// Prompt lookup matches the last 4 tokens down to the last 2: one token
-/// repeats too often by chance to be worth verifying.
-const LOOKUP_LONGEST: usize = 4;
+/// Prompt lookup matches as many of the last tokens as repeat, up to 16
+/// (enough to tell copying from chance), and at least 2: one token repeats
+/// too often by chance to be worth verifying.
+const LOOKUP_LONGEST: usize = 16;
 const LOOKUP_SHORTEST: usize = 2;
 
 /// The draft model's side of a decode thread: its own context, with one
@@ -128,25 +129,25 @@ pub struct Proposal {
     pub q: Vec<Vec<(Token, f32)>>,
 }
 
-/// What followed the latest earlier repeat of the text's last few tokens,
-/// `history` being the tokens so far and `last` the one not yet decoded;
-/// `prediction`, text the answer should repeat, is searched too.
+/// What followed the longest (then latest) earlier repeat of the text's
+/// last tokens, and how many it matched; `history` is the tokens so far
+/// and `last` the one not yet decoded; `prediction`, text the answer should
+/// repeat, is searched too.
 pub fn lookup(
     prediction: &[LlamaToken],
     history: &[LlamaToken],
     last: LlamaToken,
     max: usize,
-) -> Vec<LlamaToken> {
+) -> (Vec<LlamaToken>, usize) {
     let text: Vec<Token> = prediction
         .iter()
         .chain(history)
         .chain(std::iter::once(&last))
         .map(|t| Token(t.0))
         .collect();
-    speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max)
-        .into_iter()
-        .map(|t| LlamaToken(t.0))
-        .collect()
+    let found = speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
+    let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
+    (tokens, found.matched)
 }
 
 /// The longest start of `tokens` a grammar in its present state allows,

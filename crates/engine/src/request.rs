@@ -84,7 +84,7 @@ impl Default for SpeculativeConfig {
         Self {
             draft: None,
             ngram: false,
-            max_draft: 16,
+            max_draft: 32,
             adaptive: true,
             exact: true,
         }

@@ -10,28 +10,56 @@
 
 use crate::Token;
 
-/// Draft up to `max_draft` tokens by prompt lookup: find the most recent
-/// earlier place where the last `n` tokens of `history` occurred (longest
-/// `n` from `max_n` down to `min_n` first) and propose what followed it.
+/// A prompt-lookup proposal: what followed an earlier repeat of the
+/// text's last tokens, and how many of them the repeat matched (a longer
+/// match is likelier to go on repeating).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    pub tokens: Vec<Token>,
+    pub matched: usize,
+}
+
+/// Matches at least this long are long: text being copied, whose drafts
+/// are kept far more often than a short match's.
+pub const LONG_MATCH: usize = 4;
+
+/// Draft up to `max_draft` tokens by prompt lookup: find the earlier place
+/// where the most of `history`'s last tokens (from `min_n` up to `max_n`)
+/// occurred, the latest of the longest, and propose what followed it.
 /// Empty when nothing repeats.
-pub fn ngram_draft(history: &[Token], min_n: usize, max_n: usize, max_draft: usize) -> Vec<Token> {
-    let min_n = min_n.max(1);
-    for n in (min_n..=max_n).rev() {
-        if history.len() <= n || max_draft == 0 {
+///
+/// One pass over the history: every earlier occurrence of the last token
+/// is extended backwards while it matches.
+pub fn ngram_draft(history: &[Token], min_n: usize, max_n: usize, max_draft: usize) -> Lookup {
+    let Some((&last, before)) = history.split_last() else {
+        return Lookup::default();
+    };
+    let mut best: Option<(usize, usize)> = None;
+    for end in (0..before.len()).rev() {
+        if before[end] != last {
             continue;
         }
-        let tail = &history[history.len() - n..];
-        // Latest match first: recent text is the likeliest to repeat.
-        let found = (0..history.len() - n)
-            .rev()
-            .find(|&start| &history[start..start + n] == tail);
-        if let Some(start) = found {
-            let after = start + n;
-            let end = (after + max_draft).min(history.len());
-            return history[after..end].to_vec();
+        let matched = 1
+            + (1..max_n)
+                .take_while(|&back| {
+                    end >= back && history[end - back] == before[before.len() - back]
+                })
+                .count();
+        if matched >= min_n.max(1) && best.is_none_or(|(n, _)| matched > n) {
+            best = Some((matched, end + 1));
+            if matched >= max_n {
+                break;
+            }
         }
     }
-    Vec::new()
+    let Some((matched, after)) = best.filter(|_| max_draft > 0) else {
+        return Lookup::default();
+    };
+    let end = (after + max_draft).min(history.len());
+    Lookup {
+        tokens: history[after..end].to_vec(),
+        matched,
+    }
 }
 
 /// The verdict on a draft: how many drafted tokens the target keeps, and the
@@ -165,10 +193,18 @@ pub fn verify_sampled(
 /// Where a step's drafted tokens come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// Prompt lookup: free to make.
+    /// Prompt lookup on a short match: free to make.
     Ngram,
+    /// Prompt lookup on a long match ([`LONG_MATCH`]): text being copied.
+    NgramLong,
     /// The draft model: one draft decode per token.
     Model,
+}
+
+impl Source {
+    fn is_lookup(self) -> bool {
+        matches!(self, Self::Ngram | Self::NgramLong)
+    }
 }
 
 /// Expected tokens a step yields with `k` drafted, each kept with chance
@@ -187,26 +223,36 @@ pub fn expected_tokens(rate: f64, k: usize) -> f64 {
 pub struct Acceptance {
     kept: f64,
     refused: f64,
+    /// The rate before anything is seen, worth a couple of steps.
+    prior: f64,
 }
 
 impl Acceptance {
     /// Weight of a step's counts after each later step.
     const DECAY: f64 = 0.9;
-    /// The prior: 0.6, worth a few steps.
-    const PRIOR_KEPT: f64 = 1.2;
-    const PRIOR_REFUSED: f64 = 0.8;
+    /// Steps the prior is worth.
+    const PRIOR_WEIGHT: f64 = 2.0;
 
+    /// Starting at 0.6 (a draft model's or a short match's, roughly).
     pub const fn new() -> Self {
+        Self::starting_at(0.6)
+    }
+
+    pub const fn starting_at(prior: f64) -> Self {
         Self {
             kept: 0.0,
             refused: 0.0,
+            prior,
         }
     }
 
     /// The chance each drafted token is kept.
     pub fn rate(&self) -> f64 {
-        (self.kept + Self::PRIOR_KEPT)
-            / (self.kept + self.refused + Self::PRIOR_KEPT + Self::PRIOR_REFUSED)
+        let (prior_kept, prior_refused) = (
+            self.prior * Self::PRIOR_WEIGHT,
+            (1.0 - self.prior) * Self::PRIOR_WEIGHT,
+        );
+        (self.kept + prior_kept) / (self.kept + self.refused + prior_kept + prior_refused)
     }
 
     /// Learn from a step that drafted `drafted` tokens and kept `kept`.
@@ -298,8 +344,43 @@ pub struct Costs {
     pub draft: CostLine,
     /// Draft size over target size: the draft's price before it is measured.
     pub draft_ratio: f64,
-    pub ngram: Acceptance,
-    pub model: Acceptance,
+    pub acceptance: Acceptances,
+}
+
+/// Acceptance by source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Acceptances {
+    ngram: Acceptance,
+    ngram_long: Acceptance,
+    model: Acceptance,
+}
+
+impl Acceptances {
+    pub fn of(&mut self, source: Source) -> &mut Acceptance {
+        match source {
+            Source::Ngram => &mut self.ngram,
+            Source::NgramLong => &mut self.ngram_long,
+            Source::Model => &mut self.model,
+        }
+    }
+
+    pub fn rate(&self, source: Source) -> f64 {
+        match source {
+            Source::Ngram => self.ngram.rate(),
+            Source::NgramLong => self.ngram_long.rate(),
+            Source::Model => self.model.rate(),
+        }
+    }
+}
+
+impl Default for Acceptances {
+    fn default() -> Self {
+        Self {
+            ngram: Acceptance::new(),
+            ngram_long: Acceptance::starting_at(0.9),
+            model: Acceptance::new(),
+        }
+    }
 }
 
 impl Costs {
@@ -308,8 +389,7 @@ impl Costs {
             target: CostLine::default(),
             draft: CostLine::default(),
             draft_ratio,
-            ngram: Acceptance::new(),
-            model: Acceptance::new(),
+            acceptance: Acceptances::default(),
         }
     }
 
@@ -334,13 +414,6 @@ impl Costs {
             .predict(drafting, 0.0)
             .map_or(self.draft_ratio, |s| s / drafting as f64 / share);
         Prices { verify, draft }
-    }
-
-    pub fn acceptance(&mut self, source: Source) -> &mut Acceptance {
-        match source {
-            Source::Ngram => &mut self.ngram,
-            Source::Model => &mut self.model,
-        }
     }
 }
 
@@ -375,83 +448,122 @@ pub struct Draft {
 }
 
 /// One request's drafting policy: draft length from its recent acceptance
-/// and the model's measured costs, and rests from speculation while it
+/// and the model's measured costs, and rests from each source while it
 /// would be slower than plain decode, probing again after each rest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tuner {
-    ngram: Acceptance,
-    model: Acceptance,
-    /// Tokens produced before which speculation rests.
-    rest_until: u32,
+    /// This request's acceptance by source.
+    seen: Acceptances,
+    /// Each source's rest: lookup on short matches, on long matches, the
+    /// draft model.
+    rests: [Rest; 3],
+    /// The last lookup draft's length when it was kept whole, else 0.
+    streak: usize,
+}
+
+/// A source's rest from drafting while it loses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rest {
+    /// Tokens produced before which it rests.
+    until: u32,
     /// The next rest's length; doubles while probes keep losing.
-    rest: u32,
-    /// The rest just ended: the next drafting step is a probe.
+    length: u32,
+    /// The rest just ended: its next drafting step is a probe.
     probe: bool,
 }
 
-impl Tuner {
-    const FIRST_REST: u32 = 16;
-    const LONGEST_REST: u32 = 512;
+impl Rest {
+    const NONE: Self = Self {
+        until: 0,
+        length: 16,
+        probe: false,
+    };
+    const LONGEST: u32 = 512;
 
+    /// A losing step: whether to draft anyway, as the probe after a rest;
+    /// otherwise the source rests.
+    fn lose(&mut self, produced: u32) -> bool {
+        if std::mem::take(&mut self.probe) {
+            return true;
+        }
+        self.until = produced.saturating_add(self.length);
+        self.length = (self.length * 2).min(Self::LONGEST);
+        self.probe = true;
+        false
+    }
+}
+
+impl Tuner {
     /// A request's tuner, starting from the acceptance the model has seen.
     pub fn new(costs: &Costs) -> Self {
         Self {
-            ngram: costs.ngram,
-            model: costs.model,
-            rest_until: 0,
-            rest: Self::FIRST_REST,
-            probe: false,
+            seen: costs.acceptance,
+            rests: [Rest::NONE; 3],
+            streak: 0,
         }
     }
 
-    /// What to draft after `produced` tokens: `lookup` tokens are offered
-    /// by prompt lookup, `model` says whether a draft model is there, and at
-    /// most `max` may be drafted. `None`: decode plainly this step.
+    fn rest(source: Source) -> usize {
+        match source {
+            Source::Ngram => 0,
+            Source::NgramLong => 1,
+            Source::Model => 2,
+        }
+    }
+
+    /// What to draft after `produced` tokens: `lookup` is what prompt
+    /// lookup offers (its length and how long a match it came from),
+    /// `model` says whether a draft model is there, and at most `max` may
+    /// be drafted. `None`: decode plainly this step.
     pub fn plan(
         &mut self,
         produced: u32,
         prices: Prices,
-        lookup: usize,
+        lookup: (usize, usize),
         model: bool,
         max: usize,
     ) -> Option<Draft> {
-        if produced < self.rest_until || max == 0 {
-            return None;
+        let (offered, matched) = lookup;
+        let mut sources = Vec::with_capacity(2);
+        if offered > 0 && max > 0 {
+            let source = match matched >= LONG_MATCH {
+                true => Source::NgramLong,
+                false => Source::Ngram,
+            };
+            sources.push((source, offered.min(max), prices.verify));
         }
-        let mut options = Vec::with_capacity(2);
-        let mut consider = |source, rate: f64, max: usize, price: f64| {
+        if model && max > 0 {
+            sources.push((Source::Model, max, prices.verify + prices.draft));
+        }
+        let mut options: Vec<(Draft, f64)> = sources
+            .into_iter()
             // A source that would lose even if every token were kept is
             // never tried, not even as a probe.
-            if gain(1.0, max, price) >= 1.0 {
-                let (k, g) = best_length(rate, max, price);
-                options.push((source, k, g));
+            .filter(|&(source, max, price)| {
+                produced >= self.rests[Self::rest(source)].until && gain(1.0, max, price) >= 1.0
+            })
+            .map(|(source, max, price)| {
+                let (mut tokens, g) = best_length(self.seen.rate(source), max, price);
+                // Text being copied is kept in long runs, not token by token
+                // at a steady rate: after a whole lookup draft was kept, the
+                // next may be twice as long.
+                if source.is_lookup() {
+                    tokens = tokens.max(2 * self.streak).min(max);
+                }
+                (Draft { source, tokens }, g)
+            })
+            .collect();
+        options.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (draft, g) in options {
+            let rest = &mut self.rests[Self::rest(draft.source)];
+            if g >= 1.0 {
+                *rest = Rest::NONE;
+                return Some(draft);
             }
-        };
-        if lookup > 0 {
-            consider(
-                Source::Ngram,
-                self.ngram.rate(),
-                lookup.min(max),
-                prices.verify,
-            );
+            if rest.lose(produced) {
+                return Some(draft);
+            }
         }
-        if model {
-            let price = prices.verify + prices.draft;
-            consider(Source::Model, self.model.rate(), max, price);
-        }
-        let (source, tokens, best) = options.into_iter().max_by(|a, b| a.2.total_cmp(&b.2))?;
-        let draft = Draft { source, tokens };
-        if best >= 1.0 {
-            self.rest = Self::FIRST_REST;
-            self.probe = false;
-            return Some(draft);
-        }
-        if std::mem::take(&mut self.probe) {
-            return Some(draft);
-        }
-        self.rest_until = produced.saturating_add(self.rest);
-        self.rest = (self.rest * 2).min(Self::LONGEST_REST);
-        self.probe = true;
         None
     }
 
@@ -459,17 +571,16 @@ impl Tuner {
     /// product of its own probabilities for the tokens drafted so far: the
     /// chance the next is kept must pay for drafting and verifying it.
     pub fn draft_more(&self, confidence: f64, prices: Prices) -> bool {
-        confidence * self.model.rate() >= prices.verify + prices.draft
+        confidence * self.seen.model.rate() >= prices.verify + prices.draft
     }
 
     /// Learn from a step: `drafted` tokens from `source`, `kept` kept.
     pub fn record(&mut self, source: Source, drafted: usize, kept: usize, costs: &mut Costs) {
-        let own = match source {
-            Source::Ngram => &mut self.ngram,
-            Source::Model => &mut self.model,
-        };
-        own.record(drafted, kept);
-        costs.acceptance(source).record(drafted, kept);
+        self.seen.of(source).record(drafted, kept);
+        costs.acceptance.of(source).record(drafted, kept);
+        if source.is_lookup() {
+            self.streak = if kept == drafted { drafted } else { 0 };
+        }
     }
 }
 

@@ -205,6 +205,9 @@ pub struct Estimate {
     pub prefill_tps: f64,
     /// The memory-bandwidth ceiling on decode: bandwidth ÷ bytes per token.
     pub bound_tps: f64,
+    /// What one more token adds to a small decode batch (speculative
+    /// verification), in seconds.
+    pub verify_token_seconds: f64,
 }
 
 /// Per-backend constants, fitted to published llama.cpp results (docs/planner.md).
@@ -288,6 +291,13 @@ pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) ->
     } + f64::from(model.layers) * eff.per_layer;
     let prefill_tps =
         hardware.fp16_tflops * 1e12 * eff.compute / (2.0 * model.active_parameters.max(1) as f64);
+    // A CPU runs its matrix-vector kernels again for each row of a small
+    // batch (the weights stay in cache; the multiplying does not get
+    // cheaper); a GPU's small batches cost their compute at prefill's rate.
+    let verify_token_seconds = match (hardware.backend, hardware.cpu_threads) {
+        (Backend::Cpu, Some(threads)) => cpu_multiply_seconds(model, threads),
+        _ => 1.0 / prefill_tps.max(1e-9),
+    };
     Estimate {
         memory,
         usable_bytes: usable,
@@ -296,6 +306,7 @@ pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) ->
         decode_tps: 1.0 / seconds_per_token,
         prefill_tps,
         bound_tps,
+        verify_token_seconds,
     }
 }
 
@@ -351,6 +362,17 @@ fn cpu_read_seconds(model: &ModelSpec, bandwidth: f64, threads: u32) -> f64 {
         .saturating_sub(model.cpu_slow_bytes_per_token) as f64;
     slow / bandwidth.min(CPU_SLOW_BYTES_PER_THREAD * threads)
         + fast / bandwidth.min(CPU_FAST_BYTES_PER_THREAD * threads)
+}
+
+/// What `threads` threads take to multiply one token through the weights,
+/// whatever the bandwidth.
+fn cpu_multiply_seconds(model: &ModelSpec, threads: u32) -> f64 {
+    let threads = f64::from(threads.max(1));
+    let slow = model.cpu_slow_bytes_per_token as f64;
+    let fast = model
+        .bytes_per_token
+        .saturating_sub(model.cpu_slow_bytes_per_token) as f64;
+    slow / (CPU_SLOW_BYTES_PER_THREAD * threads) + fast / (CPU_FAST_BYTES_PER_THREAD * threads)
 }
 
 /// How many layers fit beside the buffers, each taking its share of weights and KV.

@@ -46,10 +46,10 @@ pub fn expected_tokens(acceptance: f64, k: u32) -> f64 {
 }
 
 /// Tokens per second with `k` drafted. A step costs one target decode, plus
-/// what each extra verified token costs in prefill (the pass reads the
+/// what each extra verified token adds to the batch (the pass reads the
 /// weights once; the extra tokens add compute), plus `k` draft decodes.
 fn speed(target: &Estimate, draft: &Estimate, k: u32, acceptance: f64) -> f64 {
-    let verify = 1.0 / target.decode_tps + f64::from(k) / target.prefill_tps.max(1e-9);
+    let verify = 1.0 / target.decode_tps + f64::from(k) * target.verify_token_seconds;
     let drafting = f64::from(k) / draft.decode_tps.max(1e-9);
     expected_tokens(acceptance, k) / (verify + drafting)
 }

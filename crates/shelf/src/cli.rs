@@ -223,7 +223,7 @@ pub struct SpeculateArgs {
     #[arg(long, value_parser = ["ngram"])]
     pub speculate: Option<String>,
     /// Most tokens drafted per step
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(SpeculativeConfig::MAX_DRAFT)))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=i64::from(SpeculativeConfig::MAX_DRAFT)))]
     pub draft_max: u32,
     /// Always draft --draft-max tokens: no adapting to acceptance, no
     /// falling back to plain decode when speculation loses

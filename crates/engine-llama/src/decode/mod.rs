@@ -597,7 +597,6 @@ impl<'m> Loop<'m> {
     /// Sample each output's next token, ending jobs at end-of-generation,
     /// `max_tokens` or a full window.
     fn sample(&mut self, plan: &Plan) {
-        let vocab = self.model.vocab();
         let n_ctx = self.setup.n_ctx_slot as usize;
         let greedy = self.greedy_tokens(plan);
         for (out, greedy) in plan.outputs.iter().zip(greedy) {
@@ -610,18 +609,7 @@ impl<'m> Loop<'m> {
             let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
                 continue;
             };
-            let greedy = greedy.map(LlamaToken);
-            let picked = match (job.grammar.as_mut(), job.sampler.as_mut(), greedy) {
-                (Some(grammar), chain, _) => {
-                    sampler::constrained(&self.ctx, out.index, grammar, chain, greedy)
-                }
-                (None, Some(chain), _) => Ok(chain.sample(&self.ctx, out.index)),
-                (None, None, Some(token)) => Ok(token),
-                (None, None, None) => Ok(LlamaToken(sampler::arg_max(
-                    self.ctx.get_logits_ith(out.index),
-                ))),
-            };
-            let token = match picked {
+            let token = match pick(&self.ctx, job, out.index, greedy.map(LlamaToken)) {
                 Ok(token) => token,
                 Err(error) => {
                     if let Some(job) = slot.job.take() {
@@ -631,27 +619,18 @@ impl<'m> Loop<'m> {
                     continue;
                 }
             };
-            let eog = vocab.is_eog(token) && !job.request.ignore_eos;
-            if let (Some(top), false) = (job.request.logprobs, eog) {
-                let logits = self.ctx.get_logits_ith(out.index);
-                let logprob = sampler::logprobs(self.model, logits, token, top);
-                job.sink.send(Event::Logprob(logprob));
-            }
             if let Some(sampled) = job.spec.as_mut().and_then(|s| s.sampled.as_mut()) {
                 sampled.filter.accept(token);
             }
-            let end = job.sampled(token, eog, slot.cached.len(), n_ctx);
-            let end = match end {
-                Some(reason) if eog => Some(reason),
-                Some(reason) => Some(emit(self.model, job, token).unwrap_or(reason)),
-                None if self.setup.overlap => {
-                    self.deferred.push((out.slot, out.serial, token));
-                    None
-                }
-                None => emit(self.model, job, token),
+            let at = Position {
+                index: out.index,
+                kv_len: slot.cached.len(),
+                n_ctx,
             };
-            if let Some(reason) = end {
-                finish(slot, reason, self.clock);
+            match take(self.model, &self.ctx, job, token, at, self.setup.overlap) {
+                Taken::Ended(reason) => finish(slot, reason, self.clock),
+                Taken::Deferred => self.deferred.push((out.slot, out.serial, token)),
+                Taken::Emitted => {}
             }
         }
     }
@@ -758,6 +737,66 @@ impl<'m> Loop<'m> {
             self.forget_draft(index);
         }
     }
+}
+
+/// The token plain decode takes from the logits at batch `index`: under a
+/// grammar the grammar's (the unconstrained choice checked first), else
+/// the sampler chain's, else the arg-max (`greedy`, when computed already).
+/// Grammar and chain accept it.
+fn pick(
+    ctx: &LlamaContext<'_>,
+    job: &mut Active,
+    index: i32,
+    greedy: Option<LlamaToken>,
+) -> Result<LlamaToken, EngineError> {
+    match (job.grammar.as_mut(), job.sampler.as_mut(), greedy) {
+        (Some(grammar), chain, _) => sampler::constrained(ctx, index, grammar, chain, greedy),
+        (None, Some(chain), _) => Ok(chain.sample(ctx, index)),
+        (None, None, Some(token)) => Ok(token),
+        (None, None, None) => Ok(LlamaToken(sampler::arg_max(ctx.get_logits_ith(index)))),
+    }
+}
+
+/// Where a taken token came from: its logits' batch index, the KV length
+/// at that point, and the slot's window.
+struct Position {
+    index: i32,
+    kv_len: usize,
+    n_ctx: usize,
+}
+
+/// What became of a taken token.
+enum Taken {
+    /// The job ends here, its text (if any) sent.
+    Ended(FinishReason),
+    /// Its text is to be sent after the next decode is launched.
+    Deferred,
+    Emitted,
+}
+
+/// Take `token` for `job`: send its log probability if asked for, move the
+/// job on, and send its text, unless `defer` and the job goes on.
+fn take(
+    model: &LlamaModel,
+    ctx: &LlamaContext<'_>,
+    job: &mut Active,
+    token: LlamaToken,
+    at: Position,
+    defer: bool,
+) -> Taken {
+    let eog = model.vocab().is_eog(token) && !job.request.ignore_eos;
+    if let (Some(top), false) = (job.request.logprobs, eog) {
+        let logits = ctx.get_logits_ith(at.index);
+        job.sink
+            .send(Event::Logprob(sampler::logprobs(model, logits, token, top)));
+    }
+    let end = match job.sampled(token, eog, at.kv_len, at.n_ctx) {
+        Some(reason) if eog => Some(reason),
+        Some(reason) => Some(emit(model, job, token).unwrap_or(reason)),
+        None if defer => return Taken::Deferred,
+        None => emit(model, job, token),
+    };
+    end.map_or(Taken::Emitted, Taken::Ended)
 }
 
 /// Detokenize and send one token's text; `Some` when that ends the job.

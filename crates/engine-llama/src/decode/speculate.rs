@@ -11,9 +11,9 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use shelf_engine::speculate::{self, Draft, Judged, Prices, Source};
-use shelf_engine::{EngineError, Event, Token};
+use shelf_engine::{EngineError, Token};
 
-use super::{add, emit, finish, Logits, Loop};
+use super::{add, finish, pick, take, Logits, Loop, Position, Taken};
 use crate::prefix;
 use crate::sampler;
 use crate::slot::Active;
@@ -24,8 +24,8 @@ const PROMPT_ROOM: usize = 8;
 
 /// What a slot drafts this step.
 enum Wanted {
-    /// These tokens, found by lookup.
-    Lookup(Vec<LlamaToken>),
+    /// These tokens, found by lookup (on a short or a long match).
+    Lookup(Source, Vec<LlamaToken>),
     /// At most this many tokens from the draft model.
     Model(usize),
 }
@@ -75,10 +75,10 @@ impl Loop<'_> {
                     room = room.saturating_sub(tokens);
                     wanted.push((i, tokens));
                 }
-                Some(Wanted::Lookup(tokens)) => {
+                Some(Wanted::Lookup(source, tokens)) => {
                     room = room.saturating_sub(tokens.len());
                     let proposal = Proposal {
-                        source: Source::Ngram,
+                        source,
                         tokens,
                         q: Vec::new(),
                     };
@@ -98,6 +98,7 @@ impl Loop<'_> {
     fn plan(&mut self, i: usize, room: usize, alone: bool, prices: Prices) -> Option<Wanted> {
         let n_ctx = self.setup.n_ctx_slot as usize;
         let exact = self.exact;
+        let steady = self.setup.overlap;
         let slot = &mut self.slots[i];
         let job = slot.job.as_mut()?;
         let pending = job.pending?;
@@ -122,15 +123,23 @@ impl Loop<'_> {
         if max == 0 {
             return None;
         }
-        let mut looked = match spec.ngram {
+        let (mut looked, matched) = match spec.ngram {
             true => spec::lookup(&spec.prediction, &slot.cached, pending, max),
-            false => Vec::new(),
+            false => (Vec::new(), 0),
         };
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
+        // A GPU runs a step shaped like the last one far faster (llama.cpp
+        // reuses the graph, and CUDA its captured graph): drafting a fixed
+        // amount there keeps every step that size, filling the draft out
+        // with the pending token (verification refuses what does not fit).
+        if spec.tuner.is_none() && steady && spec.ngram && job.grammar.is_none() {
+            looked.resize(max, pending);
+        }
+        let offer = (looked.len(), matched);
         let draft = match spec.tuner.as_mut() {
-            Some(tuner) => tuner.plan(job.output.produced, prices, looked.len(), spec.model, max),
+            Some(tuner) => tuner.plan(job.output.produced, prices, offer, spec.model, max),
             None if !looked.is_empty() => Some(Draft {
                 source: Source::Ngram,
                 tokens: looked.len(),
@@ -143,9 +152,9 @@ impl Loop<'_> {
         }?;
         Some(match draft.source {
             Source::Model => Wanted::Model(draft.tokens),
-            Source::Ngram => {
+            lookup => {
                 looked.truncate(draft.tokens);
-                Wanted::Lookup(looked)
+                Wanted::Lookup(lookup, looked)
             }
         })
     }
@@ -271,7 +280,6 @@ impl Loop<'_> {
     /// target's own next token, and cut the caches back.
     pub(super) fn verify(&mut self, out: &Logits, proposal: &Proposal) {
         let n_ctx = self.setup.n_ctx_slot as usize;
-        let vocab = self.model.vocab();
         let slot = &mut self.slots[out.slot];
         let Some(job) = slot.job.as_mut().filter(|j| j.serial == out.serial) else {
             return;
@@ -310,19 +318,12 @@ impl Loop<'_> {
         }
         let emitted = proposal.tokens[..kept].iter().copied().chain([next]);
         for (i, token) in emitted.enumerate() {
-            let eog = vocab.is_eog(token) && !job.request.ignore_eos;
-            if let (Some(top), false) = (job.request.logprobs, eog) {
-                let logits = self.ctx.get_logits_ith(out.index + i as i32);
-                let logprob = sampler::logprobs(self.model, logits, token, top);
-                job.sink.send(Event::Logprob(logprob));
-            }
-            let end = job.sampled(token, eog, base + i + 1, n_ctx);
-            let end = match end {
-                Some(reason) if eog => Some(reason),
-                Some(reason) => Some(emit(self.model, job, token).unwrap_or(reason)),
-                None => emit(self.model, job, token),
+            let at = Position {
+                index: out.index + i as i32,
+                kv_len: base + i + 1,
+                n_ctx,
             };
-            if let Some(reason) = end {
+            if let Taken::Ended(reason) = take(self.model, &self.ctx, job, token, at, false) {
                 finish(slot, reason, self.clock);
                 return;
             }
@@ -382,12 +383,7 @@ fn decide(
         return decide_sampled(ctx, job, index, proposal);
     }
     for i in 0..=drafted.len() {
-        let at = index + i as i32;
-        let token = match (job.grammar.as_mut(), job.sampler.as_mut()) {
-            (Some(grammar), chain) => sampler::constrained(ctx, at, grammar, chain, None)?,
-            (None, Some(chain)) => chain.sample(ctx, at),
-            (None, None) => LlamaToken(sampler::arg_max(ctx.get_logits_ith(at))),
-        };
+        let token = pick(ctx, job, index + i as i32, None)?;
         if drafted.get(i) != Some(&token) {
             return Ok((i, token));
         }

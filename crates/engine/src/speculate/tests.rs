@@ -4,21 +4,37 @@ fn tokens(ids: &[i32]) -> Vec<Token> {
     ids.iter().map(|&i| Token(i)).collect()
 }
 
+fn looked_up(history: &[i32], min_n: usize, max_n: usize, max_draft: usize) -> (Vec<Token>, usize) {
+    let found = ngram_draft(&tokens(history), min_n, max_n, max_draft);
+    (found.tokens, found.matched)
+}
+
 #[test]
 fn lookup_proposes_what_followed_the_latest_repeat_of_the_longest_tail() {
-    // "1 2 3 4 5 ... 1 2 3" → propose "4 5".
-    let history = tokens(&[1, 2, 3, 4, 5, 9, 1, 2, 3]);
-    assert_eq!(ngram_draft(&history, 1, 3, 2), tokens(&[4, 5]));
+    // "1 2 3 4 5 ... 1 2 3" → propose "4 5", a 3-token match.
+    let history = [1, 2, 3, 4, 5, 9, 1, 2, 3];
+    assert_eq!(looked_up(&history, 1, 3, 2), (tokens(&[4, 5]), 3));
     // Capped by what follows, and by max_draft.
-    assert_eq!(ngram_draft(&history, 1, 3, 10), tokens(&[4, 5, 9, 1, 2, 3]));
+    assert_eq!(
+        looked_up(&history, 1, 3, 10),
+        (tokens(&[4, 5, 9, 1, 2, 3]), 3)
+    );
+    // A longer allowed match is still only as long as the repeat.
+    assert_eq!(looked_up(&history, 1, 12, 2), (tokens(&[4, 5]), 3));
     // The latest occurrence wins for equal lengths.
-    let history = tokens(&[7, 1, 7, 2, 7]);
-    assert_eq!(ngram_draft(&history, 1, 1, 1), tokens(&[2]));
-    // Longer tails are preferred to shorter ones.
-    let history = tokens(&[5, 6, 1, 5, 8, 2, 5, 6]);
-    assert_eq!(ngram_draft(&history, 1, 2, 1), tokens(&[1]));
-    assert!(ngram_draft(&tokens(&[1, 2, 3]), 1, 3, 4).is_empty());
-    assert!(ngram_draft(&[], 1, 3, 4).is_empty());
+    assert_eq!(looked_up(&[7, 1, 7, 2, 7], 1, 1, 1), (tokens(&[2]), 1));
+    // Longer tails are preferred to shorter ones, however far back.
+    assert_eq!(
+        looked_up(&[5, 6, 1, 5, 8, 2, 5, 6], 1, 2, 1),
+        (tokens(&[1]), 2)
+    );
+    // Too short a match is none.
+    assert_eq!(
+        looked_up(&[5, 6, 1, 5, 8, 2, 5, 6], 3, 4, 1),
+        (Vec::new(), 0)
+    );
+    assert!(ngram_draft(&tokens(&[1, 2, 3]), 1, 3, 4).tokens.is_empty());
+    assert!(ngram_draft(&[], 1, 3, 4).tokens.is_empty());
 }
 
 #[test]
@@ -173,14 +189,32 @@ fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     let mut tuner = Tuner::new(&costs);
     // Lookup offers 12 tokens; all are kept step after step.
     for produced in 0..10 {
-        let plan = tuner.plan(produced * 10, cheap, 12, false, 16).unwrap();
+        let plan = tuner
+            .plan(produced * 10, cheap, (12, 3), false, 16)
+            .unwrap();
         assert_eq!(plan.source, Source::Ngram);
         tuner.record(plan.source, plan.tokens, plan.tokens, &mut costs);
     }
-    let plan = tuner.plan(100, cheap, 12, false, 16).unwrap();
+    let plan = tuner.plan(100, cheap, (12, 3), false, 16).unwrap();
     assert_eq!(plan.tokens, 12);
+    // A whole draft kept: the next may be twice as long as the rate says.
+    let dear = Prices {
+        verify: 0.4,
+        draft: 0.0,
+    };
+    let mut tuner = Tuner::new(&Costs::new(0.5));
+    let first = tuner.plan(0, dear, (40, 3), false, 32).unwrap().tokens;
+    tuner.record(Source::Ngram, first, first, &mut costs);
+    let second = tuner
+        .plan(first as u32 + 1, dear, (40, 3), false, 32)
+        .unwrap()
+        .tokens;
+    assert_eq!(second, (2 * first).min(32), "{first} then {second}");
+    tuner.record(Source::Ngram, second, 1, &mut costs);
+    let third = tuner.plan(50, dear, (40, 3), false, 32).unwrap().tokens;
+    assert!(third < second, "{second} then {third}");
     // The model-level acceptance learnt it too, for the next request.
-    assert!(costs.ngram.rate() > 0.9);
+    assert!(costs.acceptance.of(Source::Ngram).rate() > 0.9);
 
     // A draft model that loses at the acceptance it has seen: rest, then
     // probe once, then rest twice as long.
@@ -189,14 +223,14 @@ fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
         draft: 0.5,
     };
     let mut tuner = Tuner::new(&Costs::new(1.0));
-    assert_eq!(tuner.plan(0, dear, 0, true, 16), None);
-    assert_eq!(tuner.plan(5, dear, 0, true, 16), None);
-    let probe = tuner.plan(16, dear, 0, true, 16).unwrap();
+    assert_eq!(tuner.plan(0, dear, (0, 0), true, 16), None);
+    assert_eq!(tuner.plan(5, dear, (0, 0), true, 16), None);
+    let probe = tuner.plan(16, dear, (0, 0), true, 16).unwrap();
     assert_eq!(probe.source, Source::Model);
     tuner.record(Source::Model, probe.tokens, 0, &mut costs);
-    assert_eq!(tuner.plan(17, dear, 0, true, 16), None);
-    assert_eq!(tuner.plan(40, dear, 0, true, 16), None);
-    assert!(tuner.plan(17 + 32, dear, 0, true, 16).is_some());
+    assert_eq!(tuner.plan(17, dear, (0, 0), true, 16), None);
+    assert_eq!(tuner.plan(40, dear, (0, 0), true, 16), None);
+    assert!(tuner.plan(17 + 32, dear, (0, 0), true, 16).is_some());
 }
 
 #[test]
@@ -209,7 +243,7 @@ fn a_source_that_cannot_win_is_never_tried() {
     };
     let mut tuner = Tuner::new(&Costs::new(1.0));
     for produced in 0..2000 {
-        assert_eq!(tuner.plan(produced, hopeless, 0, true, 16), None);
+        assert_eq!(tuner.plan(produced, hopeless, (0, 0), true, 16), None);
     }
 }
 
@@ -222,11 +256,31 @@ fn the_cheaper_useful_source_wins() {
     };
     let mut tuner = Tuner::new(&costs);
     // At equal acceptance, lookup's drafts cost less than the model's.
-    let plan = tuner.plan(0, prices, 4, true, 8).unwrap();
+    let plan = tuner.plan(0, prices, (4, 3), true, 8).unwrap();
     assert_eq!(plan.source, Source::Ngram);
     // Without a lookup proposal, the model drafts.
-    let plan = tuner.plan(0, prices, 0, true, 8).unwrap();
+    let plan = tuner.plan(0, prices, (0, 0), true, 8).unwrap();
     assert_eq!(plan.source, Source::Model);
+}
+
+#[test]
+fn long_matches_are_trusted_more_than_short_ones() {
+    let costs = Costs::new(0.5);
+    let prices = Prices {
+        verify: 0.3,
+        draft: 0.0,
+    };
+    let short = Tuner::new(&costs)
+        .plan(0, prices, (32, 2), false, 32)
+        .unwrap();
+    let long = Tuner::new(&costs)
+        .plan(0, prices, (32, LONG_MATCH), false, 32)
+        .unwrap();
+    assert_eq!(
+        (short.source, long.source),
+        (Source::Ngram, Source::NgramLong)
+    );
+    assert!(long.tokens > short.tokens, "{short:?} {long:?}");
 }
 
 #[test]

@@ -28,7 +28,13 @@ struct TaskResult {
     speedup: f64,
     drafted: u64,
     accepted: u64,
+    /// Accepted over drafted tokens.
     acceptance: f64,
+    /// With a fixed draft length: the per-token rate α the planner's
+    /// `--acceptance` means, whose geometric sum over the draft gives the
+    /// tokens kept per step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<f64>,
     /// Answers whose text equalled plain decode's, of all answers compared.
     identical: usize,
     answers: usize,
@@ -127,9 +133,6 @@ async fn measure(
             let (plain_text, plain_done) = answer(model, request(false)).await?;
             let (text, done) = answer(model, request(true)).await?;
             identical += usize::from(plain_text == text);
-            if plain_text != text && std::env::var_os("SHELF_BENCH_DUMP").is_some() {
-                eprintln!("=== PLAIN\n{plain_text}\n=== SPEC\n{text}\n===");
-            }
             answers += 1;
             plain.push(plain_done);
             speculative.push(done);
@@ -144,6 +147,8 @@ async fn measure(
         .map(|c| u64::from(c.usage.accepted_tokens))
         .sum();
     let (plain_tps, speculative_tps) = (rate(&plain), rate(&speculative));
+    let acceptance = accepted as f64 / drafted.max(1) as f64;
+    let k = args.speculate.draft_max as usize;
     Ok(TaskResult {
         task: task.name.clone(),
         prompts: task.prompts.len(),
@@ -152,7 +157,11 @@ async fn measure(
         speedup: speculative_tps / plain_tps.max(1e-9),
         drafted,
         accepted,
-        acceptance: accepted as f64 / drafted.max(1) as f64,
+        acceptance,
+        rate: args
+            .speculate
+            .draft_fixed
+            .then(|| per_token_rate(acceptance * k as f64, k)),
         identical,
         answers,
     })
@@ -164,6 +173,22 @@ fn rate(runs: &[Completion]) -> f64 {
     let tokens: u32 = runs.iter().map(|c| c.timings.decoded_tokens).sum();
     let ms: f64 = runs.iter().map(|c| c.timings.decode_ms).sum();
     f64::from(tokens) * 1000.0 / ms.max(1e-9)
+}
+
+/// The α whose α + α² + … + α^k equals `kept`, the tokens kept per draft
+/// of `k` (bisection: the sum grows with α).
+fn per_token_rate(kept: f64, k: usize) -> f64 {
+    let sum = |a: f64| (1..=k).map(|i| a.powi(i as i32)).sum::<f64>();
+    let (mut low, mut high) = (0.0, 1.0);
+    for _ in 0..60 {
+        let mid = (low + high) / 2.0;
+        if sum(mid) < kept {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    (low + high) / 2.0
 }
 
 async fn answer(
@@ -229,32 +254,29 @@ fn tasks(named: &[String]) -> anyhow::Result<Vec<Task>> {
     };
     names
         .iter()
-        .map(|name| match builtin(name) {
-            Some(prompts) => Ok(Task {
-                name: name.clone(),
-                prompts: prompts.iter().map(|p| p.to_string()).collect(),
-            }),
-            None => {
-                let text = std::fs::read_to_string(name).with_context(|| {
+        .map(|name| {
+            let text = match builtin(name) {
+                Some(text) => text.to_string(),
+                None => std::fs::read_to_string(name).with_context(|| {
                     format!("--task {name} is neither rewrite, code, prose nor a readable file")
-                })?;
-                let prompts: Vec<String> = text
-                    .split("\n---\n")
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(String::from)
-                    .collect();
-                anyhow::ensure!(!prompts.is_empty(), "{name} holds no prompts");
-                Ok(Task {
-                    name: name.clone(),
-                    prompts,
-                })
-            }
+                })?,
+            };
+            let prompts: Vec<String> = text
+                .split("\n---\n")
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+            anyhow::ensure!(!prompts.is_empty(), "{name} holds no prompts");
+            Ok(Task {
+                name: name.clone(),
+                prompts,
+            })
         })
         .collect()
 }
 
-fn builtin(name: &str) -> Option<&'static [&'static str]> {
+fn builtin(name: &str) -> Option<&'static str> {
     match name {
         "rewrite" => Some(REWRITE),
         "code" => Some(CODE),
@@ -263,78 +285,11 @@ fn builtin(name: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+// The built-in tasks are bench/tasks' files, so that bench/speculative.sh
+// sends other servers the very same prompts.
 /// Edits to given code: most of the answer repeats the prompt.
-const REWRITE: &[&str] = &[
-    r#"Add type hints to this Python function and change nothing else. Reply with the whole function in one code block.
-
-```python
-def merge_intervals(intervals):
-    """Merge overlapping intervals.
-
-    Each interval is a pair (start, end) with start <= end. The result is
-    sorted by start, and no two intervals in it overlap or touch.
-    """
-    if not intervals:
-        return []
-    ordered = sorted(intervals, key=lambda pair: pair[0])
-    merged = [list(ordered[0])]
-    for start, end in ordered[1:]:
-        last = merged[-1]
-        if start <= last[1]:
-            # Overlaps the previous interval: extend it.
-            last[1] = max(last[1], end)
-        else:
-            merged.append([start, end])
-    return [tuple(pair) for pair in merged]
-```"#,
-    r#"In this Rust function, rename the variable `total` to `sum` everywhere and keep everything else exactly as it is. Reply with the whole function.
-
-```rust
-/// The mean and the largest value of `values`, or `None` when empty.
-pub fn summarize(values: &[f64]) -> Option<(f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    let mut largest = f64::MIN;
-    for &value in values {
-        total += value;
-        if value > largest {
-            largest = value;
-        }
-    }
-    let mean = total / values.len() as f64;
-    Some((mean, largest))
-}
-```"#,
-    r#"Change this JavaScript function so that it also ignores empty lines, and keep the rest of the code unchanged. Reply with the complete function.
-
-```javascript
-// Count how often each word appears in the text, ignoring case.
-function wordCounts(text) {
-  const counts = new Map();
-  for (const line of text.split("\n")) {
-    for (const raw of line.split(/\s+/)) {
-      const word = raw.toLowerCase().replace(/[^a-z0-9']/g, "");
-      if (word.length === 0) {
-        continue;
-      }
-      counts.set(word, (counts.get(word) || 0) + 1);
-    }
-  }
-  return counts;
-}
-```"#,
-];
-
+const REWRITE: &str = include_str!("../../../../bench/tasks/rewrite.txt");
 /// New code: little to copy.
-const CODE: &[&str] = &[
-    "Write a Python function that parses a CSV file into a list of dictionaries, one per row, using the header row for the keys.",
-    "Write a Rust function that returns the n-th Fibonacci number using an iterative loop, with a doc comment and a unit test.",
-];
-
+const CODE: &str = include_str!("../../../../bench/tasks/code.txt");
 /// Prose: nothing to copy.
-const PROSE: &[&str] = &[
-    "Explain in a few paragraphs why the sky is blue.",
-    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
-];
+const PROSE: &str = include_str!("../../../../bench/tasks/prose.txt");
