@@ -147,6 +147,13 @@ device_speculate() {
   "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task rewrite --reps 3 \
     --min-speedup "${NGRAM_BAR:-2}" || status=1
   "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task code --task prose --reps 2
+  # Fixed drafts, to set against the tuner's choices.
+  local k
+  for k in ${FIXED_DRAFTS:-16}; do
+    echo "fixed draft of $k:"
+    "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --draft-fixed --draft-max "$k" \
+      --task rewrite --task code --task prose --reps "${REPS:-2}"
+  done
   echo "exact (the default):"
   SHELF_LOG=shelf_engine_llama=debug "$work/shelf" bench "$model" "${common[@]}" --speculate ngram \
     --task rewrite --reps 1 2>&1 | grep -E "exact greedy|^\|" | sed 's/^.*DEBUG //'

@@ -8,7 +8,7 @@
 //! back KV caches is `shelf-engine-llama`'s; [`crate::fake`] runs the same
 //! judging on known distributions. Knows no model and no C++.
 
-use crate::Token;
+use crate::{SpeculativeConfig, Token};
 
 /// A prompt-lookup proposal: what followed an earlier repeat of the
 /// text's last tokens, and how many of them the repeat matched (a longer
@@ -317,12 +317,65 @@ impl CostLine {
     }
 }
 
+/// Seconds a decode takes against the tokens in its batch: the recent mean
+/// of each size seen, read between sizes along straight lines and past
+/// them along the least-squares line. Decode cost is not a line: on a CPU
+/// the first extra row costs more than later ones (matrix-vector kernels
+/// give way to matrix-matrix ones), and a line through long drafts would
+/// make short ones look cheap.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostCurve {
+    /// `(tokens, weight, weighted seconds)`, by tokens.
+    sizes: Vec<(usize, f64, f64)>,
+    line: CostLine,
+}
+
+impl CostCurve {
+    const FORGET: f64 = 0.8;
+
+    /// Note that a decode of `tokens` tokens took `seconds`.
+    pub fn record(&mut self, tokens: usize, seconds: f64) {
+        self.line.record(tokens, seconds);
+        let at = self.sizes.partition_point(|s| s.0 < tokens);
+        match self.sizes.get_mut(at) {
+            Some(size) if size.0 == tokens => {
+                size.1 = size.1 * Self::FORGET + 1.0;
+                size.2 = size.2 * Self::FORGET + seconds;
+            }
+            _ => self.sizes.insert(at, (tokens, 1.0, seconds)),
+        }
+    }
+
+    /// Seconds a decode of `tokens` tokens takes; `slope` (seconds per
+    /// token) stands in where no line is known yet.
+    pub fn predict(&self, tokens: usize, slope: f64) -> Option<f64> {
+        let mean = |s: &(usize, f64, f64)| s.2 / s.1;
+        let at = self.sizes.partition_point(|s| s.0 < tokens);
+        let slope = self.line.slope().unwrap_or(slope);
+        let seconds = match (
+            at.checked_sub(1).and_then(|i| self.sizes.get(i)),
+            self.sizes.get(at),
+        ) {
+            (_, Some(upper)) if upper.0 == tokens => mean(upper),
+            (Some(lower), Some(upper)) => {
+                let along = (tokens - lower.0) as f64 / (upper.0 - lower.0) as f64;
+                mean(lower) + along * (mean(upper) - mean(lower))
+            }
+            (Some(lower), None) => mean(lower) + slope * (tokens - lower.0) as f64,
+            (None, Some(upper)) => mean(upper) - slope * (upper.0 - tokens) as f64,
+            (None, None) => return None,
+        };
+        Some(seconds.max(0.0))
+    }
+}
+
 /// Costs of drafting for one slot in one step, in units of the plain
 /// decode step's share of that slot (1 = one plain token's time).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prices {
-    /// Each extra token in the target's batch.
-    pub verify: f64,
+    /// What verifying k drafted tokens adds to the step, for k = 0 up to
+    /// [`SpeculativeConfig::MAX_DRAFT`]; never falling as k grows.
+    verify: Vec<f64>,
     /// Each token the draft model makes.
     pub draft: f64,
 }
@@ -331,6 +384,33 @@ impl Prices {
     /// Before anything is measured: verification at half a decode (a CPU's
     /// figure; a GPU's is far lower and is learnt at the first draft).
     pub const UNKNOWN_VERIFY: f64 = 0.5;
+
+    /// Every verified token at the same price.
+    pub fn linear(verify: f64, draft: f64) -> Self {
+        Self::from_fn(|k| k as f64 * verify, draft)
+    }
+
+    /// Verifying k tokens at `verify(k)`, made non-decreasing.
+    fn from_fn(verify: impl Fn(usize) -> f64, draft: f64) -> Self {
+        let mut most = 0.0f64;
+        let verify = (0..=SpeculativeConfig::MAX_DRAFT as usize)
+            .map(|k| {
+                most = most.max(verify(k));
+                most
+            })
+            .collect();
+        Self { verify, draft }
+    }
+
+    /// What verifying `k` drafted tokens adds.
+    pub fn verify(&self, k: usize) -> f64 {
+        if let Some(&cost) = self.verify.get(k) {
+            return cost;
+        }
+        let last = self.verify.len().saturating_sub(1);
+        let most = self.verify.last().copied().unwrap_or(0.0);
+        most + (k - last) as f64 * most / last.max(1) as f64
+    }
 }
 
 /// What drafting and verifying cost on one loaded model, learnt from its
@@ -339,12 +419,17 @@ impl Prices {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Costs {
     /// Target decodes without prompt tokens: seconds against tokens.
-    pub target: CostLine,
+    pub target: CostCurve,
     /// Draft decodes: seconds against tokens.
-    pub draft: CostLine,
+    pub draft: CostCurve,
     /// Draft size over target size: the draft's price before it is measured.
     pub draft_ratio: f64,
     pub acceptance: Acceptances,
+    /// Each source's next rest length, carried from request to request: a
+    /// source that kept losing on this model's recent requests starts a
+    /// new one resting longer, so short answers do not pay for a probe
+    /// every few tokens.
+    rest_lengths: [u32; 3],
 }
 
 /// Acceptance by source.
@@ -371,6 +456,19 @@ impl Acceptances {
             Source::Model => self.model.rate(),
         }
     }
+
+    /// Fresh counts starting at these rates: a request starts from what
+    /// the model's earlier requests saw, but only as a prior worth a couple
+    /// of steps, so its own text decides quickly (after a long copying
+    /// answer, a model-level count would take dozens of refused drafts to
+    /// unlearn on prose).
+    pub fn as_priors(&self) -> Self {
+        Self {
+            ngram: Acceptance::starting_at(self.ngram.rate()),
+            ngram_long: Acceptance::starting_at(self.ngram_long.rate()),
+            model: Acceptance::starting_at(self.model.rate()),
+        }
+    }
 }
 
 impl Default for Acceptances {
@@ -386,10 +484,11 @@ impl Default for Acceptances {
 impl Costs {
     pub fn new(draft_ratio: f64) -> Self {
         Self {
-            target: CostLine::default(),
-            draft: CostLine::default(),
+            target: CostCurve::default(),
+            draft: CostCurve::default(),
             draft_ratio,
             acceptance: Acceptances::default(),
+            rest_lengths: [Rest::NONE.length; 3],
         }
     }
 
@@ -398,35 +497,35 @@ impl Costs {
     pub fn prices(&self, rows: usize, drafting: usize) -> Prices {
         let rows = rows.max(1);
         let Some(plain) = self.target.predict(rows, 0.0).filter(|s| *s > 0.0) else {
-            return Prices {
-                verify: Prices::UNKNOWN_VERIFY,
-                draft: self.draft_ratio,
-            };
+            return Prices::linear(Prices::UNKNOWN_VERIFY, self.draft_ratio);
         };
         let share = plain / rows as f64;
-        let verify = self
-            .target
-            .slope()
-            .map_or(Prices::UNKNOWN_VERIFY, |b| b / share);
+        let stand_in = Prices::UNKNOWN_VERIFY * share;
         let drafting = drafting.max(1);
         let draft = self
             .draft
             .predict(drafting, 0.0)
             .map_or(self.draft_ratio, |s| s / drafting as f64 / share);
-        Prices { verify, draft }
+        Prices::from_fn(
+            |k| {
+                let seconds = self.target.predict(rows + k, stand_in).unwrap_or(plain);
+                (seconds - plain) / share
+            },
+            draft,
+        )
     }
 }
 
-/// Speed with `k` drafted at `rate`, each drafted token costing `price`,
-/// relative to plain decode (above 1 is faster).
-fn gain(rate: f64, k: usize, price: f64) -> f64 {
-    expected_tokens(rate, k) / (1.0 + k as f64 * price)
+/// Speed with `k` drafted at `rate`, drafting and verifying them costing
+/// `cost(k)`, relative to plain decode (above 1 is faster).
+fn gain(rate: f64, k: usize, cost: impl Fn(usize) -> f64) -> f64 {
+    expected_tokens(rate, k) / (1.0 + cost(k))
 }
 
 /// The draft length with the best gain, up to `max`, and that gain.
-fn best_length(rate: f64, max: usize, price: f64) -> (usize, f64) {
+fn best_length(rate: f64, max: usize, cost: impl Fn(usize) -> f64) -> (usize, f64) {
     (1..=max.max(1))
-        .map(|k| (k, gain(rate, k, price)))
+        .map(|k| (k, gain(rate, k, &cost)))
         .fold(
             (1, f64::MIN),
             |best, next| {
@@ -479,6 +578,8 @@ impl Rest {
         probe: false,
     };
     const LONGEST: u32 = 512;
+    /// The longest rest a request inherits, so each still probes.
+    const CARRIED: u32 = 128;
 
     /// A losing step: whether to draft anyway, as the probe after a rest;
     /// otherwise the source rests.
@@ -497,8 +598,11 @@ impl Tuner {
     /// A request's tuner, starting from the acceptance the model has seen.
     pub fn new(costs: &Costs) -> Self {
         Self {
-            seen: costs.acceptance,
-            rests: [Rest::NONE; 3],
+            seen: costs.acceptance.as_priors(),
+            rests: costs.rest_lengths.map(|length| Rest {
+                length,
+                ..Rest::NONE
+            }),
             streak: 0,
         }
     }
@@ -518,7 +622,7 @@ impl Tuner {
     pub fn plan(
         &mut self,
         produced: u32,
-        prices: Prices,
+        prices: &Prices,
         lookup: (usize, usize),
         model: bool,
         max: usize,
@@ -530,27 +634,29 @@ impl Tuner {
                 true => Source::NgramLong,
                 false => Source::Ngram,
             };
-            sources.push((source, offered.min(max), prices.verify));
+            sources.push((source, offered.min(max), 0.0));
         }
         if model && max > 0 {
-            sources.push((Source::Model, max, prices.verify + prices.draft));
+            sources.push((Source::Model, max, prices.draft));
         }
         let mut options: Vec<(Draft, f64)> = sources
             .into_iter()
-            // A source that would lose even if every token were kept is
-            // never tried, not even as a probe.
-            .filter(|&(source, max, price)| {
-                produced >= self.rests[Self::rest(source)].until && gain(1.0, max, price) >= 1.0
-            })
-            .map(|(source, max, price)| {
-                let (mut tokens, g) = best_length(self.seen.rate(source), max, price);
+            .filter_map(|(source, max, draft)| {
+                let cost = |k: usize| prices.verify(k) + k as f64 * draft;
+                // A source that would lose even if every token were kept is
+                // never tried, not even as a probe.
+                let resting = produced < self.rests[Self::rest(source)].until;
+                if resting || best_length(1.0, max, cost).1 < 1.0 {
+                    return None;
+                }
+                let (mut tokens, g) = best_length(self.seen.rate(source), max, cost);
                 // Text being copied is kept in long runs, not token by token
                 // at a steady rate: after a whole lookup draft was kept, the
                 // next may be twice as long.
                 if source.is_lookup() {
                     tokens = tokens.max(2 * self.streak).min(max);
                 }
-                (Draft { source, tokens }, g)
+                Some((Draft { source, tokens }, g))
             })
             .collect();
         options.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -567,17 +673,19 @@ impl Tuner {
         None
     }
 
-    /// Whether the draft model should make one more token, given the
-    /// product of its own probabilities for the tokens drafted so far: the
-    /// chance the next is kept must pay for drafting and verifying it.
-    pub fn draft_more(&self, confidence: f64, prices: Prices) -> bool {
-        confidence * self.seen.model.rate() >= prices.verify + prices.draft
+    /// Whether the draft model should make one more token after `drafted`,
+    /// given the product of its own probabilities for them: the chance the
+    /// next is kept must pay for drafting and verifying it.
+    pub fn draft_more(&self, confidence: f64, prices: &Prices, drafted: usize) -> bool {
+        let next = prices.verify(drafted + 1) - prices.verify(drafted) + prices.draft;
+        confidence * self.seen.model.rate() >= next
     }
 
     /// Learn from a step: `drafted` tokens from `source`, `kept` kept.
     pub fn record(&mut self, source: Source, drafted: usize, kept: usize, costs: &mut Costs) {
         self.seen.of(source).record(drafted, kept);
         costs.acceptance.of(source).record(drafted, kept);
+        costs.rest_lengths = self.rests.map(|rest| rest.length.min(Rest::CARRIED));
         if source.is_lookup() {
             self.streak = if kept == drafted { drafted } else { 0 };
         }

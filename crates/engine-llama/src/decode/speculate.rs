@@ -70,7 +70,7 @@ impl Loop<'_> {
         let mut proposals = Vec::new();
         let mut wanted = Vec::new();
         for i in generating {
-            match self.plan(i, room, alone, prices) {
+            match self.plan(i, room, alone, &prices) {
                 Some(Wanted::Model(tokens)) => {
                     room = room.saturating_sub(tokens);
                     wanted.push((i, tokens));
@@ -88,17 +88,16 @@ impl Loop<'_> {
             }
         }
         if !wanted.is_empty() {
-            proposals.extend(self.draft_with_model(wanted, prices));
+            proposals.extend(self.draft_with_model(wanted, &prices));
         }
         proposals.retain(|(_, p)| !p.tokens.is_empty());
         proposals
     }
 
     /// What slot `i` drafts this step, within `room` batch places.
-    fn plan(&mut self, i: usize, room: usize, alone: bool, prices: Prices) -> Option<Wanted> {
+    fn plan(&mut self, i: usize, room: usize, alone: bool, prices: &Prices) -> Option<Wanted> {
         let n_ctx = self.setup.n_ctx_slot as usize;
         let exact = self.exact;
-        let steady = self.setup.overlap;
         let slot = &mut self.slots[i];
         let job = slot.job.as_mut()?;
         let pending = job.pending?;
@@ -130,13 +129,6 @@ impl Loop<'_> {
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
-        // A GPU runs a step shaped like the last one far faster (llama.cpp
-        // reuses the graph, and CUDA its captured graph): drafting a fixed
-        // amount there keeps every step that size, filling the draft out
-        // with the pending token (verification refuses what does not fit).
-        if spec.tuner.is_none() && steady && spec.ngram && job.grammar.is_none() {
-            looked.resize(max, pending);
-        }
         let offer = (looked.len(), matched);
         let draft = match spec.tuner.as_mut() {
             Some(tuner) => tuner.plan(job.output.produced, prices, offer, spec.model, max),
@@ -165,7 +157,7 @@ impl Loop<'_> {
     fn draft_with_model(
         &mut self,
         wanted: Vec<(usize, usize)>,
-        prices: Prices,
+        prices: &Prices,
     ) -> Vec<(usize, Proposal)> {
         let Some(draft) = self.draft.as_mut() else {
             return Vec::new();
@@ -251,7 +243,8 @@ impl Loop<'_> {
                 };
                 pick_draft(&draft.ctx, index, job, one);
                 let tuner = job.spec.as_ref().and_then(|s| s.tuner.as_ref());
-                let more = tuner.is_none_or(|t| t.draft_more(one.confidence, prices));
+                let more =
+                    tuner.is_none_or(|t| t.draft_more(one.confidence, prices, one.tokens.len()));
                 if one.done || one.tokens.len() >= one.budget || !more {
                     one.done = true;
                 } else if let Some(&last) = one.tokens.last() {
@@ -309,6 +302,7 @@ impl Loop<'_> {
                 .clear_kv_cache_seq(Some(slot.seq as u32), Some(shared as u32), None);
             slot.draft_cached.truncate(shared);
         }
+        tracing::trace!(source = ?proposal.source, drafted, kept, "verified");
         if let Some(spec) = job.spec.as_mut() {
             spec.drafted += drafted as u32;
             spec.accepted += kept as u32;

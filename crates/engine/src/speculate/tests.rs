@@ -160,7 +160,7 @@ fn prices_are_relative_to_a_plain_tokens_share() {
     let mut costs = Costs::new(0.4);
     // Nothing measured: the stand-ins.
     let unknown = costs.prices(1, 1);
-    assert_eq!(unknown.verify, Prices::UNKNOWN_VERIFY);
+    assert_eq!(unknown.verify(1), Prices::UNKNOWN_VERIFY);
     assert_eq!(unknown.draft, 0.4);
     // A CPU-like target: 35 ms, each extra token 20 ms.
     for k in [1usize, 2, 4, 8] {
@@ -171,110 +171,123 @@ fn prices_are_relative_to_a_plain_tokens_share() {
         costs.draft.record(k, 0.005);
     }
     let one = costs.prices(1, 1);
-    assert!((one.verify - 20.0 / 35.0).abs() < 1e-6, "{one:?}");
+    assert!((one.verify(1) - 20.0 / 35.0).abs() < 1e-6, "{one:?}");
+    assert!((one.verify(3) - 60.0 / 35.0).abs() < 1e-6, "{one:?}");
     assert!((one.draft - 5.0 / 35.0).abs() < 1e-6, "{one:?}");
     // Four slots share a step: a plain token's share is smaller, so an
     // extra token costs relatively more.
     let four = costs.prices(4, 4);
-    assert!(four.verify > one.verify);
+    assert!(four.verify(1) > one.verify(1));
+}
+
+#[test]
+fn the_cost_curve_follows_measured_sizes_not_a_line() {
+    // This box's CPU: the first extra row costs 23 ms, later ones 12-16.
+    let mut curve = CostCurve::default();
+    assert_eq!(curve.predict(1, 0.0), None);
+    for _ in 0..3 {
+        for (tokens, ms) in [(1, 35.0), (2, 58.0), (4, 100.0), (17, 310.0), (33, 500.0)] {
+            curve.record(tokens, ms / 1000.0);
+        }
+    }
+    let ms = |tokens| curve.predict(tokens, 0.0).unwrap() * 1000.0;
+    assert!((ms(2) - 58.0).abs() < 1e-6);
+    // Between sizes along the straight line, past them along the fitted one.
+    assert!((ms(3) - 79.0).abs() < 1e-6);
+    assert!(ms(40) > 500.0);
+    // A one-token draft is priced at its own cost, not at the line's slope
+    // (about 14 ms a token through these points).
+    let mut costs = Costs::new(0.5);
+    costs.target = curve;
+    let prices = costs.prices(1, 1);
+    assert!((prices.verify(1) - 23.0 / 35.0).abs() < 1e-6, "{prices:?}");
+    assert!(
+        (prices.verify(16) - 275.0 / 35.0).abs() < 1e-6,
+        "{prices:?}"
+    );
+    // So at a rate of 0.5, a short lookup draft loses and is not made.
+    let mut tuner = Tuner::new(&costs);
+    assert_eq!(tuner.plan(0, &prices, (1, 2), false, 1), None);
 }
 
 #[test]
 fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     let mut costs = Costs::new(0.5);
-    let cheap = Prices {
-        verify: 0.05,
-        draft: 0.1,
-    };
+    let cheap = Prices::linear(0.05, 0.1);
     let mut tuner = Tuner::new(&costs);
     // Lookup offers 12 tokens; all are kept step after step.
     for produced in 0..10 {
         let plan = tuner
-            .plan(produced * 10, cheap, (12, 3), false, 16)
+            .plan(produced * 10, &cheap, (12, 3), false, 16)
             .unwrap();
         assert_eq!(plan.source, Source::Ngram);
         tuner.record(plan.source, plan.tokens, plan.tokens, &mut costs);
     }
-    let plan = tuner.plan(100, cheap, (12, 3), false, 16).unwrap();
+    let plan = tuner.plan(100, &cheap, (12, 3), false, 16).unwrap();
     assert_eq!(plan.tokens, 12);
     // A whole draft kept: the next may be twice as long as the rate says.
-    let dear = Prices {
-        verify: 0.4,
-        draft: 0.0,
-    };
+    let dear = Prices::linear(0.4, 0.0);
     let mut tuner = Tuner::new(&Costs::new(0.5));
-    let first = tuner.plan(0, dear, (40, 3), false, 32).unwrap().tokens;
+    let first = tuner.plan(0, &dear, (40, 3), false, 32).unwrap().tokens;
     tuner.record(Source::Ngram, first, first, &mut costs);
     let second = tuner
-        .plan(first as u32 + 1, dear, (40, 3), false, 32)
+        .plan(first as u32 + 1, &dear, (40, 3), false, 32)
         .unwrap()
         .tokens;
     assert_eq!(second, (2 * first).min(32), "{first} then {second}");
     tuner.record(Source::Ngram, second, 1, &mut costs);
-    let third = tuner.plan(50, dear, (40, 3), false, 32).unwrap().tokens;
+    let third = tuner.plan(50, &dear, (40, 3), false, 32).unwrap().tokens;
     assert!(third < second, "{second} then {third}");
     // The model-level acceptance learnt it too, for the next request.
     assert!(costs.acceptance.of(Source::Ngram).rate() > 0.9);
 
     // A draft model that loses at the acceptance it has seen: rest, then
     // probe once, then rest twice as long.
-    let dear = Prices {
-        verify: 0.3,
-        draft: 0.5,
-    };
+    let dear = Prices::linear(0.3, 0.5);
     let mut tuner = Tuner::new(&Costs::new(1.0));
-    assert_eq!(tuner.plan(0, dear, (0, 0), true, 16), None);
-    assert_eq!(tuner.plan(5, dear, (0, 0), true, 16), None);
-    let probe = tuner.plan(16, dear, (0, 0), true, 16).unwrap();
+    assert_eq!(tuner.plan(0, &dear, (0, 0), true, 16), None);
+    assert_eq!(tuner.plan(5, &dear, (0, 0), true, 16), None);
+    let probe = tuner.plan(16, &dear, (0, 0), true, 16).unwrap();
     assert_eq!(probe.source, Source::Model);
     tuner.record(Source::Model, probe.tokens, 0, &mut costs);
-    assert_eq!(tuner.plan(17, dear, (0, 0), true, 16), None);
-    assert_eq!(tuner.plan(40, dear, (0, 0), true, 16), None);
-    assert!(tuner.plan(17 + 32, dear, (0, 0), true, 16).is_some());
+    assert_eq!(tuner.plan(17, &dear, (0, 0), true, 16), None);
+    assert_eq!(tuner.plan(40, &dear, (0, 0), true, 16), None);
+    assert!(tuner.plan(17 + 32, &dear, (0, 0), true, 16).is_some());
 }
 
 #[test]
 fn a_source_that_cannot_win_is_never_tried() {
     // Drafting and verifying a token cost more than a plain token: even a
     // perfect draft is slower, so there is nothing to probe.
-    let hopeless = Prices {
-        verify: 0.6,
-        draft: 0.6,
-    };
+    let hopeless = Prices::linear(0.6, 0.6);
     let mut tuner = Tuner::new(&Costs::new(1.0));
     for produced in 0..2000 {
-        assert_eq!(tuner.plan(produced, hopeless, (0, 0), true, 16), None);
+        assert_eq!(tuner.plan(produced, &hopeless, (0, 0), true, 16), None);
     }
 }
 
 #[test]
 fn the_cheaper_useful_source_wins() {
     let costs = Costs::new(0.5);
-    let prices = Prices {
-        verify: 0.1,
-        draft: 0.5,
-    };
+    let prices = Prices::linear(0.1, 0.5);
     let mut tuner = Tuner::new(&costs);
     // At equal acceptance, lookup's drafts cost less than the model's.
-    let plan = tuner.plan(0, prices, (4, 3), true, 8).unwrap();
+    let plan = tuner.plan(0, &prices, (4, 3), true, 8).unwrap();
     assert_eq!(plan.source, Source::Ngram);
     // Without a lookup proposal, the model drafts.
-    let plan = tuner.plan(0, prices, (0, 0), true, 8).unwrap();
+    let plan = tuner.plan(0, &prices, (0, 0), true, 8).unwrap();
     assert_eq!(plan.source, Source::Model);
 }
 
 #[test]
 fn long_matches_are_trusted_more_than_short_ones() {
     let costs = Costs::new(0.5);
-    let prices = Prices {
-        verify: 0.3,
-        draft: 0.0,
-    };
+    let prices = Prices::linear(0.3, 0.0);
     let short = Tuner::new(&costs)
-        .plan(0, prices, (32, 2), false, 32)
+        .plan(0, &prices, (32, 2), false, 32)
         .unwrap();
     let long = Tuner::new(&costs)
-        .plan(0, prices, (32, LONG_MATCH), false, 32)
+        .plan(0, &prices, (32, LONG_MATCH), false, 32)
         .unwrap();
     assert_eq!(
         (short.source, long.source),
@@ -292,4 +305,43 @@ fn uniform_draws_are_in_range_and_differ_by_seed() {
     let mean = xs.iter().sum::<f64>() / 1000.0;
     assert!((mean - 0.5).abs() < 0.05);
     assert_ne!(a.draw(), b.draw());
+}
+
+#[test]
+fn a_request_unlearns_the_models_copying_quickly() {
+    let mut costs = Costs::new(0.5);
+    // Earlier requests copied: twenty steps each keeping 16 drafted tokens.
+    for _ in 0..20 {
+        costs.acceptance.of(Source::NgramLong).record(16, 16);
+    }
+    let prices = Prices::linear(0.5, 0.0);
+    let mut tuner = Tuner::new(&costs);
+    // This request's text is not copied: every draft is refused at once.
+    let mut drafted_steps = 0;
+    for produced in 0..8 {
+        if let Some(plan) = tuner.plan(produced, &prices, (16, LONG_MATCH), false, 16) {
+            drafted_steps += 1;
+            tuner.record(plan.source, plan.tokens, 0, &mut costs);
+        }
+    }
+    assert!((1..=3).contains(&drafted_steps), "{drafted_steps}");
+}
+
+#[test]
+fn a_source_that_kept_losing_rests_longer_on_the_next_request() {
+    let mut costs = Costs::new(1.0);
+    let dear = Prices::linear(0.3, 0.5);
+    let mut tuner = Tuner::new(&costs);
+    for produced in 0..200 {
+        if let Some(plan) = tuner.plan(produced, &dear, (0, 0), true, 16) {
+            tuner.record(plan.source, plan.tokens, 0, &mut costs);
+        }
+    }
+    // The next request rests from its first step as long as this one's
+    // rests had grown (capped so it still probes within an answer).
+    let mut next = Tuner::new(&costs);
+    let first_probe = (0..600)
+        .find(|&produced| next.plan(produced, &dear, (0, 0), true, 16).is_some())
+        .unwrap();
+    assert_eq!(first_probe, 128);
 }
