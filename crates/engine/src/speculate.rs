@@ -205,6 +205,11 @@ impl Source {
     fn is_lookup(self) -> bool {
         matches!(self, Self::Ngram | Self::NgramLong)
     }
+
+    /// Its place in per-source tables.
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Expected tokens a step yields with `k` drafted, each kept with chance
@@ -268,10 +273,11 @@ impl Default for Acceptance {
     }
 }
 
-/// A cost line, seconds = a + b · tokens, fitted by least squares with
-/// exponential forgetting so it follows the machine's present load.
+/// The least-squares line seconds = a + b · tokens, with exponential
+/// forgetting so it follows the machine's present load; its slope carries
+/// a [`CostCurve`] past the sizes it has seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CostLine {
+struct CostLine {
     w: f64,
     sx: f64,
     sy: f64,
@@ -283,7 +289,7 @@ impl CostLine {
     const FORGET: f64 = 0.95;
 
     /// Note that a decode of `tokens` tokens took `seconds`.
-    pub fn record(&mut self, tokens: usize, seconds: f64) {
+    fn record(&mut self, tokens: usize, seconds: f64) {
         let (x, y) = (tokens as f64, seconds);
         let f = Self::FORGET;
         self.w = self.w * f + 1.0;
@@ -294,7 +300,7 @@ impl CostLine {
     }
 
     /// Seconds per extra token, once decodes of different sizes were seen.
-    pub fn slope(&self) -> Option<f64> {
+    fn slope(&self) -> Option<f64> {
         if self.w <= 0.0 {
             return None;
         }
@@ -303,17 +309,6 @@ impl CostLine {
         // Sizes must really differ (about one token's spread) to tell a
         // slope from noise.
         (var > 0.2).then(|| ((self.sxy / self.w - mx * self.sy / self.w) / var).max(0.0))
-    }
-
-    /// Seconds a decode of `tokens` tokens takes; `slope` stands in for an
-    /// unknown slope.
-    pub fn predict(&self, tokens: usize, slope: f64) -> Option<f64> {
-        if self.w <= 0.0 {
-            return None;
-        }
-        let (mx, my) = (self.sx / self.w, self.sy / self.w);
-        let b = self.slope().unwrap_or(slope);
-        Some((my + b * (tokens as f64 - mx)).max(0.0))
     }
 }
 
@@ -432,29 +427,17 @@ pub struct Costs {
     rest_lengths: [u32; 3],
 }
 
-/// Acceptance by source.
+/// Acceptance by source, indexed by [`Source::index`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Acceptances {
-    ngram: Acceptance,
-    ngram_long: Acceptance,
-    model: Acceptance,
-}
+pub struct Acceptances([Acceptance; 3]);
 
 impl Acceptances {
     pub fn of(&mut self, source: Source) -> &mut Acceptance {
-        match source {
-            Source::Ngram => &mut self.ngram,
-            Source::NgramLong => &mut self.ngram_long,
-            Source::Model => &mut self.model,
-        }
+        &mut self.0[source.index()]
     }
 
     pub fn rate(&self, source: Source) -> f64 {
-        match source {
-            Source::Ngram => self.ngram.rate(),
-            Source::NgramLong => self.ngram_long.rate(),
-            Source::Model => self.model.rate(),
-        }
+        self.0[source.index()].rate()
     }
 
     /// Fresh counts starting at these rates: a request starts from what
@@ -463,21 +446,17 @@ impl Acceptances {
     /// answer, a model-level count would take dozens of refused drafts to
     /// unlearn on prose).
     pub fn as_priors(&self) -> Self {
-        Self {
-            ngram: Acceptance::starting_at(self.ngram.rate()),
-            ngram_long: Acceptance::starting_at(self.ngram_long.rate()),
-            model: Acceptance::starting_at(self.model.rate()),
-        }
+        Self(self.0.map(|seen| Acceptance::starting_at(seen.rate())))
     }
 }
 
 impl Default for Acceptances {
+    /// A short match and a draft model at 0.6; a long match, text being
+    /// copied, at 0.9.
     fn default() -> Self {
-        Self {
-            ngram: Acceptance::new(),
-            ngram_long: Acceptance::starting_at(0.9),
-            model: Acceptance::new(),
-        }
+        let mut all = [Acceptance::new(); 3];
+        all[Source::NgramLong.index()] = Acceptance::starting_at(0.9);
+        Self(all)
     }
 }
 
@@ -553,8 +532,7 @@ pub struct Draft {
 pub struct Tuner {
     /// This request's acceptance by source.
     seen: Acceptances,
-    /// Each source's rest: lookup on short matches, on long matches, the
-    /// draft model.
+    /// Each source's rest, indexed by [`Source::index`].
     rests: [Rest; 3],
     /// The last lookup draft's length when it was kept whole, else 0.
     streak: usize,
@@ -607,14 +585,6 @@ impl Tuner {
         }
     }
 
-    fn rest(source: Source) -> usize {
-        match source {
-            Source::Ngram => 0,
-            Source::NgramLong => 1,
-            Source::Model => 2,
-        }
-    }
-
     /// What to draft after `produced` tokens: `lookup` is what prompt
     /// lookup offers (its length and how long a match it came from),
     /// `model` says whether a draft model is there, and at most `max` may
@@ -645,7 +615,7 @@ impl Tuner {
                 let cost = |k: usize| prices.verify(k) + k as f64 * draft;
                 // A source that would lose even if every token were kept is
                 // never tried, not even as a probe.
-                let resting = produced < self.rests[Self::rest(source)].until;
+                let resting = produced < self.rests[source.index()].until;
                 if resting || best_length(1.0, max, cost).1 < 1.0 {
                     return None;
                 }
@@ -661,7 +631,7 @@ impl Tuner {
             .collect();
         options.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (draft, g) in options {
-            let rest = &mut self.rests[Self::rest(draft.source)];
+            let rest = &mut self.rests[draft.source.index()];
             if g >= 1.0 {
                 *rest = Rest::NONE;
                 return Some(draft);
@@ -678,7 +648,7 @@ impl Tuner {
     /// next is kept must pay for drafting and verifying it.
     pub fn draft_more(&self, confidence: f64, prices: &Prices, drafted: usize) -> bool {
         let next = prices.verify(drafted + 1) - prices.verify(drafted) + prices.draft;
-        confidence * self.seen.model.rate() >= next
+        confidence * self.seen.rate(Source::Model) >= next
     }
 
     /// Learn from a step: `drafted` tokens from `source`, `kept` kept.

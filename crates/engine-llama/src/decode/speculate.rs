@@ -58,6 +58,13 @@ impl Loop<'_> {
                     .is_some_and(|j| j.pending.is_some())
             })
             .collect();
+        // Plain decode pays nothing for speculation being possible.
+        let speculating = generating
+            .iter()
+            .any(|&i| self.slots[i].job.as_ref().is_some_and(|j| j.spec.is_some()));
+        if !speculating {
+            return Vec::new();
+        }
         let prefilling = self
             .slots
             .iter()

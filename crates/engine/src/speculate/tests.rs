@@ -141,18 +141,18 @@ fn acceptance_is_the_geometric_rate_of_recent_steps() {
 
 #[test]
 fn a_cost_line_learns_base_and_slope() {
-    let mut line = CostLine::default();
-    assert_eq!(line.predict(1, 0.0), None);
+    let mut curve = CostCurve::default();
+    assert_eq!(curve.predict(1, 0.0), None);
     // Only one size seen: no slope, and predictions use the stand-in.
-    line.record(1, 0.035);
-    assert_eq!(line.slope(), None);
-    assert!((line.predict(3, 0.01).unwrap() - 0.055).abs() < 1e-9);
+    curve.record(1, 0.035);
+    assert_eq!(curve.line.slope(), None);
+    assert!((curve.predict(3, 0.01).unwrap() - 0.055).abs() < 1e-9);
     // 35 ms plus 20 ms per extra token.
     for k in [1usize, 4, 2, 8, 1, 3] {
-        line.record(k, 0.015 + 0.020 * k as f64);
+        curve.record(k, 0.015 + 0.020 * k as f64);
     }
-    assert!((line.slope().unwrap() - 0.020).abs() < 1e-6);
-    assert!((line.predict(16, 0.0).unwrap() - 0.335).abs() < 1e-6);
+    assert!((curve.line.slope().unwrap() - 0.020).abs() < 1e-6);
+    assert!((curve.predict(16, 0.0).unwrap() - 0.335).abs() < 1e-6);
 }
 
 #[test]
