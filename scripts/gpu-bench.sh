@@ -147,13 +147,17 @@ device_speculate() {
   "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task rewrite --reps 3 \
     --min-speedup "${NGRAM_BAR:-2}" || status=1
   "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task code --task prose --reps 2
-  # Fixed drafts, to set against the tuner's choices.
+  # Other padded draft lengths, to set against the default.
   local k
-  for k in ${FIXED_DRAFTS:-16}; do
-    echo "fixed draft of $k:"
-    "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --draft-fixed --draft-max "$k" \
-      --task rewrite --task code --task prose --reps "${REPS:-2}"
+  for k in ${DRAFT_MAXES:-8 16}; do
+    echo "drafts padded to $k:"
+    "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --draft-max "$k" \
+      --task rewrite --reps "${REPS:-2}"
   done
+  # Where the time goes: mean step time by rows in the batch, one rewrite run.
+  echo "step time by rows (rewrite, default drafts):"
+  SHELF_LOG=shelf_engine_llama=trace "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact \
+    --task rewrite --reps 1 2>&1 >/dev/null | python3 bench/lib/step_times.py
   echo "exact (the default):"
   SHELF_LOG=shelf_engine_llama=debug "$work/shelf" bench "$model" "${common[@]}" --speculate ngram \
     --task rewrite --reps 1 2>&1 | grep -E "exact greedy|^\|" | sed 's/^.*DEBUG //'

@@ -261,9 +261,17 @@ fn setup(config: &LoadConfig, info: &ModelInfo, gguf: &shelf_gguf::Gguf, gpu: bo
             .sliding_window
             .filter(|_| facts.sliding_window_layers > 0),
         overlap: gpu && info.gpu_layers > 0,
+        steady_shapes: info.gpu_layers > 0 && captures_graphs(),
         speculative: config.speculative.clone(),
         draft_ratio: 0.0,
     }
+}
+
+/// Whether a backend that captures and replays its compute graph (CUDA) is
+/// there. It re-captures after every change of shape, so a step of a new
+/// shape costs several steps of the last one.
+fn captures_graphs() -> bool {
+    devices().is_ok_and(|found| found.iter().any(|d| d.is_gpu && d.backend == "CUDA"))
 }
 
 /// One KV stream per slot, each `n_ctx` long (not one pool shared by all:

@@ -379,6 +379,10 @@ impl Prices {
     /// Before anything is measured: verification at half a decode (a CPU's
     /// figure; a GPU's is far lower and is learnt at the first draft).
     pub const UNKNOWN_VERIFY: f64 = 0.5;
+    /// Where steps keep one shape (a GPU replaying its captured graph),
+    /// whose first drafting steps are not measured: a few dozen rows cost
+    /// little more than one while decode is bound by reading the weights.
+    pub const UNKNOWN_VERIFY_STEADY: f64 = 0.02;
 
     /// Every verified token at the same price.
     pub fn linear(verify: f64, draft: f64) -> Self {
@@ -395,6 +399,19 @@ impl Prices {
             })
             .collect();
         Self { verify, draft }
+    }
+
+    /// The prices when every draft is padded out to `k` tokens: verifying
+    /// fewer costs what verifying `k` does.
+    pub fn padded(&self, k: usize) -> Self {
+        let full = self.verify(k);
+        Self::from_fn(
+            |j| match j {
+                0 => 0.0,
+                _ => full.max(self.verify(j)),
+            },
+            self.draft,
+        )
     }
 
     /// What verifying `k` drafted tokens adds.
@@ -419,6 +436,8 @@ pub struct Costs {
     pub draft: CostCurve,
     /// Draft size over target size: the draft's price before it is measured.
     pub draft_ratio: f64,
+    /// What each verified token adds, in plain tokens, before it is measured.
+    pub unknown_verify: f64,
     pub acceptance: Acceptances,
     /// Each source's next rest length, carried from request to request: a
     /// source that kept losing on this model's recent requests starts a
@@ -466,6 +485,7 @@ impl Costs {
             target: CostCurve::default(),
             draft: CostCurve::default(),
             draft_ratio,
+            unknown_verify: Prices::UNKNOWN_VERIFY,
             acceptance: Acceptances::default(),
             rest_lengths: [Rest::NONE.length; 3],
         }
@@ -476,10 +496,10 @@ impl Costs {
     pub fn prices(&self, rows: usize, drafting: usize) -> Prices {
         let rows = rows.max(1);
         let Some(plain) = self.target.predict(rows, 0.0).filter(|s| *s > 0.0) else {
-            return Prices::linear(Prices::UNKNOWN_VERIFY, self.draft_ratio);
+            return Prices::linear(self.unknown_verify, self.draft_ratio);
         };
         let share = plain / rows as f64;
-        let stand_in = Prices::UNKNOWN_VERIFY * share;
+        let stand_in = self.unknown_verify * share;
         let drafting = drafting.max(1);
         let draft = self
             .draft

@@ -13,6 +13,7 @@ pub enum SyntheticQuant {
     Q6K,
     Q5KM,
     Q4KM,
+    Q5_0,
     Q4_0,
 }
 
@@ -24,6 +25,7 @@ impl SyntheticQuant {
             "Q6_K" => Self::Q6K,
             "Q5_K_M" => Self::Q5KM,
             "Q4_K_M" => Self::Q4KM,
+            "Q5_0" => Self::Q5_0,
             "Q4_0" => Self::Q4_0,
             _ => return None,
         })
@@ -37,6 +39,7 @@ impl SyntheticQuant {
             Self::Q6K => 18,
             Self::Q5KM => 17,
             Self::Q4KM => 15,
+            Self::Q5_0 => 8,
             Self::Q4_0 => 2,
         }
     }
@@ -67,6 +70,7 @@ enum Ty {
     F32,
     F16,
     Q4_0,
+    Q5_0,
     Q8_0,
     Q4K,
     Q5K,
@@ -79,6 +83,7 @@ impl Ty {
             Ty::F32 => 0,
             Ty::F16 => 1,
             Ty::Q4_0 => 2,
+            Ty::Q5_0 => 6,
             Ty::Q8_0 => 8,
             Ty::Q4K => 12,
             Ty::Q5K => 13,
@@ -91,6 +96,7 @@ impl Ty {
             Ty::F32 => (1, 4),
             Ty::F16 => (1, 2),
             Ty::Q4_0 => (32, 18),
+            Ty::Q5_0 => (32, 22),
             Ty::Q8_0 => (32, 34),
             Ty::Q4K => (256, 144),
             Ty::Q5K => (256, 176),
@@ -101,7 +107,7 @@ impl Ty {
     /// Byte offsets of the f16 scales in a block, which must hold sane numbers.
     fn scale_offsets(self) -> &'static [usize] {
         match self {
-            Ty::Q4_0 | Ty::Q8_0 => &[0],
+            Ty::Q4_0 | Ty::Q5_0 | Ty::Q8_0 => &[0],
             Ty::Q4K | Ty::Q5K => &[0, 2],
             Ty::Q6K => &[208],
             Ty::F32 | Ty::F16 => &[],
@@ -139,8 +145,9 @@ fn weight_type(quant: SyntheticQuant, row: u64, wants_more_bits: bool, output: b
         SyntheticQuant::F16 => Ty::F16,
         SyntheticQuant::Q8_0 => Ty::Q8_0,
         SyntheticQuant::Q6K => Ty::Q6K,
-        SyntheticQuant::Q4_0 if output => Ty::Q6K,
+        SyntheticQuant::Q4_0 | SyntheticQuant::Q5_0 if output => Ty::Q6K,
         SyntheticQuant::Q4_0 => Ty::Q4_0,
+        SyntheticQuant::Q5_0 => Ty::Q5_0,
         SyntheticQuant::Q5KM | SyntheticQuant::Q4KM if output || wants_more_bits => Ty::Q6K,
         SyntheticQuant::Q5KM => Ty::Q5K,
         SyntheticQuant::Q4KM => Ty::Q4K,
@@ -458,6 +465,7 @@ mod tests {
             SyntheticQuant::F16,
             SyntheticQuant::Q8_0,
             SyntheticQuant::Q4KM,
+            SyntheticQuant::Q5_0,
             SyntheticQuant::Q4_0,
         ] {
             for experts in [0, 4] {

@@ -73,7 +73,7 @@ impl SyntheticFile {
             format!("--synthetic '{text}': write ARCH-SIZE:QUANT, e.g. llama-70b:Q4_K_M")
         })?;
         let quant = SyntheticQuant::parse(quant_name).with_context(|| {
-            format!("--synthetic quant '{quant_name}': use F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M or Q4_0")
+            format!("--synthetic quant '{quant_name}': use F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0 or Q4_0")
         })?;
         let model = resolve_shape(name)?;
         let architecture = match model.architecture {

@@ -27,7 +27,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::speculate::Costs;
+use shelf_engine::speculate::{Costs, Prices};
 use shelf_engine::{
     Completion, EngineError, Event, FinishReason, GenerateRequest, GenerationSink,
     SpeculativeConfig, Timings, Usage,
@@ -75,9 +75,23 @@ pub struct Setup {
     /// `llama_decode` returns before the work is done (a GPU): emit text
     /// while the next step computes.
     pub overlap: bool,
+    /// A step shaped like the one before runs far faster than one of a new
+    /// shape (CUDA replays the graph it captured): speculating requests
+    /// pad their drafts so their steps keep one shape.
+    pub steady_shapes: bool,
     pub speculative: SpeculativeConfig,
     /// Draft model size over the target's: drafting's price until measured.
     pub draft_ratio: f64,
+}
+
+/// The drafting costs a model starts from: on a backend where steps keep
+/// one shape, verification is assumed cheap until measured.
+fn costs(setup: &Setup) -> Costs {
+    let mut costs = Costs::new(setup.draft_ratio);
+    if setup.steady_shapes {
+        costs.unknown_verify = Prices::UNKNOWN_VERIFY_STEADY;
+    }
+    costs
 }
 
 /// The thread's body: create the context, report readiness, serve jobs until
@@ -186,6 +200,8 @@ struct Loop<'m> {
     /// Where verification is computed exactly as plain decode, for exact
     /// greedy speculation.
     exact: Envelope,
+    /// The last two steps' (generated, prompt) tokens.
+    last_shapes: [(usize, usize); 2],
 }
 
 impl<'m> Loop<'m> {
@@ -213,13 +229,14 @@ impl<'m> Loop<'m> {
             waiting: VecDeque::new(),
             ram: RamCache::new(setup.cache_ram_bytes),
             pace: Pace::new(setup.step_target),
-            costs: Costs::new(setup.draft_ratio),
+            costs: costs(&setup),
             setup,
             clock: 0,
             serial: 0,
             deferred: Vec::new(),
             draft,
             exact,
+            last_shapes: [(0, 0); 2],
         }
     }
 
@@ -269,7 +286,13 @@ impl<'m> Loop<'m> {
             "step"
         );
         self.pace.record(plan.generated, plan.prompt, elapsed);
-        if plan.prompt == 0 && plan.generated > 0 {
+        // Where shapes must hold still, a step of a new shape (and the one
+        // after, which captures the graph) says nothing of what that shape
+        // costs once it repeats.
+        let shape = (plan.generated, plan.prompt);
+        let settled = !self.setup.steady_shapes || self.last_shapes == [shape; 2];
+        self.last_shapes = [self.last_shapes[1], shape];
+        if plan.prompt == 0 && plan.generated > 0 && settled {
             self.costs
                 .target
                 .record(plan.generated, elapsed.as_secs_f64());

@@ -108,12 +108,19 @@ impl Loop<'_> {
         let slot = &mut self.slots[i];
         let job = slot.job.as_mut()?;
         let pending = job.pending?;
-        let left = job.request.max_tokens.map_or(usize::MAX, |m| {
-            m.saturating_sub(job.output.produced) as usize
-        });
         let spec = job.spec.as_mut()?;
+        // Where a new shape costs several steps, lookup drafts are padded
+        // out to the most a step may draft (with the pending token: what
+        // the target refuses costs nothing there), so a speculating
+        // request's steps keep one shape, and drafting is priced so. (Not
+        // beside a draft model, whose drafts end where its confidence does.)
+        let steady = self.setup.steady_shapes && spec.ngram && !spec.model && job.grammar.is_none();
+        let left = match (job.request.max_tokens, steady) {
+            (Some(most), false) => most.saturating_sub(job.output.produced) as usize,
+            _ => usize::MAX,
+        };
         // Drafts end before the window does, and are worth nothing past
-        // the answer's last token.
+        // the answer's last token (unless they keep the shape).
         let mut max = spec
             .max
             .min(room)
@@ -136,12 +143,22 @@ impl Loop<'_> {
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
-        let offer = (looked.len(), matched);
+        let padded = steady.then(|| prices.padded(max));
+        let (prices, offered) = match &padded {
+            Some(padded) => (padded, max),
+            None => (prices, looked.len()),
+        };
         let draft = match spec.tuner.as_mut() {
-            Some(tuner) => tuner.plan(job.output.produced, prices, offer, spec.model, max),
-            None if !looked.is_empty() => Some(Draft {
+            Some(tuner) => tuner.plan(
+                job.output.produced,
+                prices,
+                (offered, matched),
+                spec.model,
+                max,
+            ),
+            None if offered > 0 => Some(Draft {
                 source: Source::Ngram,
-                tokens: looked.len(),
+                tokens: offered,
             }),
             None if spec.model => Some(Draft {
                 source: Source::Model,
@@ -153,6 +170,9 @@ impl Loop<'_> {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
                 looked.truncate(draft.tokens);
+                if steady {
+                    looked.resize(max, pending);
+                }
                 Wanted::Lookup(lookup, looked)
             }
         })
