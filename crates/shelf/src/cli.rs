@@ -27,6 +27,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SHELF_MAX_QUEUE", "Requests that may wait for a model's slots before more get 503 (`--max-queue`); default: `64`"),
     ("SHELF_CACHE_RAM", "RAM per model for prompt caches pushed out of its slots, e.g. `2GiB`; `0` turns it off (`--cache-ram`); default: `1GiB`"),
     ("SHELF_KEYS", "The API key database (`--keys`); default: `~/.shelf/keys.db`. Once it holds a key, every API request needs one"),
+    ("SHELF_ASSISTANT_DB", "The assistant's database of watched folders, their text and digests (`--assistant-db`); default: `~/.shelf/assistant/assistant.db`"),
     ("SHELF_API_KEY", "The key `shelf ps` sends to a server that has keys on (`--api-key`)"),
     ("SHELF_ALLOWED_HOSTS", "Host names `shelf serve` answers besides localhost and its address, `,`-separated (`--allowed-host`); `*` answers any"),
     ("SHELF_CORS_ORIGINS", "Browser origins allowed to call the API, `,`-separated (`--cors-origin`), e.g. `https://app.example`; default: none"),
@@ -91,6 +92,9 @@ pub struct Globals {
     /// The API key database [default: ~/.shelf/keys.db]
     #[arg(long, global = true, env = "SHELF_KEYS")]
     pub keys: Option<PathBuf>,
+    /// The assistant's database [default: ~/.shelf/assistant/assistant.db]
+    #[arg(long, global = true, env = "SHELF_ASSISTANT_DB")]
+    pub assistant_db: Option<PathBuf>,
 }
 
 impl Globals {
@@ -120,6 +124,14 @@ impl Globals {
         let home = std::env::var_os("HOME")
             .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --keys"))?;
         Ok(PathBuf::from(home).join(".shelf"))
+    }
+
+    /// The assistant's database.
+    pub fn assistant_db(&self) -> anyhow::Result<PathBuf> {
+        match &self.assistant_db {
+            Some(path) => Ok(path.clone()),
+            None => Ok(self.home()?.join("assistant").join("assistant.db")),
+        }
     }
 
     /// The API key database.
@@ -280,6 +292,9 @@ pub enum Command {
     /// Create, list and revoke API keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Watch folders for the assistant: their text is indexed and kept fresh
+    #[command(subcommand)]
+    Watch(WatchCommand),
     /// Serve one model to `shelf serve` over its socket (started by the server)
     #[command(hide = true)]
     Runner(RunnerArgs),
@@ -618,6 +633,70 @@ pub struct ServeArgs {
     pub drafts: Vec<String>,
     #[command(flatten)]
     pub speculate: SpeculateArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WatchCommand {
+    /// Watch a folder: its files are read and indexed now, and kept fresh
+    /// while `shelf serve` runs
+    Add(WatchAddArgs),
+    /// The watched folders
+    List(JsonArgs),
+    /// Stop watching a folder and delete everything derived from its files
+    Rm(WatchNameArgs),
+    /// Per folder: files seen, indexed, digested, queued, and skipped with why
+    Status(WatchStatusArgs),
+    /// Search the indexed text and digests, best matches first
+    Search(WatchSearchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchAddArgs {
+    /// The folder
+    pub path: PathBuf,
+    /// A name for it (letters, digits, `-`, `_`, `.`) [default: the folder's name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The model that digests its files and answers about them [default: the server's]
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchNameArgs {
+    /// The watch's name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchStatusArgs {
+    /// Only this watch [default: all]
+    pub name: Option<String>,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchSearchArgs {
+    /// Words to look for
+    pub query: String,
+    /// Only in this watch [default: all]
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// Most results
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

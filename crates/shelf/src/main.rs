@@ -20,6 +20,7 @@ mod serve;
 mod store_cmds;
 mod synthetic;
 mod tls;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Cost(args) => fit::cost(&globals, args),
         cli::Command::Ps(args) => ps::ps(args).await,
         cli::Command::Keys(command) => keys::keys(&globals, command),
+        cli::Command::Watch(command) => watch::watch(&globals, command),
         cli::Command::Runner(args) => runner::runner(&globals, args).await,
         cli::Command::Probe => runner::probe(&globals),
     }

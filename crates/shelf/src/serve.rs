@@ -100,6 +100,8 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
             pinned: pinned.clone(),
         },
     ));
+    // The assistant's folders are kept fresh while the server runs.
+    let _watching = watch_folders(globals);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -466,6 +468,18 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Start watching the assistant's folders; a server without them still serves.
+fn watch_folders(globals: &Globals) -> Option<shelf_assistant::watcher::Watching> {
+    let db = globals.assistant_db().ok()?;
+    match shelf_assistant::watcher::start(db, shelf_assistant::Limits::default(), |_| {}) {
+        Ok(watching) => Some(watching),
+        Err(error) => {
+            tracing::warn!(error = %error, "not watching the assistant's folders");
+            None
+        }
     }
 }
 

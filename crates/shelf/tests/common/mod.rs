@@ -26,6 +26,11 @@ pub fn shelf() -> Command {
         // A fresh key database each run: a key in the user's own would
         // close the server to these tests.
         .env("SHELF_KEYS", fresh_keys_path())
+        // Nor do the user's watched folders come into them.
+        .env(
+            "SHELF_ASSISTANT_DB",
+            fresh_keys_path().with_extension("assistant.db"),
+        )
         .env("HF_HOME", "/nonexistent/shelf-test-hf-home")
         .env("SHELF_THREADS", "2")
         .env("SHELF_LOG", "warn,llama-cpp-2=error");
