@@ -1,8 +1,10 @@
 //! The assistant's side of the box's own files: watched folders, text
-//! extracted from what is in them, and the SQLite store (with an FTS5
-//! index) that search and reading go through. Knows no model, no HTTP and
-//! no configuration: the binary says where the database lives.
+//! extracted from what is in them, the SQLite store (with an FTS5 index)
+//! that search and reading go through, and the agent loop that answers
+//! from them. Knows no engine (a model is a [`agent::Responder`]), no HTTP
+//! and no configuration: the binary says where the database lives.
 
+pub mod agent;
 pub mod extract;
 pub mod scan;
 pub mod store;
@@ -36,6 +38,8 @@ pub enum AssistantError {
     NotUtf8,
     #[error("watching for changes: {0}")]
     Watcher(String),
+    #[error("the model: {0}")]
+    Model(String),
 }
 
 /// A new watch on `path`: the folder resolved to its canonical path, named

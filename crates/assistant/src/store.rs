@@ -296,6 +296,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Indexed files of a watch under the folder `under` (`""` for all),
+    /// at most 500, in order.
+    pub fn paths(&self, watch: &str, under: &str) -> Result<Vec<String>, AssistantError> {
+        let mut statement = self.conn.prepare(
+            "SELECT path FROM files WHERE watch = ?1 AND text IS NOT NULL
+               AND (?2 = '' OR substr(path, 1, length(?2) + 1) = ?2 || '/')
+             ORDER BY path LIMIT 500",
+        )?;
+        let rows = statement.query_map(params![watch, under], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn document(&self, watch: &str, path: &str) -> Result<Option<Document>, AssistantError> {
         Ok(self
             .conn

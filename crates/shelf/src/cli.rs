@@ -295,6 +295,9 @@ pub enum Command {
     /// Watch folders for the assistant: their text is indexed and kept fresh
     #[command(subcommand)]
     Watch(WatchCommand),
+    /// Ask about the watched folders' files: the model searches, reads
+    /// whole documents and answers with citations
+    Ask(AskArgs),
     /// Serve one model to `shelf serve` over its socket (started by the server)
     #[command(hide = true)]
     Runner(RunnerArgs),
@@ -633,6 +636,27 @@ pub struct ServeArgs {
     pub drafts: Vec<String>,
     #[command(flatten)]
     pub speculate: SpeculateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question
+    pub question: String,
+    /// Only this watch's files [default: every watch]
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// A .gguf path or store name [default: the watch's model]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Model turns at most, the answer included
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub max_steps: u32,
+    /// Context window for the question [default: 16384]
+    #[arg(long = "ask-ctx", value_parser = clap::value_parser!(u32).range(2048..))]
+    pub ask_ctx: Option<u32>,
+    /// Print the answer with its citations and tool calls as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

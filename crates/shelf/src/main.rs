@@ -5,6 +5,7 @@
 //! struct, then hands over. It is not a library.
 
 mod admin;
+mod ask;
 mod bench;
 mod catalog;
 mod cli;
@@ -71,6 +72,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Ps(args) => ps::ps(args).await,
         cli::Command::Keys(command) => keys::keys(&globals, command),
         cli::Command::Watch(command) => watch::watch(&globals, command),
+        cli::Command::Ask(args) => ask::ask(&globals, args).await,
         cli::Command::Runner(args) => runner::runner(&globals, args).await,
         cli::Command::Probe => runner::probe(&globals),
     }
