@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace
 cargo test --workspace
-SHELF_BIN=target/debug/shelf .venv/bin/pytest -q tests/openai
+SHELF_BIN=target/debug/shelf .venv/bin/pytest -q tests/openai tests/assistant

@@ -10,7 +10,7 @@ start_shelf() {
   fifo=$(mktemp -u); mkfifo "$fifo"
   SHELF_LOG=error "$SHELF_BIN" serve --addr 127.0.0.1:0 --model "$model" --threads "$threads" \
     --parallel "$slots" --ctx "$ctx" --gpu-layers "$ngl" --models-dir "$(mktemp -d)" \
-    --keys "${BENCH_KEYS:-$(mktemp -d)/keys.db}" ${SHELF_ARGS:-} > "$fifo" &
+    --keys "${BENCH_KEYS:-$(mktemp -d)/keys.db}" --assistant-db "$(mktemp -d)/assistant.db" ${SHELF_ARGS:-} > "$fifo" &
   SERVER_PID=$!
   exec 3<"$fifo"; rm -f "$fifo"
   local line ready

@@ -19,7 +19,7 @@ def model_path(name):
 
 
 @contextlib.contextmanager
-def shelf_server(*extra, models=(MODEL,), models_dir=None, keys=None, env=None, stderr=None):
+def shelf_server(*extra, models=(MODEL,), models_dir=None, keys=None, env=None, stderr=None, assistant_db=None):
     """The server's base URL while it runs with `extra` flags, `models` preloaded,
     its store in `models_dir`, its key database `keys` (a fresh, empty one by default)."""
     flags = [arg for name in models for arg in ("--model", model_path(name))]
@@ -29,7 +29,8 @@ def shelf_server(*extra, models=(MODEL,), models_dir=None, keys=None, env=None, 
             keys = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "keys.db")
         proc = subprocess.Popen(
             [os.environ.get("SHELF_BIN", "target/debug/shelf"), "serve", "--addr", "127.0.0.1:0",
-             *flags, "--threads", "2", "--models-dir", store, "--keys", keys, *extra],
+             *flags, "--threads", "2", "--models-dir", store, "--keys", keys,
+             "--assistant-db", assistant_db or os.path.join(os.path.dirname(keys), "assistant.db"), *extra],
             stdout=subprocess.PIPE, text=True,
             env={**os.environ, "SHELF_LOG": "warn,llama-cpp-2=error", **(env or {})},
             stderr=stderr,

@@ -64,6 +64,11 @@ pub struct Outcome {
     pub steps: usize,
 }
 
+/// The last words before the model's first turn: small models follow what
+/// they read last.
+const CITE: &str = "Answer briefly from the files above, and end each fact with its \
+citation in square brackets, for example [folder/notes.md:4-5].";
+
 /// Files of the first search read for the model before its first turn.
 const OPENING_READS: usize = 2;
 
@@ -137,13 +142,15 @@ pub async fn ask(
     for path in session.best(question).iter().take(OPENING_READS) {
         let text = session.read(&json!({"path": path}));
         outcome.calls.push("read".into());
-        opening.push_str(&format!("<file path=\"{path}\">\n{text}</file>\n\n"));
+        opening.push_str(&format!(
+            "<file path=\"{path}\"> (cite as [{path}:LINE-LINE])\n{text}</file>\n\n"
+        ));
     }
     session.spent += opening.len();
     let mut chat = Chat {
         messages: vec![
             ChatMessage::new("system", SYSTEM),
-            ChatMessage::new("user", format!("{opening}Question: {question}")),
+            ChatMessage::new("user", format!("{opening}Question: {question}\n\n{CITE}")),
         ],
         tools: tools(),
         ..Chat::default()

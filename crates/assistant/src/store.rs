@@ -4,6 +4,7 @@
 //! Knows nothing of how text is extracted or what a model is.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -117,10 +118,11 @@ pub struct Document {
     pub digest: Option<String>,
 }
 
-/// The assistant's database, one connection.
+/// The assistant's database: one connection, shared by whoever holds the
+/// store (the server's requests, the watcher has its own).
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    conn: Mutex<Connection>,
 }
 
 impl Store {
@@ -164,7 +166,14 @@ impl Store {
         if version < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The connection, for one method's statements.
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn add_watch(&self, watch: &Watch) -> Result<(), AssistantError> {
@@ -173,7 +182,7 @@ impl Store {
         }
         let root = watch.root.to_str().ok_or(AssistantError::NotUtf8)?;
         let taken: Option<String> = self
-            .conn
+            .db()
             .query_row("SELECT name FROM watches WHERE root = ?1", [root], |r| {
                 r.get(0)
             })
@@ -181,7 +190,7 @@ impl Store {
         if let Some(name) = taken {
             return Err(AssistantError::RootWatched(name));
         }
-        self.conn.execute(
+        self.db().execute(
             "INSERT INTO watches (name, root, model, added_at) VALUES (?1, ?2, ?3, unixepoch())",
             params![watch.name, root, watch.model],
         )?;
@@ -191,7 +200,7 @@ impl Store {
     /// Remove a watch and everything derived from its files.
     pub fn remove_watch(&self, name: &str) -> Result<(), AssistantError> {
         let removed = self
-            .conn
+            .db()
             .execute("DELETE FROM watches WHERE name = ?1", [name])?;
         if removed == 0 {
             return Err(AssistantError::NoWatch(name.to_owned()));
@@ -200,16 +209,15 @@ impl Store {
     }
 
     pub fn watches(&self) -> Result<Vec<Watch>, AssistantError> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT name, root, model FROM watches ORDER BY name")?;
+        let conn = self.db();
+        let mut statement = conn.prepare("SELECT name, root, model FROM watches ORDER BY name")?;
         let rows = statement.query_map([], watch_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn watch(&self, name: &str) -> Result<Option<Watch>, AssistantError> {
         Ok(self
-            .conn
+            .db()
             .query_row(
                 "SELECT name, root, model FROM watches WHERE name = ?1",
                 [name],
@@ -220,9 +228,9 @@ impl Store {
 
     /// Every file recorded under a watch, with what was seen of it.
     pub fn seen(&self, watch: &str) -> Result<Vec<(String, Seen)>, AssistantError> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT path, size, mtime_ns FROM files WHERE watch = ?1")?;
+        let conn = self.db();
+        let mut statement =
+            conn.prepare("SELECT path, size, mtime_ns FROM files WHERE watch = ?1")?;
         let rows = statement.query_map([watch], |r| {
             let size: i64 = r.get(1)?;
             Ok((
@@ -243,7 +251,7 @@ impl Store {
             Content::Text { text, hash } => (Some(hash.as_str()), None, Some(text.as_str())),
             Content::Skipped(reason) => (None, Some(reason.as_str()), None),
         };
-        self.conn.execute(
+        self.db().execute(
             "INSERT INTO files (watch, path, size, mtime_ns, hash, skipped, text)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (watch, path) DO UPDATE SET size = excluded.size,
@@ -264,7 +272,7 @@ impl Store {
 
     /// Forget a file (deleted, or now ignored).
     pub fn forget(&self, watch: &str, path: &str) -> Result<(), AssistantError> {
-        self.conn.execute(
+        self.db().execute(
             "DELETE FROM files WHERE watch = ?1 AND path = ?2",
             params![watch, path],
         )?;
@@ -279,7 +287,7 @@ impl Store {
         digest: &str,
         hash: &str,
     ) -> Result<(), AssistantError> {
-        self.conn.execute(
+        self.db().execute(
             "UPDATE files SET digest = ?3, digest_hash = ?4 WHERE watch = ?1 AND path = ?2",
             params![watch, path, digest, hash],
         )?;
@@ -288,7 +296,8 @@ impl Store {
 
     /// Indexed files whose digest is missing or stale, oldest change first.
     pub fn undigested(&self, watch: &str) -> Result<Vec<String>, AssistantError> {
-        let mut statement = self.conn.prepare(
+        let conn = self.db();
+        let mut statement = conn.prepare(
             "SELECT path FROM files WHERE watch = ?1 AND text IS NOT NULL
                AND (digest_hash IS NULL OR digest_hash != hash) ORDER BY mtime_ns",
         )?;
@@ -299,7 +308,8 @@ impl Store {
     /// Indexed files of a watch under the folder `under` (`""` for all),
     /// at most 500, in order.
     pub fn paths(&self, watch: &str, under: &str) -> Result<Vec<String>, AssistantError> {
-        let mut statement = self.conn.prepare(
+        let conn = self.db();
+        let mut statement = conn.prepare(
             "SELECT path FROM files WHERE watch = ?1 AND text IS NOT NULL
                AND (?2 = '' OR substr(path, 1, length(?2) + 1) = ?2 || '/')
              ORDER BY path LIMIT 500",
@@ -310,7 +320,7 @@ impl Store {
 
     pub fn document(&self, watch: &str, path: &str) -> Result<Option<Document>, AssistantError> {
         Ok(self
-            .conn
+            .db()
             .query_row(
                 "SELECT watch, path, text, digest FROM files
                  WHERE watch = ?1 AND path = ?2 AND text IS NOT NULL",
@@ -328,13 +338,14 @@ impl Store {
     }
 
     pub fn status(&self, watch: &str) -> Result<WatchStatus, AssistantError> {
-        let (seen, indexed, digested): (i64, i64, i64) = self.conn.query_row(
+        let (seen, indexed, digested): (i64, i64, i64) = self.db().query_row(
             "SELECT count(*), count(text), count(CASE WHEN digest_hash = hash THEN 1 END)
              FROM files WHERE watch = ?1",
             [watch],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let mut statement = self.conn.prepare(
+        let conn = self.db();
+        let mut statement = conn.prepare(
             "SELECT path, skipped FROM files WHERE watch = ?1 AND skipped IS NOT NULL ORDER BY path",
         )?;
         let skipped = statement
@@ -360,7 +371,8 @@ impl Store {
         let Some(matching) = fts_query(query) else {
             return Ok(Vec::new());
         };
-        let mut statement = self.conn.prepare(
+        let conn = self.db();
+        let mut statement = conn.prepare(
             "SELECT f.watch, f.path, snippet(files_fts, 1, '', '', ' … ', 16), bm25(files_fts, 2.0, 1.0, 1.0)
              FROM files_fts JOIN files f ON f.id = files_fts.rowid
              WHERE files_fts MATCH ?1 AND (?2 IS NULL OR f.watch = ?2)

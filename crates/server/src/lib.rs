@@ -7,6 +7,7 @@
 
 mod admin;
 mod anthropic;
+pub mod assistant;
 mod audit;
 mod auth;
 mod chat;
@@ -104,6 +105,8 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
     /// Where each request is recorded, without its content.
     pub audit: Option<Arc<AuditLog>>,
+    /// The `assistant` model's database and model; `None`: no such model.
+    pub assistant: Option<Arc<assistant::AssistantConfig>>,
 }
 
 impl AppState {
@@ -116,6 +119,7 @@ impl AppState {
             admin: None,
             auth: None,
             audit: None,
+            assistant: None,
         }
     }
 }

@@ -141,6 +141,15 @@ pub async fn chat(
         think,
         reasoning_effort: None,
     };
+    if crate::assistant::target(&request.model).is_some() {
+        let question = crate::assistant::question(&chat)?;
+        let outcome = crate::assistant::answer(&state, &request.model, &question).await?;
+        return Ok(assistant_reply(
+            &request.model,
+            outcome.answer,
+            request.stream != Some(false),
+        ));
+    }
     let run = chat::start(&state, &request.model, chat, params).await?;
     let frames = Frames {
         model: request.model,
@@ -564,6 +573,28 @@ impl chat::Frames for Frames {
         };
         vec![chat::ndjson(&line)]
     }
+}
+
+/// The `assistant` model's whole answer, as Ollama's chat body or as a
+/// stream of its message line and its done line.
+fn assistant_reply(model: &str, answer: String, stream: bool) -> Response {
+    let message = json!({"role": "assistant", "content": answer});
+    if !stream {
+        let body = json!({"model": model, "created_at": created_at(), "message": message,
+            "done": true, "done_reason": "stop"});
+        return Json(body).into_response();
+    }
+    let lines = [
+        json!({"model": model, "created_at": created_at(), "message": message, "done": false}),
+        json!({"model": model, "created_at": created_at(),
+            "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop"}),
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
 }
 
 /// RFC 3339 with nanoseconds, as Ollama writes `created_at`.

@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shelf_api::openai as wire;
@@ -81,6 +81,9 @@ pub async fn chat_completions(
 ) -> Result<Response, AppError> {
     let request: wire::ChatCompletionRequest = json::parse(body)?;
     let chat = convert::chat(&request)?;
+    if crate::assistant::target(&request.model).is_some() {
+        return assistant_completion(&state, request, &chat).await;
+    }
     let params = chat::Params {
         sampling: convert::sampling(&request.sampling)?,
         max_tokens: match request.max_completion_tokens {
@@ -136,6 +139,60 @@ pub async fn chat_completions(
             finish_reason: convert::finish(collected.finish),
         }],
         usage: convert::usage(collected.completion.usage),
+        system_fingerprint: FINGERPRINT,
+    })
+    .into_response())
+}
+
+/// A chat with the `assistant` model: the agent's whole answer, as one
+/// completion or as a stream of one content chunk.
+async fn assistant_completion(
+    state: &AppState,
+    request: wire::ChatCompletionRequest,
+    chat: &shelf_engine::chat::Chat,
+) -> Result<Response, AppError> {
+    let question = crate::assistant::question(chat)?;
+    let outcome = crate::assistant::answer(state, &request.model, &question).await?;
+    let format = ChatFormat {
+        id: new_id("chatcmpl"),
+        created: now(),
+        model: request.model,
+    };
+    if request.stream {
+        let delta = wire::Delta {
+            role: Some("assistant"),
+            content: Some(outcome.answer),
+            ..wire::Delta::default()
+        };
+        let frames = [
+            chat::sse(None, &format.chunk(delta, None)),
+            chat::sse(None, &format.chunk(wire::Delta::default(), Some("stop"))),
+            Bytes::from_static(b"data: [DONE]\n\n"),
+        ];
+        let body: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from(body))
+            .map_err(|e| AppError::Internal(e.to_string()));
+    }
+    Ok(Json(wire::ChatCompletion {
+        id: format.id,
+        object: "chat.completion",
+        created: format.created,
+        model: format.model,
+        choices: vec![wire::ChatChoice {
+            index: 0,
+            message: wire::AssistantMessage {
+                role: "assistant",
+                content: Some(outcome.answer),
+                reasoning_content: None,
+                tool_calls: Vec::new(),
+            },
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: convert::usage(shelf_engine::Usage::default()),
         system_fingerprint: FINGERPRINT,
     })
     .into_response())

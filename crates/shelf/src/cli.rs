@@ -28,6 +28,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SHELF_CACHE_RAM", "RAM per model for prompt caches pushed out of its slots, e.g. `2GiB`; `0` turns it off (`--cache-ram`); default: `1GiB`"),
     ("SHELF_KEYS", "The API key database (`--keys`); default: `~/.shelf/keys.db`. Once it holds a key, every API request needs one"),
     ("SHELF_ASSISTANT_DB", "The assistant's database of watched folders, their text and digests (`--assistant-db`); default: `~/.shelf/assistant/assistant.db`"),
+    ("SHELF_ASSISTANT_MODEL", "The model `shelf serve` answers the `assistant` model id with, when a watch names none (`--assistant-model`)"),
     ("SHELF_API_KEY", "The key `shelf ps` sends to a server that has keys on (`--api-key`)"),
     ("SHELF_ALLOWED_HOSTS", "Host names `shelf serve` answers besides localhost and its address, `,`-separated (`--allowed-host`); `*` answers any"),
     ("SHELF_CORS_ORIGINS", "Browser origins allowed to call the API, `,`-separated (`--cors-origin`), e.g. `https://app.example`; default: none"),
@@ -265,7 +266,7 @@ pub enum Command {
     /// Chat with a model in the terminal, or answer one prompt and exit
     Run(RunArgs),
     /// Serve the OpenAI-compatible API
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure prefill and decode speed, as llama-bench does
     Bench(BenchArgs),
     /// Download a model from Hugging Face (hf.co/OWNER/REPO:QUANT) or an Ollama registry
@@ -532,6 +533,10 @@ pub struct ServeArgs {
     /// name without `.gguf`
     #[arg(long)]
     pub model: Vec<String>,
+    /// The model that answers as `assistant` (the watched folders' agent)
+    /// when a watch names none: a store name or a served model's name
+    #[arg(long, env = "SHELF_ASSISTANT_MODEL")]
+    pub assistant_model: Option<String>,
     /// Slots per model: requests each model runs at once, batched together
     /// [default: as many as the memory budget allows, at most 4]
     #[arg(long, env = "SHELF_PARALLEL", value_parser = clap::value_parser!(u32).range(1..=512))]

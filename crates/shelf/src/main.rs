@@ -58,7 +58,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
     let globals = cli.globals;
     match cli.command {
         cli::Command::Run(args) => run::run(&globals, args).await,
-        cli::Command::Serve(args) => serve::serve(&globals, args).await,
+        cli::Command::Serve(args) => serve::serve(&globals, *args).await,
         cli::Command::Bench(args) => bench::bench(&globals, args).await,
         cli::Command::Pull(args) => pull::pull(&globals, args).await,
         cli::Command::Import(args) => store_cmds::import(&globals, args),

@@ -133,6 +133,12 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     state.admin = Some(admin);
     state.auth = auth;
     state.audit = audit.clone();
+    state.assistant = globals.assistant_db().ok().map(|db| {
+        Arc::new(shelf_server::assistant::AssistantConfig {
+            db,
+            model: args.assistant_model.clone(),
+        })
+    });
     state.starting.store(!pinned.is_empty(), Ordering::Release);
     let starting = Arc::clone(&state.starting);
     let server = shelf_server::serve(listener, state, config, shutdown_signal());

@@ -17,13 +17,14 @@ impl Scripted {
         }
     }
 
-    /// Every tool result the model was shown (the last chat holds them all).
+    /// Everything the model was shown, the opening and tool results (the
+    /// last chat holds them all).
     fn tool_results(&self) -> String {
         self.seen
             .last()
             .iter()
             .flat_map(|c| c.messages.iter())
-            .filter(|m| m.role == "tool")
+            .filter(|m| m.role == "tool" || m.role == "user")
             .map(|m| m.content.clone())
             .collect::<Vec<_>>()
             .join("\n")
@@ -105,7 +106,8 @@ async fn the_model_searches_reads_and_only_read_lines_stay_cited() {
         say("The rent is 1,450 EUR [docs/lease.md:2-2]; pets are banned [docs/lease.md:40-41] [docs/other.md:1]."),
     ]);
     let outcome = run(&store, &mut model, &Limits::default()).await;
-    assert_eq!(outcome.calls, ["search", "read"]);
+    // The opening searched and read the lease; the model read it again.
+    assert_eq!(outcome.calls, ["search", "read", "read"]);
     assert_eq!(outcome.citations, ["docs/lease.md:2-2"]);
     assert_eq!(outcome.removed, ["docs/lease.md:40-41", "docs/other.md:1"]);
     assert_eq!(
@@ -194,18 +196,19 @@ async fn a_spent_budget_stops_reading() {
         budget_chars: 3_000,
         ..Limits::default()
     };
-    let mut model = Scripted::new(vec![
-        call("read", json!({"path": "docs/ledger.txt"})),
-        say("Line 5 [docs/ledger.txt:5-5], line 1900 [docs/ledger.txt:1900-1900]."),
-    ]);
-    let outcome = run(&store, &mut model, &limits).await;
+    let mut model = Scripted::new(vec![say(
+        "Line 5 [docs/ledger.txt:5-5], line 1900 [docs/ledger.txt:1900-1900].",
+    )]);
+    let outcome = ask(&store, None, "ledger line", &mut model, &limits)
+        .await
+        .unwrap();
     let shown = model.tool_results();
     assert!(shown.contains("read on with start_line"), "{shown}");
     assert!(shown.len() < 3_500, "{}", shown.len());
     assert_eq!(outcome.citations, ["docs/ledger.txt:5-5"]);
     assert_eq!(outcome.removed, ["docs/ledger.txt:1900-1900"]);
-    // The budget is spent, so the next turn had to answer.
-    assert_eq!(model.seen[1].tool_choice, ToolChoice::None);
+    // The opening spent the budget, so the first turn had to answer.
+    assert_eq!(model.seen[0].tool_choice, ToolChoice::None);
 }
 
 #[test]

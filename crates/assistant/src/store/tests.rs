@@ -75,7 +75,7 @@ fn removing_a_watch_removes_everything_derived_from_it() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].watch, "b");
     let rows: i64 = store
-        .conn
+        .db()
         .query_row("SELECT count(*) FROM files WHERE watch = 'a'", [], |r| {
             r.get(0)
         })

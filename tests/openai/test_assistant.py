@@ -1,0 +1,74 @@
+"""The `assistant` model over the APIs, through the official openai and
+ollama clients, against the real server answering with Qwen2.5-Coder-1.5B
+over a watched folder of the generated corpus."""
+import os
+import subprocess
+import sys
+
+import ollama
+import openai
+import pytest
+
+from conftest import model_path, shelf_server
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "assistant"))
+import corpus  # noqa: E402
+
+QWEN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+SHELF = os.environ.get("SHELF_BIN", "target/debug/shelf")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A server with the corpus watched and Qwen as the assistant's model."""
+    work = tmp_path_factory.mktemp("assistant")
+    folder = work / "corpus"
+    corpus.build(str(folder))
+    db = str(work / "assistant.db")
+    subprocess.run([SHELF, "--assistant-db", db, "watch", "add", str(folder), "--name", "corpus"],
+                   check=True, capture_output=True)
+    with shelf_server("--assistant-model", QWEN, "--ctx", "4096", models=(QWEN,), assistant_db=db) as base:
+        yield base
+
+
+def test_openai_client_gets_an_answer_with_checked_citations(served):
+    """A chat with model `assistant` is answered from the watched files, and
+    every citation left in it names a corpus file (others were removed)."""
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "What salary is Ingrid Holm offered?"}])
+    answer = reply.choices[0].message.content
+    assert answer.strip()
+    assert reply.choices[0].finish_reason == "stop"
+    for cited in answer.split("[")[1:]:
+        path = cited.split("]")[0].rsplit(":", 1)[0]
+        if path.startswith("corpus/"):
+            assert path.removeprefix("corpus/") in corpus.files(), cited
+
+
+def test_streamed_and_ollama_answers(served):
+    """`assistant/WATCH` streams through the openai client (content chunks
+    then a stop), and Ollama's chat answers with the same model id."""
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
+    chunks = list(client.chat.completions.create(
+        model="assistant/corpus", stream=True,
+        messages=[{"role": "user", "content": "When is the quarterly VAT return due?"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    reply = ollama.Client(host=served).chat(
+        model="assistant", messages=[{"role": "user", "content": "How much is the weekend surcharge?"}],
+        stream=False)
+    assert reply.message.content.strip()
+
+
+def test_unknown_watches_and_empty_questions_are_refused(served):
+    """An unknown watch is a 404 in the API's own error shape, a chat with no
+    question a 4xx, and the server keeps serving."""
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="assistant/nowhere", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="assistant", messages=[{"role": "system", "content": "only this"}])
+    assert 400 <= refused.value.status_code < 500
+    assert client.models.list() is not None
