@@ -1,9 +1,11 @@
 """The `assistant` model over the APIs, through the official openai and
 ollama clients, against the real server answering with Qwen2.5-Coder-1.5B
 over a watched folder of the generated corpus."""
+import json
 import os
 import subprocess
 import sys
+import time
 
 import ollama
 import openai
@@ -18,6 +20,14 @@ QWEN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 SHELF = os.environ.get("SHELF_BIN", "target/debug/shelf")
 
 
+# The assistant database behind each served base URL.
+DATABASES = {}
+
+
+def served_db(base):
+    return DATABASES[base]
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A server with the corpus watched and Qwen as the assistant's model."""
@@ -28,6 +38,7 @@ def served(tmp_path_factory):
     subprocess.run([SHELF, "--assistant-db", db, "watch", "add", str(folder), "--name", "corpus"],
                    check=True, capture_output=True)
     with shelf_server("--assistant-model", QWEN, "--ctx", "4096", models=(QWEN,), assistant_db=db) as base:
+        DATABASES[base] = db
         yield base
 
 
@@ -72,3 +83,20 @@ def test_unknown_watches_and_empty_questions_are_refused(served):
         client.chat.completions.create(model="assistant", messages=[{"role": "system", "content": "only this"}])
     assert 400 <= refused.value.status_code < 500
     assert client.models.list() is not None
+
+
+def test_digests_are_written_in_the_background(served):
+    """While the server runs, the assistant's model writes digests of the
+    watched files as background work: `watch status` counts them, and a
+    digest is stored for the text it was written from."""
+    db = served_db(served)
+    deadline = time.monotonic() + 240
+    while True:
+        [status] = json.loads(subprocess.run(
+            [SHELF, "--assistant-db", db, "watch", "status", "corpus", "--json"],
+            check=True, capture_output=True, text=True).stdout)
+        if status["digested"] >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status["digested"] >= 1, status
+    assert status["digested"] + status["queued"] == status["indexed"]

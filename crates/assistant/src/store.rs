@@ -115,6 +115,8 @@ pub struct Document {
     pub watch: String,
     pub path: String,
     pub text: String,
+    /// The hash of `text`: a digest written from it is stored with it.
+    pub hash: String,
     pub digest: Option<String>,
 }
 
@@ -322,7 +324,7 @@ impl Store {
         Ok(self
             .db()
             .query_row(
-                "SELECT watch, path, text, digest FROM files
+                "SELECT watch, path, text, hash, digest FROM files
                  WHERE watch = ?1 AND path = ?2 AND text IS NOT NULL",
                 params![watch, path],
                 |r| {
@@ -330,7 +332,8 @@ impl Store {
                         watch: r.get(0)?,
                         path: r.get(1)?,
                         text: r.get(2)?,
-                        digest: r.get(3)?,
+                        hash: r.get(3)?,
+                        digest: r.get(4)?,
                     })
                 },
             )

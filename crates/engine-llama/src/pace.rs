@@ -46,6 +46,17 @@ impl Pace {
         tokens.clamp(MIN_CHUNK, room.max(MIN_CHUNK)).min(room)
     }
 
+    /// Prompt tokens a background job's step may take: about what one
+    /// plain decode step costs, so a request arriving meanwhile waits no
+    /// longer for it than for a token. At least one, so it moves.
+    pub fn background_budget(&self, room: usize) -> usize {
+        let tokens = match (self.base, self.per_prompt_token) {
+            (Some(base), Some(per_token)) => (base / per_token.max(1e-9)) as usize,
+            _ => 1,
+        };
+        tokens.clamp(1, room.max(1)).min(room)
+    }
+
     /// Learn from a step that decoded `generated` sampled tokens and
     /// `prompt` prompt tokens in `elapsed`.
     pub fn record(&mut self, generated: usize, prompt: usize, elapsed: Duration) {
@@ -92,6 +103,22 @@ mod tests {
     fn small_chunks_until_the_cost_is_known() {
         let pace = Pace::new(ms(100));
         assert_eq!(pace.prompt_budget(4, 508), MIN_CHUNK);
+    }
+
+    #[test]
+    fn background_chunks_cost_about_one_decode_step() {
+        let mut pace = Pace::new(ms(100));
+        assert_eq!(pace.background_budget(512), 1);
+        // 25 ms per prompt token, 40 ms a plain step.
+        pace.record(0, 100, ms(2500));
+        pace.record(1, 0, ms(40));
+        assert_eq!(pace.background_budget(512), 1);
+        // A GPU-like 2 ms per prompt token: a 40 ms step holds 20.
+        let mut fast = Pace::new(ms(100));
+        fast.record(0, 500, ms(1000));
+        fast.record(1, 0, ms(40));
+        assert_eq!(fast.background_budget(512), 20);
+        assert_eq!(fast.background_budget(8), 8);
     }
 
     #[test]

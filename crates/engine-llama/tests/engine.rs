@@ -395,3 +395,53 @@ fn cities() -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Background work yields to requests: once a request holds a slot, a
+/// background generation emits nothing until that request is done, then
+/// goes on to finish its own answer.
+#[test]
+fn background_work_waits_while_a_request_holds_a_slot() {
+    use shelf_engine::GenerationSink;
+    let model = load_with(SMOLLM2, 1024, 2, 0);
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut background = raw_prompt(&model, "Once upon a time", 48);
+    background.ignore_eos = true;
+    background.background = true;
+    let (_keep_background, sink) = GenerationSink::tagged(1, events.clone());
+    model.submit_to(background, sink).unwrap();
+    // The background answer is under way before the request comes.
+    loop {
+        let (id, event) = received.blocking_recv().unwrap();
+        if id == 1 && matches!(event, Event::Text(_)) {
+            break;
+        }
+    }
+    let mut request = raw_prompt(&model, "The capital of France is", 16);
+    request.ignore_eos = true;
+    let (_keep_request, sink) = GenerationSink::tagged(2, events.clone());
+    model.submit_to(request, sink).unwrap();
+    // Text events by id in the order the decode thread sent them; 11 and 12
+    // mark each one's end.
+    let mut order = Vec::new();
+    while !(order.contains(&11) && order.contains(&12)) {
+        match received.blocking_recv().unwrap() {
+            (id, Event::Text(_)) => order.push(id),
+            (id, Event::Done(done)) => {
+                assert_eq!(done.usage.completion_tokens, if id == 1 { 48 } else { 16 });
+                order.push(id + 10);
+            }
+            (_, Event::Failed(error)) => panic!("{error}"),
+            _ => {}
+        }
+    }
+    let first = order.iter().position(|&id| id == 2).unwrap();
+    let done = order.iter().position(|&id| id == 12).unwrap();
+    assert!(
+        order[first..done].iter().all(|&id| id != 1),
+        "background text while the request ran: {order:?}"
+    );
+    assert!(
+        order[done..].contains(&1),
+        "the background answer went on: {order:?}"
+    );
+}

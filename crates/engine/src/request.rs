@@ -240,6 +240,11 @@ pub struct GenerateRequest {
     /// Text the answer is expected to repeat (OpenAI's predicted outputs):
     /// prompt lookup searches it as well as the prompt and the answer.
     pub prediction: Vec<Token>,
+    /// Background work (the assistant's digests): it steps only while no
+    /// other request of the model is in a slot, and its prompt goes in
+    /// chunks of about one step target, so a request that arrives waits at
+    /// most one short step for it.
+    pub background: bool,
 }
 
 /// A request's overrides of its model's speculative decoding; `None`
@@ -286,6 +291,7 @@ impl GenerateRequest {
             prompt_logprobs: false,
             speculative: SpeculativeRequest::default(),
             prediction: Vec::new(),
+            background: false,
         }
     }
 

@@ -90,6 +90,8 @@ pub struct Request {
     pub ignore_eos: bool,
     pub cache_prompt: bool,
     #[serde(default)]
+    pub background: bool,
+    #[serde(default)]
     pub grammar: Option<String>,
     #[serde(default)]
     pub grammar_triggers: Option<Vec<String>>,
@@ -207,6 +209,7 @@ impl From<&engine::GenerateRequest> for Request {
             stop: r.stop.clone(),
             ignore_eos: r.ignore_eos,
             cache_prompt: r.cache_prompt,
+            background: r.background,
             grammar: r.grammar.as_ref().map(|g| g.gbnf.clone()),
             grammar_triggers: r.grammar.as_ref().and_then(|g| g.triggers.clone()),
             logprobs: r.logprobs,
@@ -241,6 +244,7 @@ impl From<Request> for engine::GenerateRequest {
         request.stop = r.stop;
         request.ignore_eos = r.ignore_eos;
         request.cache_prompt = r.cache_prompt;
+        request.background = r.background;
         request.grammar = r.grammar.map(|gbnf| engine::Grammar {
             gbnf,
             triggers: r.grammar_triggers,

@@ -122,6 +122,7 @@ pub async fn messages(
         ignore_eos: false,
         cache_prompt: true,
         keep_alive: None,
+        background: false,
         speculative: convert::speculative(request.speculative.as_ref(), "speculative")?,
         prediction: None,
     };

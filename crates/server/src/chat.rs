@@ -32,6 +32,8 @@ pub struct Params {
     pub prompt_logprobs: bool,
     pub ignore_eos: bool,
     pub cache_prompt: bool,
+    /// Background work: it steps only while the model has nothing else.
+    pub background: bool,
     /// Ollama's per-request keep-alive.
     pub keep_alive: Option<KeepAlive>,
     pub speculative: SpeculativeRequest,
@@ -144,6 +146,7 @@ pub async fn submit<T: Send + 'static>(
         request.stop = params.stops;
         request.ignore_eos = params.ignore_eos;
         request.cache_prompt = params.cache_prompt;
+        request.background = params.background;
         request.logprobs = params.logprobs;
         request.prompt_logprobs = params.prompt_logprobs;
         request.speculative = params.speculative;

@@ -441,6 +441,7 @@ fn params(
         ignore_eos: false,
         cache_prompt: true,
         keep_alive: keep_alive.map(parse_keep_alive).transpose()?,
+        background: false,
         speculative: convert::speculative(options.get("speculative"), "options.speculative")?,
         prediction: None,
     })

@@ -96,6 +96,7 @@ pub async fn chat_completions(
         ignore_eos: request.sampling.ignore_eos,
         cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
         keep_alive: None,
+        background: false,
         speculative: convert::openai_speculative(&request.sampling)?,
         prediction: convert::prediction(request.prediction.as_ref())?,
     };
@@ -333,6 +334,7 @@ pub async fn completions(
         ignore_eos: request.sampling.ignore_eos,
         cache_prompt: request.sampling.cache_prompt.unwrap_or(true),
         keep_alive: None,
+        background: false,
         speculative: convert::openai_speculative(&request.sampling)?,
         prediction: None,
     };

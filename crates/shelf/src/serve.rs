@@ -52,6 +52,18 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
             pinned.push(model.clone());
         }
     }
+    // A path as the assistant's model is served under its file name too.
+    let assistant_model = match &args.assistant_model {
+        Some(model) if catalog::looks_like_path(model) => {
+            let path = catalog::resolve(&layers, model)?;
+            let name = catalog::file_model_name(&path);
+            if !files.iter().any(|(served, _)| served == &name) {
+                files.push((name.clone(), path));
+            }
+            Some(name)
+        }
+        other => other.clone(),
+    };
     let drafts = Arc::new(drafts(&layers, &args)?);
     let machine = match (probe_machine(globals).await, args.memory_budget) {
         (Ok(machine), _) => machine,
@@ -136,11 +148,18 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     state.assistant = globals.assistant_db().ok().map(|db| {
         Arc::new(shelf_server::assistant::AssistantConfig {
             db,
-            model: args.assistant_model.clone(),
+            model: assistant_model.clone(),
         })
     });
     state.starting.store(!pinned.is_empty(), Ordering::Release);
     let starting = Arc::clone(&state.starting);
+    // Digests are written in the background, only while models are idle.
+    let digests = state.assistant.clone().map(|config| {
+        tokio::spawn(shelf_server::assistant::write_digests(
+            state.clone(),
+            config,
+        ))
+    });
     let server = shelf_server::serve(listener, state, config, shutdown_signal());
     // The server answers (health says "loading", requests queue) while the
     // models named at start-up load; if one cannot load, shelf exits with why.
@@ -158,6 +177,9 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         result = server => result.map_err(anyhow::Error::from),
         result = preload => result,
     };
+    if let Some(digests) = digests {
+        digests.abort();
+    }
     host.unload_all().await;
     // Write out the audit lines still queued before the process ends.
     if let Some(audit) = audit {

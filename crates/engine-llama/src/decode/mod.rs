@@ -84,6 +84,14 @@ pub struct Setup {
     pub draft_ratio: f64,
 }
 
+/// Whether a request that is not background work holds a slot: background
+/// work then waits.
+fn has_foreground(slots: &[Slot]) -> bool {
+    slots
+        .iter()
+        .any(|s| s.job.as_ref().is_some_and(|j| !j.request.background))
+}
+
 /// The drafting costs a model starts from: on a backend where steps keep
 /// one shape, verification is assumed cheap until measured.
 fn costs(setup: &Setup) -> Costs {
@@ -524,10 +532,14 @@ impl<'m> Loop<'m> {
         } = self;
         batch.clear();
         let mut plan = Plan::default();
+        let foreground = has_foreground(slots);
         for (i, slot) in slots.iter_mut().enumerate() {
             let Some(job) = slot.job.as_mut() else {
                 continue;
             };
+            if foreground && job.request.background {
+                continue;
+            }
             let Some(token) = job.pending.take() else {
                 continue;
             };
@@ -561,7 +573,7 @@ impl<'m> Loop<'m> {
             .filter_map(|(i, s)| {
                 s.job
                     .as_ref()
-                    .filter(|j| j.prefilling())
+                    .filter(|j| j.prefilling() && !(foreground && j.request.background))
                     .map(|j| (j.serial, i))
             })
             .collect();
@@ -576,11 +588,15 @@ impl<'m> Loop<'m> {
             };
             let scored = job.request.prompt_logprobs;
             // Every scored token's logits are read back: a bounded chunk.
-            let chunk = if scored {
+            let mut chunk = if scored {
                 budget.min(SCORED_CHUNK)
             } else {
                 budget
             };
+            // Background prompts go in steps a newcomer can wait out.
+            if job.request.background {
+                chunk = chunk.min(pace.background_budget(room));
+            }
             let end = job.prompt.len().min(job.next_prompt + chunk);
             if scored {
                 plan.scored.push((

@@ -50,12 +50,13 @@ struct Drafting {
 impl Loop<'_> {
     /// The drafted tokens of each generating slot that speculates this step.
     pub(super) fn propose(&mut self) -> Vec<(usize, Proposal)> {
+        let foreground = super::has_foreground(&self.slots);
         let generating: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 self.slots[i]
                     .job
                     .as_ref()
-                    .is_some_and(|j| j.pending.is_some())
+                    .is_some_and(|j| j.pending.is_some() && !(foreground && j.request.background))
             })
             .collect();
         // Plain decode pays nothing for speculation being possible.
