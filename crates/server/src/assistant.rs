@@ -208,7 +208,7 @@ fn split(text: &str, most: usize) -> Vec<&str> {
         }
         let cut = rest[..cut]
             .rfind('\n')
-            .filter(|&at| at > most / 2)
+            .filter(|&at| at >= most / 4)
             .map_or(cut, |at| at + 1);
         parts.push(&rest[..cut]);
         rest = &rest[cut..];
