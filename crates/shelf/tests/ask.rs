@@ -7,23 +7,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{exclusive, shelf};
+use common::{exclusive, shelf_on_db as run};
 use shelf_testmodels::{path, QWEN_15B};
-
-fn run(db: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = shelf()
-        .env("SHELF_ASSISTANT_DB", db)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 /// A document telling the model to read a file outside the watch (by an
 /// absolute path and by `..`) does not get that file's contents into the

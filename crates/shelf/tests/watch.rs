@@ -5,23 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::shelf;
-
-fn watch(db: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = shelf()
-        .env("SHELF_ASSISTANT_DB", db)
-        .arg("watch")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use common::shelf_on_db;
 
 /// The CLI round trip over one folder: indexed text is searchable, a
 /// skipped file is listed with its reason (its name escaped), and removing
@@ -39,16 +23,19 @@ fn add_status_search_and_remove() {
     std::fs::write(folder.join("blob\x1b[2J.txt"), [0u8, 1, 2, 3]).unwrap();
     let db = dir.path().join("assistant.db");
 
-    let (ok, out, err) = watch(&db, &["add", folder.to_str().unwrap()]);
+    let (ok, out, err) = shelf_on_db(&db, &["watch", "add", folder.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(
         out.contains("as 'office'") && out.contains("1 indexed"),
         "{out}"
     );
-    let (ok, _, err) = watch(&db, &["add", folder.to_str().unwrap(), "--name", "again"]);
+    let (ok, _, err) = shelf_on_db(
+        &db,
+        &["watch", "add", folder.to_str().unwrap(), "--name", "again"],
+    );
     assert!(!ok && err.contains("watched already"), "{err}");
 
-    let (ok, out, _) = watch(&db, &["status", "office", "--json"]);
+    let (ok, out, _) = shelf_on_db(&db, &["watch", "status", "office", "--json"]);
     assert!(ok);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status[0]["indexed"], 1);
@@ -56,24 +43,27 @@ fn add_status_search_and_remove() {
         status[0]["skipped"][0]["reason"],
         "its name has control characters"
     );
-    let (_, text, _) = watch(&db, &["status"]);
+    let (_, text, _) = shelf_on_db(&db, &["watch", "status"]);
     assert!(
         !text.contains('\x1b'),
         "a file name's escape reached the terminal: {text:?}"
     );
 
-    let (ok, out, _) = watch(&db, &["search", "when are the figs delivered", "--json"]);
+    let (ok, out, _) = shelf_on_db(
+        &db,
+        &["watch", "search", "when are the figs delivered", "--json"],
+    );
     assert!(ok);
     let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hits[0]["path"], "contract.md", "{hits}");
 
-    let (ok, _, err) = watch(&db, &["rm", "office"]);
+    let (ok, _, err) = shelf_on_db(&db, &["watch", "rm", "office"]);
     assert!(ok, "{err}");
-    let (_, out, _) = watch(&db, &["search", "figs", "--json"]);
+    let (_, out, _) = shelf_on_db(&db, &["watch", "search", "figs", "--json"]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         serde_json::json!([])
     );
-    let (ok, _, err) = watch(&db, &["rm", "office"]);
+    let (ok, _, err) = shelf_on_db(&db, &["watch", "rm", "office"]);
     assert!(!ok && err.contains("no watch named"), "{err}");
 }

@@ -48,6 +48,21 @@ pub fn fresh_keys_path() -> PathBuf {
         .join(format!("keys-{}.db", NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
+/// Run `shelf ARGS` on the assistant database `db`: whether it succeeded,
+/// its stdout and its stderr.
+pub fn shelf_on_db(db: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = shelf()
+        .env("SHELF_ASSISTANT_DB", db)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// Run `shelf` with arguments and collect its output.
 pub fn shelf_output(args: &[&str], models_dir: &Path) -> Output {
     shelf()
