@@ -109,19 +109,12 @@ impl Loop<'_> {
         let slot = &mut self.slots[i];
         let job = slot.job.as_mut()?;
         let pending = job.pending?;
+        let left = job.request.max_tokens.map_or(usize::MAX, |m| {
+            m.saturating_sub(job.output.produced) as usize
+        });
         let spec = job.spec.as_mut()?;
-        // Where a new shape costs several steps, lookup drafts are padded
-        // out to the most a step may draft (with the pending token: what
-        // the target refuses costs nothing there), so a speculating
-        // request's steps keep one shape, and drafting is priced so. (Not
-        // beside a draft model, whose drafts end where its confidence does.)
-        let steady = self.setup.steady_shapes && spec.ngram && !spec.model && job.grammar.is_none();
-        let left = match (job.request.max_tokens, steady) {
-            (Some(most), false) => most.saturating_sub(job.output.produced) as usize,
-            _ => usize::MAX,
-        };
         // Drafts end before the window does, and are worth nothing past
-        // the answer's last token (unless they keep the shape).
+        // the answer's last token.
         let mut max = spec
             .max
             .min(room)
@@ -144,22 +137,12 @@ impl Loop<'_> {
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
-        let padded = steady.then(|| prices.padded(max));
-        let (prices, offered) = match &padded {
-            Some(padded) => (padded, max),
-            None => (prices, looked.len()),
-        };
+        let offer = (looked.len(), matched);
         let draft = match spec.tuner.as_mut() {
-            Some(tuner) => tuner.plan(
-                job.output.produced,
-                prices,
-                (offered, matched),
-                spec.model,
-                max,
-            ),
-            None if offered > 0 => Some(Draft {
+            Some(tuner) => tuner.plan(job.output.produced, prices, offer, spec.model, max),
+            None if !looked.is_empty() => Some(Draft {
                 source: Source::Ngram,
-                tokens: offered,
+                tokens: looked.len(),
             }),
             None if spec.model => Some(Draft {
                 source: Source::Model,
@@ -171,9 +154,6 @@ impl Loop<'_> {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
                 looked.truncate(draft.tokens);
-                if steady {
-                    looked.resize(max, pending);
-                }
                 Wanted::Lookup(lookup, looked)
             }
         })
