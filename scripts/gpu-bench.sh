@@ -147,10 +147,10 @@ device_speculate() {
   "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task rewrite --reps 3 \
     --min-speedup "${NGRAM_BAR:-2}" || status=1
   "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --task code --task prose --reps 2
-  # Other padded draft lengths, to set against the default.
+  # Other draft maxima, to set against the default.
   local k
   for k in ${DRAFT_MAXES:-8 16}; do
-    echo "drafts padded to $k:"
+    echo "draft maximum $k:"
     "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --draft-max "$k" \
       --task rewrite --reps "${REPS:-2}"
   done
