@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 
 import ollama
 import openai
@@ -58,19 +60,43 @@ def test_openai_client_gets_an_answer_with_checked_citations(served):
 
 
 def test_streamed_and_ollama_answers(served):
-    """`assistant/WATCH` streams through the openai client (content chunks
-    then a stop), and Ollama's chat answers with the same model id."""
+    """`assistant/WATCH` streams through the openai client as it is written
+    (several content chunks, then a stop), and Ollama's chat answers with the
+    same model id, whole and streamed."""
     client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
     chunks = list(client.chat.completions.create(
         model="assistant/corpus", stream=True,
         messages=[{"role": "user", "content": "When is the quarterly VAT return due?"}]))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.strip()
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1, pieces
+    assert "".join(pieces).strip()
     assert chunks[-1].choices[0].finish_reason == "stop"
-    reply = ollama.Client(host=served).chat(
-        model="assistant", messages=[{"role": "user", "content": "How much is the weekend surcharge?"}],
-        stream=False)
+    question = [{"role": "user", "content": "How much is the weekend surcharge?"}]
+    reply = ollama.Client(host=served).chat(model="assistant", messages=question, stream=False)
     assert reply.message.content.strip()
+    parts = list(ollama.Client(host=served).chat(model="assistant", messages=question, stream=True))
+    assert len(parts) > 2 and parts[-1].done
+    assert "".join(p.message.content for p in parts).strip()
+
+
+def test_the_assistants_conversations_are_kept_searchable_and_deletable(served):
+    """Each exchange with the assistant is kept as a conversation that
+    `/api/conversations?q=` finds by its words; deleting it removes it from
+    search."""
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
+    client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "Which clinic did Tomasz Zyxwort visit?"}])
+
+    def search(words):
+        with urllib.request.urlopen(f"{served}/api/conversations?q={urllib.parse.quote(words)}") as r:
+            return json.load(r)["conversations"]
+
+    [found] = search("Zyxwort")
+    assert "Tomasz" in found["title"]
+    request = urllib.request.Request(f"{served}/api/conversations/{found['id']}", method="DELETE")
+    with urllib.request.urlopen(request) as r:
+        assert r.status == 204
+    assert search("Zyxwort") == []
 
 
 def test_unknown_watches_and_empty_questions_are_refused(served):

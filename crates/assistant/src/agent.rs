@@ -18,9 +18,17 @@ use shelf_engine::template::{ChatMessage, ToolCall};
 use crate::store::{Document, Store};
 use crate::AssistantError;
 
-/// A model that answers a chat, calling tools or not.
+/// Where answer text goes as it is written.
+pub type Sink<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+/// A model that answers a chat, calling tools or not, passing its text (not
+/// its calls) to `text` as it comes.
 pub trait Responder {
-    fn respond(&mut self, chat: &Chat) -> impl Future<Output = Result<Answer, String>>;
+    fn respond(
+        &mut self,
+        chat: &Chat,
+        text: Sink<'_>,
+    ) -> impl Future<Output = Result<Answer, String>>;
 }
 
 /// Bounds on one question.
@@ -123,6 +131,20 @@ pub async fn ask(
     model: &mut impl Responder,
     limits: &Limits,
 ) -> Result<Outcome, AssistantError> {
+    ask_streaming(store, watch, question, model, limits, &mut |_| {}).await
+}
+
+/// [`ask`], passing the model's text to `out` as it is written, citations
+/// checked on the way. Text a turn writes before calling tools is passed
+/// too, followed by a blank line; the outcome's answer is the last turn's.
+pub async fn ask_streaming(
+    store: &Store,
+    watch: Option<&str>,
+    question: &str,
+    model: &mut impl Responder,
+    limits: &Limits,
+    out: Sink<'_>,
+) -> Result<Outcome, AssistantError> {
     let mut session = Session {
         store,
         watch,
@@ -155,16 +177,43 @@ pub async fn ask(
         tools: tools(),
         ..Chat::default()
     };
-    let mut answer = String::new();
     for step in 1..=limits.max_steps {
         outcome.steps = step;
         if step == limits.max_steps || session.spent >= limits.budget_chars {
             chat.tool_choice = ToolChoice::None;
         }
-        let reply = model.respond(&chat).await.map_err(AssistantError::Model)?;
+        // Reads happen between turns: what was read is fixed for this one.
+        let read = session.read.clone();
+        let mut filter =
+            CitationFilter::new(|path: &str, first, last| was_read(&read, path, first, last));
+        let mut streamed = false;
+        let reply = model
+            .respond(&chat, &mut |text| {
+                let passed = filter.push(text);
+                if !passed.is_empty() {
+                    streamed = true;
+                    out(&passed);
+                }
+            })
+            .await
+            .map_err(AssistantError::Model)?;
+        let rest = filter.finish();
+        if !rest.is_empty() {
+            streamed = true;
+            out(&rest);
+        }
         if reply.tool_calls.is_empty() || chat.tool_choice == ToolChoice::None {
-            answer = reply.content;
+            // The same check as the stream's, on the whole answer.
+            let mut whole =
+                CitationFilter::new(|path: &str, first, last| session.was_read(path, first, last));
+            outcome.answer = whole.push(&reply.content);
+            outcome.answer.push_str(&whole.finish());
+            outcome.citations = whole.kept;
+            outcome.removed = whole.removed;
             break;
+        }
+        if streamed {
+            out("\n\n");
         }
         let mut turn = ChatMessage::new("assistant", reply.content);
         turn.tool_calls = reply.tool_calls.clone();
@@ -176,12 +225,6 @@ pub async fn ask(
             session.call(&mut chat, call, &mut outcome);
         }
     }
-    let (kept, cited, removed) = check_citations(&answer, |path, first, last| {
-        session.was_read(path, first, last)
-    });
-    outcome.answer = kept;
-    outcome.citations = cited;
-    outcome.removed = removed;
     Ok(outcome)
 }
 
@@ -344,9 +387,85 @@ impl Session<'_> {
     }
 
     fn was_read(&self, path: &str, first: usize, last: usize) -> bool {
-        self.read
-            .get(path)
-            .is_some_and(|ranges| ranges.iter().any(|&(a, b)| a <= first && last <= b))
+        was_read(&self.read, path, first, last)
+    }
+}
+
+fn was_read(
+    read: &BTreeMap<String, Vec<(usize, usize)>>,
+    path: &str,
+    first: usize,
+    last: usize,
+) -> bool {
+    read.get(path)
+        .is_some_and(|ranges| ranges.iter().any(|&(a, b)| a <= first && last <= b))
+}
+
+/// Longest bracket held back as a possible citation.
+const LONGEST_CITATION: usize = 300;
+
+/// [`check_citations`] on text that comes a piece at a time: text passes as
+/// it comes, except from a `[` to its `]` (and the spaces before it, which
+/// go with a removed citation), held until it can be judged. A bracket that
+/// runs past a line end or [`LONGEST_CITATION`] is not a citation.
+pub struct CitationFilter<F> {
+    pending: String,
+    read: F,
+    /// Citations kept and removed so far.
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl<F: Fn(&str, usize, usize) -> bool> CitationFilter<F> {
+    pub fn new(read: F) -> Self {
+        Self {
+            pending: String::new(),
+            read,
+            kept: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// The text that can be passed on now.
+    pub fn push(&mut self, text: &str) -> String {
+        self.pending.push_str(text);
+        let mut out = String::new();
+        loop {
+            let Some(open) = self.pending.find('[') else {
+                let ready = self.pending.trim_end_matches(' ').len();
+                out.extend(self.pending.drain(..ready));
+                return out;
+            };
+            let ready = self.pending[..open].trim_end_matches(' ').len();
+            out.extend(self.pending.drain(..ready));
+            let open = open - ready;
+            let tail = &self.pending[open..];
+            if let Some(close) = tail.find(']').filter(|&c| !tail[..c].contains('\n')) {
+                let end = open + close + 1;
+                let segment: String = self.pending.drain(..end).collect();
+                out.push_str(&self.judge(&segment));
+            } else if let Some(line_end) = tail.find('\n') {
+                out.extend(self.pending.drain(..open + line_end + 1));
+            } else if tail.len() > LONGEST_CITATION {
+                out.extend(self.pending.drain(..));
+                return out;
+            } else {
+                return out;
+            }
+        }
+    }
+
+    /// What is left once the text has ended.
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.pending);
+        self.judge(&rest)
+    }
+
+    fn judge(&mut self, segment: &str) -> String {
+        let (text, kept, removed) = check_citations(segment, &self.read);
+        self.kept.extend(kept);
+        self.removed.extend(removed);
+        text
     }
 }
 

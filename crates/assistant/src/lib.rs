@@ -1,10 +1,12 @@
 //! The assistant's side of the box's own files: watched folders, text
 //! extracted from what is in them, the SQLite store (with an FTS5 index)
-//! that search and reading go through, and the agent loop that answers
-//! from them. Knows no engine (a model is a [`agent::Responder`]), no HTTP
-//! and no configuration: the binary says where the database lives.
+//! that search and reading go through, the agent loop that answers
+//! from them, and the conversations kept beside them. Knows no engine (a
+//! model is a [`agent::Responder`]), no HTTP and no configuration: the
+//! binary says where the database lives.
 
 pub mod agent;
+pub mod conversations;
 pub mod extract;
 pub mod scan;
 pub mod store;
@@ -12,6 +14,7 @@ pub mod watcher;
 
 use std::path::{Path, PathBuf};
 
+pub use conversations::{Conversation, Message, Settings, Summary};
 pub use extract::Limits;
 pub use scan::{scan, Scanned};
 pub use store::{Content, Document, Hit, Store, Watch, WatchStatus};

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::AssistantError;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS watches (
@@ -48,6 +48,31 @@ CREATE TRIGGER IF NOT EXISTS files_fts_update AFTER UPDATE ON files BEGIN
     VALUES ('delete', old.id, old.path, old.text, old.digest);
   INSERT INTO files_fts(rowid, path, text, digest) VALUES (new.id, new.path, new.text, new.digest);
 END;
+CREATE TABLE IF NOT EXISTS conversations (
+  id          INTEGER PRIMARY KEY,
+  owner       INTEGER,
+  title       TEXT    NOT NULL,
+  model       TEXT,
+  system      TEXT,
+  temperature REAL,
+  head        TEXT,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated_at);
+CREATE INDEX IF NOT EXISTS conversations_head ON conversations (head);
+CREATE TABLE IF NOT EXISTS messages (
+  id           INTEGER PRIMARY KEY,
+  conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+  role         TEXT    NOT NULL,
+  content      TEXT    NOT NULL,
+  extra        TEXT,
+  created_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS conversations_fts USING fts5(
+  title, body, tokenize = 'porter unicode61'
+);
 ";
 
 /// A watched folder.
@@ -174,7 +199,7 @@ impl Store {
     }
 
     /// The connection, for one method's statements.
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -8,13 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shelf_assistant::agent::{self, Outcome, Responder};
-use shelf_assistant::Store;
-use shelf_engine::chat::{Answer, Chat};
+use futures::{stream, Stream};
+use shelf_assistant::agent::{self, Outcome, Responder, Sink};
+use shelf_assistant::{Message, Settings, Store};
+use shelf_engine::chat::{Answer, Chat, Piece};
 use shelf_engine::template::ChatMessage;
 use shelf_engine::SamplingParams;
+use tokio::sync::mpsc;
 
-use crate::chat::{self, Params};
+use crate::chat::{self, ChatEvent, Params};
 use crate::{AppError, AppState};
 
 /// The model id that asks the assistant.
@@ -49,34 +51,55 @@ pub fn target(model: &str) -> Option<Option<&str>> {
     }
 }
 
-/// The last user message of a chat: the question the assistant answers.
-pub fn question(chat: &Chat) -> Result<String, AppError> {
-    chat.messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user" && !m.content.trim().is_empty())
-        .map(|m| m.content.clone())
-        .ok_or_else(|| AppError::invalid("the assistant needs a user message", "messages"))
+/// A question for the assistant, checked against the request's key and
+/// ready to run (in another task if need be: it carries what the request's
+/// key allowed).
+pub struct Asking {
+    store: Store,
+    watch: Option<String>,
+    /// The model that answers.
+    model: String,
+    /// The key whose conversation this is.
+    owner: Option<i64>,
+    /// The chat so far, the question last.
+    history: Vec<Message>,
+    question: String,
 }
 
-/// Answer `question` for the model id `model` (`assistant[/WATCH]`).
-pub async fn answer(state: &AppState, model: &str, question: &str) -> Result<Outcome, AppError> {
+/// What the assistant says, as it says it.
+pub enum Said {
+    Text(String),
+    Done(Outcome),
+    Failed(AppError),
+}
+
+/// Check a chat with the model id `model` (`assistant[/WATCH]`): the key
+/// may use the id and the model that answers, the watch exists, a model
+/// answers for it, and there is a question.
+pub fn prepare(state: &AppState, model: &str, chat: &Chat) -> Result<Asking, AppError> {
     let Some(watch) = target(model) else {
         return Err(AppError::ModelNotFound(model.to_owned()));
     };
-    // A key must allow the assistant's id, and (in each turn) its model.
     crate::auth::check_model(model)?;
     let Some(config) = state.assistant.as_ref() else {
         return Err(AppError::ModelNotFound(model.to_owned()));
     };
-    let internal = |e: shelf_assistant::AssistantError| AppError::Internal(e.to_string());
+    let question = chat
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user" && !m.content.trim().is_empty())
+        .map(|m| m.content.clone())
+        .ok_or_else(|| AppError::invalid("the assistant needs a user message", "messages"))?;
     let store = Store::open(&config.db).map_err(internal)?;
     let answering = match watch {
-        Some(name) => store
-            .watch(name)
-            .map_err(internal)?
-            .ok_or_else(|| AppError::ModelNotFound(model.to_owned()))?
-            .model,
+        Some(name) => {
+            store
+                .watch(name)
+                .map_err(internal)?
+                .ok_or_else(|| AppError::ModelNotFound(model.to_owned()))?
+                .model
+        }
         None => None,
     }
     .or_else(|| config.model.clone())
@@ -86,17 +109,126 @@ pub async fn answer(state: &AppState, model: &str, question: &str) -> Result<Out
             "model",
         )
     })?;
-    let mut hosted = Hosted {
-        state,
-        model: answering,
-        failure: None,
-    };
-    let outcome = agent::ask(&store, watch, question, &mut hosted, &LIMITS).await;
-    match (outcome, hosted.failure) {
-        (Ok(outcome), _) => Ok(outcome),
-        (Err(_), Some(failure)) => Err(failure),
-        (Err(e), None) => Err(internal(e)),
+    // The answering model is the key's to use too (checked here: the turns
+    // may run in a task of their own, outside the request's key).
+    if !crate::auth::may_see(&answering) {
+        return Err(AppError::Forbidden {
+            message: format!("This API key may not use the model '{answering}'"),
+            code: "model_not_allowed",
+        });
     }
+    let history = chat
+        .messages
+        .iter()
+        .filter(|m| m.role == "user" || m.role == "assistant")
+        .map(|m| Message::new(m.role.clone(), m.content.clone()))
+        .collect();
+    Ok(Asking {
+        store,
+        watch: watch.map(str::to_owned),
+        model: answering,
+        owner: crate::auth::grant().map(|key| key.id),
+        history,
+        question,
+    })
+}
+
+impl Asking {
+    /// Run the agent loop, passing the answer's text to `out` as it is
+    /// written, and keep the exchange with the key's conversations.
+    pub async fn run(self, state: &AppState, out: Sink<'_>) -> Result<Outcome, AppError> {
+        let mut hosted = Hosted {
+            state,
+            model: self.model.clone(),
+            failure: None,
+        };
+        let watch = self.watch.as_deref();
+        let outcome = agent::ask_streaming(
+            &self.store,
+            watch,
+            &self.question,
+            &mut hosted,
+            &LIMITS,
+            out,
+        )
+        .await;
+        let outcome = match (outcome, hosted.failure) {
+            (Ok(outcome), _) => outcome,
+            (Err(_), Some(failure)) => return Err(failure),
+            (Err(e), None) => return Err(internal(e)),
+        };
+        self.remember(&outcome);
+        Ok(outcome)
+    }
+
+    /// Add the answer to the conversation this chat continues (a client
+    /// that resends the history), or start one.
+    fn remember(&self, outcome: &Outcome) {
+        let answer = Message::new("assistant", outcome.answer.trim());
+        let kept = match self
+            .store
+            .continued(self.owner, &self.history[..self.history.len() - 1])
+        {
+            Ok(Some(id)) if self.history.len() > 1 => {
+                let turn = [self.history[self.history.len() - 1].clone(), answer];
+                self.store
+                    .append_messages(self.owner, id, &turn)
+                    .map(|_| ())
+            }
+            Ok(_) => {
+                let settings = Settings {
+                    model: Some(MODEL.to_owned()),
+                    ..Settings::default()
+                };
+                let mut messages = self.history.clone();
+                messages.push(answer);
+                self.store
+                    .create_conversation(self.owner, &settings, &messages)
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(error) = kept {
+            tracing::warn!(error = %error, "the assistant's conversation was not kept");
+        }
+    }
+
+    /// [`Asking::run`] in its own task, as a stream of what is said. Dropping
+    /// the stream (the client went away) stops the run.
+    pub fn stream(self, state: &AppState) -> impl Stream<Item = Said> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = state.clone();
+        let task = tokio::spawn(async move {
+            let text = tx.clone();
+            let outcome = self
+                .run(&state, &mut |t| {
+                    let _ = text.send(Said::Text(t.to_owned()));
+                })
+                .await;
+            let _ = tx.send(match outcome {
+                Ok(outcome) => Said::Done(outcome),
+                Err(error) => Said::Failed(error),
+            });
+        });
+        let guard = AbortOnDrop(task.abort_handle());
+        stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            let said = rx.recv().await?;
+            Some((said, (rx, guard)))
+        })
+    }
+}
+
+/// Stops a task when its stream is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn internal(error: shelf_assistant::AssistantError) -> AppError {
+    AppError::Internal(error.to_string())
 }
 
 /// How long the digest writer rests when nothing is left to digest, or
@@ -105,6 +237,8 @@ const IDLE: Duration = Duration::from_secs(5);
 /// Characters of a document one digest turn reads: longer documents are
 /// digested a part at a time, then the parts' notes combined.
 const PART_CHARS: usize = 6_000;
+/// How often a digest turn looks for a request waiting for its slot.
+const GIVE_WAY_CHECK: Duration = Duration::from_millis(50);
 /// Longest digest, or part's notes.
 const DIGEST_TOKENS: u32 = 384;
 
@@ -129,7 +263,6 @@ pub async fn write_digests(state: AppState, config: Arc<AssistantConfig>) {
 
 /// Digest one file; `false` when none needs it.
 async fn digest_next(state: &AppState, config: &AssistantConfig) -> Result<bool, AppError> {
-    let internal = |e: shelf_assistant::AssistantError| AppError::Internal(e.to_string());
     let store = Store::open(&config.db).map_err(internal)?;
     for watch in store.watches().map_err(internal)? {
         let Some(model) = watch.model.clone().or_else(|| config.model.clone()) else {
@@ -146,7 +279,10 @@ async fn digest_next(state: &AppState, config: &AssistantConfig) -> Result<bool,
         let Some(document) = store.document(&watch.name, &path).map_err(internal)? else {
             continue;
         };
-        let digest = digest(state, &model, &document.text).await?;
+        let Some(digest) = digest(state, &model, &document.text).await? else {
+            tracing::debug!(watch = %watch.name, "a digest gave way to a request");
+            return Ok(true);
+        };
         store
             .set_digest(&watch.name, &path, digest.trim(), &document.hash)
             .map_err(internal)?;
@@ -157,15 +293,18 @@ async fn digest_next(state: &AppState, config: &AssistantConfig) -> Result<bool,
 }
 
 /// A document's digest: one turn for a short one; notes on each part, then
-/// one turn combining them (map, then reduce) for a long one.
-async fn digest(state: &AppState, model: &str, text: &str) -> Result<String, AppError> {
+/// one turn combining them (map, then reduce) for a long one. `None` when a
+/// turn gave way to a request.
+async fn digest(state: &AppState, model: &str, text: &str) -> Result<Option<String>, AppError> {
     let parts = split(text, PART_CHARS);
     if parts.len() == 1 {
         return turn(state, model, text).await;
     }
     let mut notes = String::new();
     for (i, part) in parts.iter().enumerate() {
-        let note = turn(state, model, part).await?;
+        let Some(note) = turn(state, model, part).await? else {
+            return Ok(None);
+        };
         notes.push_str(&format!(
             "Part {} of {}:\n{}\n\n",
             i + 1,
@@ -176,7 +315,10 @@ async fn digest(state: &AppState, model: &str, text: &str) -> Result<String, App
     turn(state, model, &notes).await
 }
 
-async fn turn(state: &AppState, model: &str, text: &str) -> Result<String, AppError> {
+/// One background turn. A turn holds one of the model's slots, so when a
+/// request is waiting for one it is given up (`None`): the digest is
+/// written later, its prompt mostly from the prefix cache.
+async fn turn(state: &AppState, model: &str, text: &str) -> Result<Option<String>, AppError> {
     let chat = Chat {
         messages: vec![
             ChatMessage::new("system", DIGEST_PROMPT),
@@ -191,10 +333,33 @@ async fn turn(state: &AppState, model: &str, text: &str) -> Result<String, AppEr
         },
         max_tokens: Some(DIGEST_TOKENS),
         background: true,
+        cache_prompt: true,
         ..Params::default()
     };
     let run = chat::start(state, model, chat, params).await?;
-    Ok(run.collect().await?.answer.content)
+    let answer = run.collect();
+    tokio::pin!(answer);
+    let mut check = tokio::time::interval(GIVE_WAY_CHECK);
+    loop {
+        tokio::select! {
+            collected = &mut answer => return Ok(Some(collected?.answer.content)),
+            _ = check.tick() => {
+                if waiting_for(state, model) {
+                    // Dropping the run cancels it and frees its slot.
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a request is queued for a slot of `model`.
+fn waiting_for(state: &AppState, model: &str) -> bool {
+    state
+        .host
+        .status()
+        .iter()
+        .any(|status| status.name == model && status.queued > 0)
 }
 
 /// `text` in parts of at most `most` bytes, cut at line ends where it can.
@@ -226,7 +391,7 @@ struct Hosted<'a> {
 }
 
 impl Responder for Hosted<'_> {
-    async fn respond(&mut self, chat: &Chat) -> Result<Answer, String> {
+    async fn respond(&mut self, chat: &Chat, text: Sink<'_>) -> Result<Answer, String> {
         let params = Params {
             sampling: SamplingParams {
                 temperature: 0.0,
@@ -237,8 +402,22 @@ impl Responder for Hosted<'_> {
             ..Params::default()
         };
         let turn = async {
-            let run = chat::start(self.state, &self.model, chat.clone(), params).await?;
-            Ok::<_, AppError>(run.collect().await?.answer)
+            let mut run = chat::start(self.state, &self.model, chat.clone(), params).await?;
+            let mut answer = Answer::default();
+            while let Some(event) = run.next().await {
+                match event {
+                    ChatEvent::Piece(piece) => {
+                        if let Piece::Content(content) = &piece {
+                            text(content);
+                        }
+                        answer.add(piece);
+                    }
+                    ChatEvent::Done(..) => return Ok(answer),
+                    ChatEvent::Failed(error) => return Err(error.into()),
+                    ChatEvent::Logprob(_) | ChatEvent::PromptLogprobs(_) => {}
+                }
+            }
+            Err::<_, AppError>(shelf_engine::EngineError::Unavailable.into())
         };
         turn.await.map_err(|e| {
             let message = format!("{e:?}");

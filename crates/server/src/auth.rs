@@ -56,7 +56,10 @@ fn needs(route: &str, method: &axum::http::Method) -> Option<Option<Scope>> {
         | "/v1/messages"
         | "/v1/messages/count_tokens"
         | "/api/chat"
-        | "/api/generate" => Some(Some(Scope::Chat)),
+        | "/api/generate"
+        | "/api/conversations"
+        | "/api/conversations/{id}"
+        | "/api/conversations/{id}/messages" => Some(Some(Scope::Chat)),
         "/v1/embeddings" | "/api/embed" | "/api/embeddings" => Some(Some(Scope::Embed)),
         "/api/pull" | "/api/copy" | "/api/delete" | "/metrics" => Some(Some(Scope::Admin)),
         // Listings and everything unmatched: any valid key. Unknown paths

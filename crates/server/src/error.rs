@@ -36,6 +36,8 @@ pub enum AppError {
     ModelNotFound(String),
     /// 404: no such route.
     RouteNotFound,
+    /// 404: no such thing (a conversation, say) for this caller.
+    NotFound(String),
     /// 405.
     MethodNotAllowed,
     /// 413: the body is over the limit.
@@ -137,6 +139,13 @@ impl AppError {
                 "invalid_request_error",
                 Some("unknown_url"),
                 "Unknown request URL".into(),
+                None,
+            ),
+            Self::NotFound(what) => (
+                S::NOT_FOUND,
+                "invalid_request_error",
+                Some("not_found"),
+                format!("No such {what}"),
                 None,
             ),
             Self::MethodNotAllowed => (

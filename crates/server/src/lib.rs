@@ -11,6 +11,7 @@ pub mod assistant;
 mod audit;
 mod auth;
 mod chat;
+mod conversations;
 mod convert;
 mod dialect;
 mod embed;
@@ -155,6 +156,20 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/ps", get(ps::ps))
+        .route(
+            "/api/conversations",
+            get(conversations::list).post(conversations::create),
+        )
+        .route(
+            "/api/conversations/{id}",
+            get(conversations::show)
+                .patch(conversations::update)
+                .delete(conversations::delete),
+        )
+        .route(
+            "/api/conversations/{id}/messages",
+            post(conversations::append),
+        )
         .route("/metrics", get(metrics_text))
         .fallback(|| async { AppError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

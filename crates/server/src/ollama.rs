@@ -142,13 +142,12 @@ pub async fn chat(
         reasoning_effort: None,
     };
     if crate::assistant::target(&request.model).is_some() {
-        let question = crate::assistant::question(&chat)?;
-        let outcome = crate::assistant::answer(&state, &request.model, &question).await?;
-        return Ok(assistant_reply(
-            &request.model,
-            outcome.answer,
-            request.stream != Some(false),
-        ));
+        let asking = crate::assistant::prepare(&state, &request.model, &chat)?;
+        if request.stream == Some(false) {
+            let outcome = asking.run(&state, &mut |_| {}).await?;
+            return Ok(assistant_reply(&request.model, outcome.answer));
+        }
+        return Ok(assistant_stream(asking.stream(&state), request.model));
     }
     let run = chat::start(&state, &request.model, chat, params).await?;
     let frames = Frames {
@@ -578,22 +577,36 @@ impl chat::Frames for Frames {
 
 /// The `assistant` model's whole answer, as Ollama's chat body or as a
 /// stream of its message line and its done line.
-fn assistant_reply(model: &str, answer: String, stream: bool) -> Response {
+fn assistant_reply(model: &str, answer: String) -> Response {
     let message = json!({"role": "assistant", "content": answer});
-    if !stream {
-        let body = json!({"model": model, "created_at": created_at(), "message": message,
-            "done": true, "done_reason": "stop"});
-        return Json(body).into_response();
-    }
-    let lines = [
-        json!({"model": model, "created_at": created_at(), "message": message, "done": false}),
-        json!({"model": model, "created_at": created_at(),
-            "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop"}),
-    ];
-    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let body = json!({"model": model, "created_at": created_at(), "message": message,
+        "done": true, "done_reason": "stop"});
+    Json(body).into_response()
+}
+
+/// The assistant's answer as Ollama's NDJSON lines, text as it comes.
+fn assistant_stream(
+    said: impl futures::Stream<Item = crate::assistant::Said> + Send + 'static,
+    model: String,
+) -> Response {
+    use crate::assistant::Said;
+    use futures::StreamExt as _;
+    let lines = said.map(move |said| {
+        let line = match said {
+            Said::Text(text) => json!({"model": model, "created_at": created_at(),
+                "message": {"role": "assistant", "content": text}, "done": false}),
+            Said::Done(_) => json!({"model": model, "created_at": created_at(),
+                "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop"}),
+            Said::Failed(error) => {
+                let (_, _, message) = error.status_and_message();
+                json!({ "error": message })
+            }
+        };
+        Ok::<_, std::convert::Infallible>(chat::ndjson(&line))
+    });
     (
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        body,
+        axum::body::Body::from_stream(lines),
     )
         .into_response()
 }

@@ -145,38 +145,23 @@ pub async fn chat_completions(
     .into_response())
 }
 
-/// A chat with the `assistant` model: the agent's whole answer, as one
-/// completion or as a stream of one content chunk.
+/// A chat with the `assistant` model: the agent's answer, whole or
+/// streamed as it is written.
 async fn assistant_completion(
     state: &AppState,
     request: wire::ChatCompletionRequest,
     chat: &shelf_engine::chat::Chat,
 ) -> Result<Response, AppError> {
-    let question = crate::assistant::question(chat)?;
-    let outcome = crate::assistant::answer(state, &request.model, &question).await?;
+    let asking = crate::assistant::prepare(state, &request.model, chat)?;
     let format = ChatFormat {
         id: new_id("chatcmpl"),
         created: now(),
         model: request.model,
     };
     if request.stream {
-        let delta = wire::Delta {
-            role: Some("assistant"),
-            content: Some(outcome.answer),
-            ..wire::Delta::default()
-        };
-        let frames = [
-            chat::sse(None, &format.chunk(delta, None)),
-            chat::sse(None, &format.chunk(wire::Delta::default(), Some("stop"))),
-            Bytes::from_static(b"data: [DONE]\n\n"),
-        ];
-        let body: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
-        return Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-cache")
-            .body(Body::from(body))
-            .map_err(|e| AppError::Internal(e.to_string()));
+        return Ok(assistant_stream(asking.stream(state), format));
     }
+    let outcome = asking.run(state, &mut |_| {}).await?;
     Ok(Json(wire::ChatCompletion {
         id: format.id,
         object: "chat.completion",
@@ -197,6 +182,48 @@ async fn assistant_completion(
         system_fingerprint: FINGERPRINT,
     })
     .into_response())
+}
+
+/// The assistant's answer as OpenAI's chunks: the role first, then text as
+/// it comes, then the finish (or the error).
+fn assistant_stream(
+    said: impl futures::Stream<Item = crate::assistant::Said> + Send + 'static,
+    format: ChatFormat,
+) -> Response {
+    use crate::assistant::Said;
+    use futures::StreamExt as _;
+    let opening = wire::Delta {
+        role: Some("assistant"),
+        content: Some(String::new()),
+        ..wire::Delta::default()
+    };
+    let first = chat::sse(None, &format.chunk(opening, None));
+    let frames = said.map(move |said| {
+        let bytes = match said {
+            Said::Text(text) => {
+                let delta = wire::Delta {
+                    content: Some(text),
+                    ..wire::Delta::default()
+                };
+                vec![chat::sse(None, &format.chunk(delta, None))]
+            }
+            Said::Done(_) => vec![
+                chat::sse(None, &format.chunk(wire::Delta::default(), Some("stop"))),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ],
+            Said::Failed(error) => vec![
+                chat::sse(None, &error.body()),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ],
+        };
+        futures::stream::iter(bytes.into_iter().map(Ok::<_, std::convert::Infallible>))
+    });
+    let chunks = futures::stream::once(async move { Ok(first) }).chain(frames.flatten());
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(chunks))
+        .unwrap_or_else(|e| AppError::Internal(e.to_string()).into_response())
 }
 
 /// OpenAI's chat chunks for a streamed answer.

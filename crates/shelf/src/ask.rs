@@ -2,9 +2,11 @@
 //! the model loaded in this process, greedy, as `shelf run` loads it.
 
 use anyhow::Context;
-use shelf_assistant::agent::{self, Outcome, Responder};
-use shelf_assistant::Store;
-use shelf_engine::chat::{self, Answer, Chat};
+use shelf_assistant::agent::{self, Outcome, Responder, Sink};
+use std::io::Write as _;
+
+use shelf_assistant::{Message, Settings, Store};
+use shelf_engine::chat::{self, Answer, Chat, Piece};
 use shelf_engine::template::{ChatTemplate, FALLBACK_STOPS};
 use shelf_engine::{Event, GenerateRequest, LoadedModel, SamplingParams};
 use shelf_engine_llama::LlamaModelHandle;
@@ -50,15 +52,41 @@ pub async fn ask(globals: &Globals, args: AskArgs) -> anyhow::Result<()> {
         max_steps: args.max_steps as usize,
         ..agent::Limits::default()
     };
-    let outcome = agent::ask(
+    // The answer is printed as it is written, unless it goes out as JSON.
+    let json = args.json;
+    let mut stdout = std::io::stdout();
+    let outcome = agent::ask_streaming(
         &store,
         watch.as_ref().map(|w| w.name.as_str()),
         &args.question,
         &mut responder,
         &limits,
+        &mut |text| {
+            if !json {
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+            }
+        },
     )
     .await?;
-    print(&outcome, args.json)
+    remember(&store, &args.question, &outcome);
+    print(&outcome, json)
+}
+
+/// Keep the exchange with the assistant's other conversations; failing to
+/// is not worth failing the answer for.
+fn remember(store: &Store, question: &str, outcome: &Outcome) {
+    let messages = [
+        Message::new("user", question),
+        Message::new("assistant", outcome.answer.trim()),
+    ];
+    let settings = Settings {
+        model: Some(shelf_server::assistant::MODEL.to_owned()),
+        ..Settings::default()
+    };
+    if let Err(error) = store.create_conversation(None, &settings, &messages) {
+        tracing::warn!(error = %error, "the conversation was not kept");
+    }
 }
 
 fn print(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
@@ -73,7 +101,7 @@ fn print(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!("{}", outcome.answer.trim());
+    println!();
     if !outcome.removed.is_empty() {
         eprintln!(
             "(removed {} citation(s) of lines the model did not read)",
@@ -101,7 +129,7 @@ impl Local {
         Ok(Self { model, template })
     }
 
-    async fn turn(&mut self, chat: &Chat) -> anyhow::Result<Answer> {
+    async fn turn(&mut self, chat: &Chat, text: Sink<'_>) -> anyhow::Result<Answer> {
         let prepared = chat::prepare(chat, &self.template)?;
         let mut request = GenerateRequest::new(self.model.tokenize(&prepared.prompt)?);
         request.sampling = SamplingParams {
@@ -118,8 +146,10 @@ impl Local {
         let mut generation = self.model.submit(request)?;
         loop {
             match generation.next().await {
-                Some(Event::Text(text)) => {
-                    parser.push(&text).into_iter().for_each(|p| answer.add(p))
+                Some(Event::Text(piece)) => {
+                    for piece in parser.push(&piece) {
+                        take(&mut answer, piece, text);
+                    }
                 }
                 Some(Event::Logprob(_) | Event::PromptLogprobs(_)) => {}
                 Some(Event::Done(_)) => break,
@@ -127,13 +157,23 @@ impl Local {
                 None => anyhow::bail!("the model stopped unexpectedly"),
             }
         }
-        parser.finish().into_iter().for_each(|p| answer.add(p));
+        for piece in parser.finish() {
+            take(&mut answer, piece, text);
+        }
         Ok(answer)
     }
 }
 
+/// Add a piece to the answer, passing its text on.
+fn take(answer: &mut Answer, piece: Piece, text: Sink<'_>) {
+    if let Piece::Content(content) = &piece {
+        text(content);
+    }
+    answer.add(piece);
+}
+
 impl Responder for Local {
-    async fn respond(&mut self, chat: &Chat) -> Result<Answer, String> {
-        self.turn(chat).await.map_err(|e| format!("{e:#}"))
+    async fn respond(&mut self, chat: &Chat, text: Sink<'_>) -> Result<Answer, String> {
+        self.turn(chat, text).await.map_err(|e| format!("{e:#}"))
     }
 }

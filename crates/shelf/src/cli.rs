@@ -299,6 +299,10 @@ pub enum Command {
     /// Ask about the watched folders' files: the model searches, reads
     /// whole documents and answers with citations
     Ask(AskArgs),
+    /// The conversations kept on this box (the assistant's, and the web
+    /// chat's made without an API key): list, search, show, export, delete
+    #[command(subcommand)]
+    Conversations(ConversationsCommand),
     /// Serve one model to `shelf serve` over its socket (started by the server)
     #[command(hide = true)]
     Runner(RunnerArgs),
@@ -696,6 +700,42 @@ pub struct JsonArgs {
     /// JSON instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationsCommand {
+    /// The latest conversations, or those matching words
+    List(ConversationListArgs),
+    /// One conversation, as text, Markdown or JSON
+    Show(ConversationShowArgs),
+    /// Delete a conversation
+    Rm(ConversationIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationListArgs {
+    /// Only those whose title or messages have these words
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Most listed
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationShowArgs {
+    pub id: i64,
+    /// `markdown` (the default) or `json`
+    #[arg(long, default_value = "markdown")]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationIdArgs {
+    pub id: i64,
 }
 
 #[derive(Debug, Args)]

@@ -73,6 +73,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Keys(command) => keys::keys(&globals, command),
         cli::Command::Watch(command) => watch::watch(&globals, command),
         cli::Command::Ask(args) => ask::ask(&globals, args).await,
+        cli::Command::Conversations(command) => watch::conversations(&globals, command),
         cli::Command::Runner(args) => runner::runner(&globals, args).await,
         cli::Command::Probe => runner::probe(&globals),
     }

@@ -1,17 +1,24 @@
-//! `shelf watch add|list|rm|status|search`: the assistant's watched folders
-//! from the terminal. Names and paths from the folder are printed escaped.
+//! `shelf watch add|list|rm|status|search` and `shelf conversations`: the
+//! assistant's watched folders and kept conversations from the terminal.
+//! Names and paths from the folder are printed escaped.
 
 use anyhow::Context;
+use shelf_assistant::conversations::to_markdown;
 use shelf_assistant::{new_watch, scan, Limits, Store};
 
 use crate::cli::{
-    Globals, JsonArgs, WatchAddArgs, WatchCommand, WatchNameArgs, WatchSearchArgs, WatchStatusArgs,
+    ConversationListArgs, ConversationShowArgs, ConversationsCommand, Globals, JsonArgs,
+    WatchAddArgs, WatchCommand, WatchNameArgs, WatchSearchArgs, WatchStatusArgs,
 };
 
-pub fn watch(globals: &Globals, command: WatchCommand) -> anyhow::Result<()> {
+fn open(globals: &Globals) -> anyhow::Result<Store> {
     let path = globals.assistant_db()?;
-    let store = Store::open(&path)
-        .with_context(|| format!("cannot open the assistant's database {}", path.display()))?;
+    Store::open(&path)
+        .with_context(|| format!("cannot open the assistant's database {}", path.display()))
+}
+
+pub fn watch(globals: &Globals, command: WatchCommand) -> anyhow::Result<()> {
+    let store = open(globals)?;
     match command {
         WatchCommand::Add(args) => add(&store, &args),
         WatchCommand::List(args) => list(&store, &args),
@@ -127,6 +134,72 @@ fn search(store: &Store, args: &WatchSearchArgs) -> anyhow::Result<()> {
             h.path.escape_debug(),
             h.snippet.replace('\n', " ")
         );
+    }
+    Ok(())
+}
+
+/// `shelf conversations`: those kept without an API key (`shelf ask`'s,
+/// and a server's with keys off).
+pub fn conversations(globals: &Globals, command: ConversationsCommand) -> anyhow::Result<()> {
+    let store = open(globals)?;
+    match command {
+        ConversationsCommand::List(args) => list_conversations(&store, &args),
+        ConversationsCommand::Show(args) => show_conversation(&store, &args),
+        ConversationsCommand::Rm(args) => {
+            if !store.delete_conversation(None, args.id)? {
+                anyhow::bail!("no conversation {}", args.id);
+            }
+            println!("deleted conversation {}", args.id);
+            Ok(())
+        }
+    }
+}
+
+fn list_conversations(store: &Store, args: &ConversationListArgs) -> anyhow::Result<()> {
+    let found = store.conversations(None, args.search.as_deref(), args.limit.max(1))?;
+    if args.json {
+        let rows: Vec<_> = found
+            .iter()
+            .map(|c| {
+                serde_json::json!({"id": c.id, "title": c.title, "model": c.model,
+                    "updated_at": c.updated_at, "messages": c.messages, "snippet": c.snippet})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for c in &found {
+        println!(
+            "{:>5}  {:>3} messages  {}",
+            c.id,
+            c.messages,
+            c.title.escape_debug()
+        );
+    }
+    Ok(())
+}
+
+fn show_conversation(store: &Store, args: &ConversationShowArgs) -> anyhow::Result<()> {
+    let conversation = store
+        .conversation(None, args.id)?
+        .ok_or_else(|| anyhow::anyhow!("no conversation {}", args.id))?;
+    match args.format.as_str() {
+        "markdown" | "md" => print!("{}", to_markdown(&conversation)),
+        "json" => {
+            let messages: Vec<_> = conversation
+                .messages
+                .iter()
+                .map(
+                    |m| serde_json::json!({"role": m.role, "content": m.content, "extra": m.extra}),
+                )
+                .collect();
+            let value = serde_json::json!({"id": conversation.id, "title": conversation.title,
+                "model": conversation.model, "system": conversation.system,
+                "temperature": conversation.temperature, "created_at": conversation.created_at,
+                "updated_at": conversation.updated_at, "messages": messages});
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        other => anyhow::bail!("--format is markdown or json, not {:?}", other),
     }
     Ok(())
 }

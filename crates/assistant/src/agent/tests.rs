@@ -32,11 +32,18 @@ impl Scripted {
 }
 
 impl Responder for Scripted {
-    async fn respond(&mut self, chat: &Chat) -> Result<Answer, String> {
+    async fn respond(&mut self, chat: &Chat, text: Sink<'_>) -> Result<Answer, String> {
         self.seen.push(chat.clone());
-        self.replies
+        let reply = self
+            .replies
             .pop_front()
-            .ok_or_else(|| "script ran out".to_owned())
+            .ok_or_else(|| "script ran out".to_owned())?;
+        // Three characters at a time, as tokens come.
+        let chars: Vec<char> = reply.content.chars().collect();
+        for piece in chars.chunks(3) {
+            text(&piece.iter().collect::<String>());
+        }
+        Ok(reply)
     }
 }
 
@@ -223,4 +230,49 @@ fn citation_forms() {
         check_citations("A [x/y:1-2] B [note] C [x/z:4]", |p, _, _| p == "x/y");
     assert_eq!(text, "A [x/y:1-2] B [note] C");
     assert_eq!((kept.len(), removed.len()), (1, 1));
+}
+
+#[test]
+fn a_streamed_answer_is_checked_as_the_whole_is() {
+    let read = |p: &str, _: usize, _: usize| p == "x/y";
+    let answer = "Rent is due [x/y:1-2], fees [x/z:4] and more [not a citation\nat all] [x/y:3].";
+    let (whole, _, _) = check_citations(answer, read);
+    for size in [1, 2, 5, 7, 64] {
+        let mut filter = CitationFilter::new(read);
+        let chars: Vec<char> = answer.chars().collect();
+        let mut streamed = String::new();
+        for piece in chars.chunks(size) {
+            streamed.push_str(&filter.push(&piece.iter().collect::<String>()));
+        }
+        streamed.push_str(&filter.finish());
+        assert_eq!(streamed, whole, "pieces of {size}");
+        assert_eq!(filter.removed, ["x/z:4"]);
+    }
+    // Text with no bracket passes at once, but for trailing spaces.
+    let mut filter = CitationFilter::new(read);
+    assert_eq!(filter.push("The lease ends "), "The lease ends");
+    assert_eq!(filter.push("in June"), " in June");
+}
+
+#[tokio::test]
+async fn the_stream_carries_the_answer_with_unread_citations_removed() {
+    let store = store_with(&[("notes.md", "alpha\nbeta\n")]);
+    let mut model = Scripted::new(vec![
+        call("search", json!({"query": "beta"})),
+        say("Beta [docs/notes.md:2-2], gamma [docs/other.md:1-1]."),
+    ]);
+    let mut streamed = String::new();
+    let outcome = ask_streaming(
+        &store,
+        None,
+        "beta",
+        &mut model,
+        &Limits::default(),
+        &mut |t| streamed.push_str(t),
+    )
+    .await
+    .unwrap();
+    assert_eq!(streamed, "Beta [docs/notes.md:2-2], gamma.");
+    assert_eq!(outcome.answer, streamed);
+    assert_eq!(outcome.removed, ["docs/other.md:1-1"]);
 }
