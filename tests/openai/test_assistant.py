@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "assistant"))
 import corpus  # noqa: E402
 
 QWEN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+MINILM = "all-minilm-l6-v2-f16"
 SHELF = os.environ.get("SHELF_BIN", "target/debug/shelf")
 
 
@@ -32,14 +33,16 @@ def served_db(base):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A server with the corpus watched and Qwen as the assistant's model."""
+    """A server with the corpus watched, Qwen as the assistant's model and
+    all-MiniLM-L6-v2 as its embedding model."""
     work = tmp_path_factory.mktemp("assistant")
     folder = work / "corpus"
     corpus.build(str(folder))
     db = str(work / "assistant.db")
     subprocess.run([SHELF, "--assistant-db", db, "watch", "add", str(folder), "--name", "corpus"],
                    check=True, capture_output=True)
-    with shelf_server("--assistant-model", QWEN, "--ctx", "4096", models=(QWEN,), assistant_db=db) as base:
+    with shelf_server("--assistant-model", QWEN, "--assistant-embed", model_path(MINILM), "--ctx", "4096",
+                      models=(QWEN,), assistant_db=db) as base:
         DATABASES[base] = db
         yield base
 
@@ -126,3 +129,24 @@ def test_digests_are_written_in_the_background(served):
         time.sleep(1)
     assert status["digested"] >= 1, status
     assert status["digested"] + status["queued"] == status["indexed"]
+
+
+def test_every_file_is_embedded_with_the_embedding_model(served):
+    """With `--assistant-embed`, the real embedding model makes vectors of
+    every indexed file's text while the server runs (`watch status` counts
+    files whose vectors match their current text), and the assistant still
+    answers with them fused into its search."""
+    db = served_db(served)
+    deadline = time.monotonic() + 240
+    while True:
+        [status] = json.loads(subprocess.run(
+            [SHELF, "--assistant-db", db, "watch", "status", "corpus", "--json"],
+            check=True, capture_output=True, text=True).stdout)
+        if status["embedded"] == status["indexed"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status["embedded"] == status["indexed"] > 0, status
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "What salary is Ingrid Holm offered?"}])
+    assert reply.choices[0].message.content.strip()

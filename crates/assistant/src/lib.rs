@@ -10,6 +10,7 @@ pub mod conversations;
 pub mod extract;
 pub mod scan;
 pub mod store;
+pub mod vectors;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use conversations::{Conversation, Message, Settings, Summary};
 pub use extract::Limits;
 pub use scan::{scan, Scanned};
 pub use store::{Content, Document, Hit, Store, Watch, WatchStatus};
+pub use vectors::Embedding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssistantError {

@@ -1,6 +1,7 @@
 //! The assistant's database: watched folders, each file's record (size,
 //! modification time, hash, extracted text or why it was skipped, digest),
-//! and an FTS5 index over paths, text and digests kept in step by triggers.
+//! and an FTS5 index over paths, text and digests kept in step by triggers;
+//! the tables of `vectors` and `conversations` too.
 //! Knows nothing of how text is extracted or what a model is.
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,16 @@ CREATE TRIGGER IF NOT EXISTS files_fts_update AFTER UPDATE ON files BEGIN
     VALUES ('delete', old.id, old.path, old.text, old.digest);
   INSERT INTO files_fts(rowid, path, text, digest) VALUES (new.id, new.path, new.text, new.digest);
 END;
+CREATE TABLE IF NOT EXISTS vectors (
+  file       INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+  part       INTEGER NOT NULL,
+  first_line INTEGER NOT NULL,
+  last_line  INTEGER NOT NULL,
+  model      TEXT    NOT NULL,
+  hash       TEXT    NOT NULL,
+  vector     BLOB    NOT NULL,
+  PRIMARY KEY (file, part)
+) STRICT;
 CREATE TABLE IF NOT EXISTS conversations (
   id          INTEGER PRIMARY KEY,
   owner       INTEGER,
@@ -117,6 +128,8 @@ pub struct WatchStatus {
     pub seen: u64,
     pub indexed: u64,
     pub digested: u64,
+    /// Indexed files with vectors of their current text.
+    pub embedded: u64,
     /// Indexed files whose digest is missing or older than their text.
     pub queued: u64,
     /// Skipped files with their reasons.
@@ -372,6 +385,7 @@ impl Store {
             [watch],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
+        let embedded = self.embedded(watch)?;
         let conn = self.db();
         let mut statement = conn.prepare(
             "SELECT path, skipped FROM files WHERE watch = ?1 AND skipped IS NOT NULL ORDER BY path",
@@ -383,6 +397,7 @@ impl Store {
             seen: seen as u64,
             indexed: indexed as u64,
             digested: digested as u64,
+            embedded,
             queued: (indexed - digested).max(0) as u64,
             skipped,
         })

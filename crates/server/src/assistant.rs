@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use futures::{stream, Stream};
 use shelf_assistant::agent::{self, Outcome, Responder, Sink};
-use shelf_assistant::{Message, Settings, Store};
+use shelf_assistant::{vectors, Embedding, Message, Settings, Store};
 use shelf_engine::chat::{Answer, Chat, Piece};
 use shelf_engine::template::ChatMessage;
 use shelf_engine::SamplingParams;
 use tokio::sync::mpsc;
 
 use crate::chat::{self, ChatEvent, Params};
-use crate::{AppError, AppState};
+use crate::{embed, AppError, AppState};
 
 /// The model id that asks the assistant.
 pub const MODEL: &str = "assistant";
@@ -40,6 +40,8 @@ const LIMITS: agent::Limits = agent::Limits {
 pub struct AssistantConfig {
     pub db: PathBuf,
     pub model: Option<String>,
+    /// The embedding model whose vectors `search` fuses with full text.
+    pub embed: Option<String>,
 }
 
 /// For a request's model id: `None` when it is not the assistant's,
@@ -59,6 +61,8 @@ pub struct Asking {
     watch: Option<String>,
     /// The model that answers.
     model: String,
+    /// The model that embeds the search queries, if any.
+    embed: Option<String>,
     /// The key whose conversation this is.
     owner: Option<i64>,
     /// The chat so far, the question last.
@@ -127,6 +131,7 @@ pub fn prepare(state: &AppState, model: &str, chat: &Chat) -> Result<Asking, App
         store,
         watch: watch.map(str::to_owned),
         model: answering,
+        embed: config.embed.clone(),
         owner: crate::auth::grant().map(|key| key.id),
         history,
         question,
@@ -140,18 +145,26 @@ impl Asking {
         let mut hosted = Hosted {
             state,
             model: self.model.clone(),
+            embed: self.embed.clone(),
             failure: None,
         };
         let watch = self.watch.as_deref();
-        let outcome = agent::ask_streaming(
-            &self.store,
-            watch,
-            &self.question,
-            &mut hosted,
-            &LIMITS,
-            out,
-        )
-        .await;
+        // The turns before the question's own.
+        let asked_at = self
+            .history
+            .iter()
+            .rposition(|m| m.role == "user" && m.content == self.question)
+            .unwrap_or(self.history.len());
+        let earlier: Vec<ChatMessage> = self.history[..asked_at]
+            .iter()
+            .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect();
+        let question = agent::Question {
+            text: &self.question,
+            earlier: &earlier,
+        };
+        let outcome =
+            agent::ask_streaming(&self.store, watch, question, &mut hosted, &LIMITS, out).await;
         let outcome = match (outcome, hosted.failure) {
             (Ok(outcome), _) => outcome,
             (Err(_), Some(failure)) => return Err(failure),
@@ -386,6 +399,7 @@ fn split(text: &str, most: usize) -> Vec<&str> {
 struct Hosted<'a> {
     state: &'a AppState,
     model: String,
+    embed: Option<String>,
     /// Why the last turn failed, in the API's terms.
     failure: Option<AppError>,
 }
@@ -425,6 +439,78 @@ impl Responder for Hosted<'_> {
             message
         })
     }
+
+    /// A query's vector; on failure search goes on with words alone.
+    async fn embed(&mut self, text: &str) -> Option<Embedding> {
+        let model = self.embed.clone()?;
+        let inputs = embed::Inputs::Texts(vec![text.to_owned()]);
+        match embed::embed(self.state, &model, inputs, true).await {
+            Ok(embedded) => embedded
+                .vectors
+                .into_iter()
+                .next()
+                .map(|vector| Embedding { model, vector }),
+            Err(error) => {
+                tracing::warn!(error = ?error, "embedding a search failed");
+                None
+            }
+        }
+    }
+}
+
+/// Parts one embedding request carries.
+const EMBED_BATCH: usize = 16;
+
+/// Keep every indexed file's vectors current with the embedding model, for
+/// as long as the server runs. Each batch waits while any request is queued
+/// for a model, so embedding takes only time no one is waiting for.
+pub async fn write_vectors(state: AppState, config: Arc<AssistantConfig>) {
+    let Some(model) = config.embed.clone() else {
+        return;
+    };
+    loop {
+        match embed_next(&state, &config, &model).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(error = ?error, "embedding a file failed"),
+        }
+        tokio::time::sleep(IDLE).await;
+    }
+}
+
+/// Embed one file's parts; `false` when every file is current.
+async fn embed_next(
+    state: &AppState,
+    config: &AssistantConfig,
+    model: &str,
+) -> Result<bool, AppError> {
+    let store = Store::open(&config.db).map_err(internal)?;
+    let Some((watch, path)) = store.unembedded(model, 1).map_err(internal)?.pop() else {
+        return Ok(false);
+    };
+    let Some(document) = store.document(&watch, &path).map_err(internal)? else {
+        return Ok(true);
+    };
+    let parts = vectors::parts(&document.text, vectors::PART_CHARS);
+    let mut made = Vec::with_capacity(parts.len());
+    for batch in parts.chunks(EMBED_BATCH) {
+        while anyone_waiting(state) {
+            tokio::time::sleep(GIVE_WAY_CHECK).await;
+        }
+        let texts = batch.iter().map(|p| p.text.clone()).collect();
+        let embedded = embed::embed(state, model, embed::Inputs::Texts(texts), true).await?;
+        made.extend(batch.iter().cloned().zip(embedded.vectors));
+    }
+    store
+        .set_vectors(&watch, &path, &document.hash, model, &made)
+        .map_err(internal)?;
+    tracing::info!(watch = %watch, parts = made.len(), "vectors written");
+    Ok(true)
+}
+
+/// Whether a request is queued for any model.
+fn anyone_waiting(state: &AppState) -> bool {
+    state.host.status().iter().any(|status| status.queued > 0)
 }
 
 #[cfg(test)]

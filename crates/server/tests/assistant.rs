@@ -31,7 +31,9 @@ struct Names;
 impl Catalog for Names {
     fn resolve(&self, name: &str) -> Result<Resolution, CatalogError> {
         match name {
-            "fake" | "held" => Ok(Resolution::Ready(PathBuf::from(format!("/m/{name}.gguf")))),
+            "fake" | "held" | "embedder" => {
+                Ok(Resolution::Ready(PathBuf::from(format!("/m/{name}.gguf"))))
+            }
             _ => Ok(Resolution::Missing),
         }
     }
@@ -59,6 +61,7 @@ fn server_with(gate: &Gate, slots: u32) -> (AppState, tempfile::TempDir, Held) {
     let loader: Arc<Loader> = Arc::new(move |plan: &LoadPlan| {
         let model = FakeModel::new(ANSWER, 4096).with_slots(plan.slots);
         let model = match plan.name.as_str() {
+            "embedder" => FakeModel::embedding(8, 256),
             "held" => {
                 let model = model.with_gate(&gate);
                 *control.lock().unwrap() = Some(model.control());
@@ -91,6 +94,7 @@ fn server_with(gate: &Gate, slots: u32) -> (AppState, tempfile::TempDir, Held) {
     state.assistant = Some(Arc::new(AssistantConfig {
         db: dir.path().join("assistant.db"),
         model: Some("fake".into()),
+        embed: None,
     }));
     (state, dir, held)
 }
@@ -461,6 +465,7 @@ async fn a_digest_gives_its_slot_to_a_waiting_request() {
     state.assistant = Some(Arc::new(AssistantConfig {
         db: db.clone(),
         model: Some("held".into()),
+        embed: None,
     }));
     let store = Store::open(&db).unwrap();
     store
@@ -510,5 +515,65 @@ async fn a_digest_gives_its_slot_to_a_waiting_request() {
     assert_eq!(reply.json()["choices"][0]["message"]["content"], ANSWER);
     // Once the model is free, the digest is written after all.
     until("the digest", || store.status("docs").unwrap().digested == 1).await;
+    writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_embedded_and_an_edit_is_embedded_again() {
+    let (mut state, dir) = server();
+    let db = dir.path().join("assistant.db");
+    state.assistant = Some(Arc::new(AssistantConfig {
+        db: db.clone(),
+        model: Some("fake".into()),
+        embed: Some("embedder".into()),
+    }));
+    let store = Store::open(&db).unwrap();
+    store
+        .add_watch(&Watch {
+            name: "docs".into(),
+            root: dir.path().to_path_buf(),
+            model: None,
+        })
+        .unwrap();
+    let put = |path: &str, text: &str| {
+        let file = FileRecord {
+            path: path.into(),
+            size: text.len() as u64,
+            mtime_ns: 1,
+            content: Content::Text {
+                text: text.into(),
+                hash: format!("hash of {text}"),
+            },
+        };
+        store.put("docs", &file).unwrap();
+    };
+    // A long file is embedded a part at a time: 40 parts, three batches.
+    let long: String = (0..40)
+        .map(|i| format!("line {i} {}\n", "word ".repeat(190)))
+        .collect();
+    put("long.md", &long);
+    put("short.md", "The lease ends in June.");
+    let config = state.assistant.clone().unwrap();
+    let writer = tokio::spawn(shelf_server::assistant::write_vectors(
+        state.clone(),
+        config,
+    ));
+    until("both files' vectors", || {
+        store.status("docs").unwrap().embedded == 2
+    })
+    .await;
+    assert!(store.unembedded("embedder", 10).unwrap().is_empty());
+    let query = shelf_assistant::Embedding {
+        model: "embedder".into(),
+        vector: vec![1.0; 8],
+    };
+    assert_eq!(store.nearest(&query, None, 10).unwrap().len(), 2);
+
+    put("short.md", "The lease ends in July.");
+    assert_eq!(store.status("docs").unwrap().embedded, 1);
+    until("the edit's vectors", || {
+        store.status("docs").unwrap().embedded == 2
+    })
+    .await;
     writer.abort();
 }

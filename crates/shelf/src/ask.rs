@@ -58,7 +58,10 @@ pub async fn ask(globals: &Globals, args: AskArgs) -> anyhow::Result<()> {
     let outcome = agent::ask_streaming(
         &store,
         watch.as_ref().map(|w| w.name.as_str()),
-        &args.question,
+        agent::Question {
+            text: &args.question,
+            earlier: &[],
+        },
         &mut responder,
         &limits,
         &mut |text| {

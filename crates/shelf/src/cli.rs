@@ -29,6 +29,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SHELF_KEYS", "The API key database (`--keys`); default: `~/.shelf/keys.db`. Once it holds a key, every API request needs one"),
     ("SHELF_ASSISTANT_DB", "The assistant's database of watched folders, their text and digests (`--assistant-db`); default: `~/.shelf/assistant/assistant.db`"),
     ("SHELF_ASSISTANT_MODEL", "The model `shelf serve` answers the `assistant` model id with, when a watch names none (`--assistant-model`)"),
+    ("SHELF_ASSISTANT_EMBED", "An embedding model for the assistant's search (`--assistant-embed`): the watched files' vectors are kept current with it and fused with full-text results; default: none, full text only"),
     ("SHELF_API_KEY", "The key `shelf ps` sends to a server that has keys on (`--api-key`)"),
     ("SHELF_ALLOWED_HOSTS", "Host names `shelf serve` answers besides localhost and its address, `,`-separated (`--allowed-host`); `*` answers any"),
     ("SHELF_CORS_ORIGINS", "Browser origins allowed to call the API, `,`-separated (`--cors-origin`), e.g. `https://app.example`; default: none"),
@@ -541,6 +542,11 @@ pub struct ServeArgs {
     /// when a watch names none: a store name or a served model's name
     #[arg(long, env = "SHELF_ASSISTANT_MODEL")]
     pub assistant_model: Option<String>,
+    /// An embedding model (a store name or a path): the watched files'
+    /// vectors are kept current with it, and the assistant's search fuses
+    /// nearest parts with full-text results
+    #[arg(long, env = "SHELF_ASSISTANT_EMBED")]
+    pub assistant_embed: Option<String>,
     /// Slots per model: requests each model runs at once, batched together
     /// [default: as many as the memory budget allows, at most 4]
     #[arg(long, env = "SHELF_PARALLEL", value_parser = clap::value_parser!(u32).range(1..=512))]

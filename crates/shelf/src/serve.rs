@@ -53,17 +53,21 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // A path as the assistant's model is served under its file name too.
-    let assistant_model = match &args.assistant_model {
-        Some(model) if catalog::looks_like_path(model) => {
-            let path = catalog::resolve(&layers, model)?;
-            let name = catalog::file_model_name(&path);
-            if !files.iter().any(|(served, _)| served == &name) {
-                files.push((name.clone(), path));
+    let mut served_name = |model: &Option<String>| -> anyhow::Result<Option<String>> {
+        match model {
+            Some(model) if catalog::looks_like_path(model) => {
+                let path = catalog::resolve(&layers, model)?;
+                let name = catalog::file_model_name(&path);
+                if !files.iter().any(|(served, _)| served == &name) {
+                    files.push((name.clone(), path));
+                }
+                Ok(Some(name))
             }
-            Some(name)
+            other => Ok(other.clone()),
         }
-        other => other.clone(),
     };
+    let assistant_model = served_name(&args.assistant_model)?;
+    let assistant_embed = served_name(&args.assistant_embed)?;
     let drafts = Arc::new(drafts(&layers, &args)?);
     let machine = match (probe_machine(globals).await, args.memory_budget) {
         (Ok(machine), _) => machine,
@@ -149,6 +153,7 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(shelf_server::assistant::AssistantConfig {
             db,
             model: assistant_model.clone(),
+            embed: assistant_embed.clone(),
         })
     });
     state.starting.store(!pinned.is_empty(), Ordering::Release);
@@ -156,6 +161,12 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     // Digests are written in the background, only while models are idle.
     let digests = state.assistant.clone().map(|config| {
         tokio::spawn(shelf_server::assistant::write_digests(
+            state.clone(),
+            Arc::clone(&config),
+        ))
+    });
+    let vectors = state.assistant.clone().map(|config| {
+        tokio::spawn(shelf_server::assistant::write_vectors(
             state.clone(),
             config,
         ))
@@ -177,8 +188,8 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
         result = server => result.map_err(anyhow::Error::from),
         result = preload => result,
     };
-    if let Some(digests) = digests {
-        digests.abort();
+    for task in digests.into_iter().chain(vectors) {
+        task.abort();
     }
     host.unload_all().await;
     // Write out the audit lines still queued before the process ends.

@@ -93,17 +93,19 @@ fn status(store: &Store, args: &WatchStatusArgs) -> anyhow::Result<()> {
                 .collect();
             rows.push(serde_json::json!({
                 "name": w.name, "path": w.root, "seen": s.seen, "indexed": s.indexed,
-                "digested": s.digested, "queued": s.queued, "skipped": skipped,
+                "digested": s.digested, "embedded": s.embedded, "queued": s.queued,
+                "skipped": skipped,
             }));
             continue;
         }
         println!(
-            "{}\t{}: {} seen, {} indexed, {} digested, {} queued, {} skipped",
+            "{}\t{}: {} seen, {} indexed, {} digested, {} embedded, {} queued, {} skipped",
             w.name,
             w.root.display(),
             s.seen,
             s.indexed,
             s.digested,
+            s.embedded,
             s.queued,
             s.skipped.len()
         );

@@ -7,6 +7,9 @@ use crate::store::{Content, FileRecord, Watch};
 struct Scripted {
     replies: VecDeque<Answer>,
     seen: Vec<Chat>,
+    /// What `embed` gives for every text, if anything.
+    vector: Option<Vec<f32>>,
+    embedded: Vec<String>,
 }
 
 impl Scripted {
@@ -14,6 +17,8 @@ impl Scripted {
         Self {
             replies: replies.into(),
             seen: Vec::new(),
+            vector: None,
+            embedded: Vec::new(),
         }
     }
 
@@ -44,6 +49,14 @@ impl Responder for Scripted {
             text(&piece.iter().collect::<String>());
         }
         Ok(reply)
+    }
+
+    async fn embed(&mut self, text: &str) -> Option<Embedding> {
+        self.embedded.push(text.to_owned());
+        self.vector.clone().map(|vector| Embedding {
+            model: "mini".into(),
+            vector,
+        })
     }
 }
 
@@ -262,10 +275,14 @@ async fn the_stream_carries_the_answer_with_unread_citations_removed() {
         say("Beta [docs/notes.md:2-2], gamma [docs/other.md:1-1]."),
     ]);
     let mut streamed = String::new();
+    let question = Question {
+        text: "beta",
+        earlier: &[],
+    };
     let outcome = ask_streaming(
         &store,
         None,
-        "beta",
+        question,
         &mut model,
         &Limits::default(),
         &mut |t| streamed.push_str(t),
@@ -275,4 +292,88 @@ async fn the_stream_carries_the_answer_with_unread_citations_removed() {
     assert_eq!(streamed, "Beta [docs/notes.md:2-2], gamma.");
     assert_eq!(outcome.answer, streamed);
     assert_eq!(outcome.removed, ["docs/other.md:1-1"]);
+}
+
+#[tokio::test]
+async fn a_follow_up_sees_the_earlier_turns_and_searches_with_their_words() {
+    let store = store_with(&[
+        (
+            "lease.md",
+            "Lease of Unit 4 to Brightwater Ltd.\nSigned by Ada Lovelace.\n",
+        ),
+        ("menu.md", "Soup of the day.\n"),
+    ]);
+    let mut model = Scripted::new(vec![say("Ada Lovelace [docs/lease.md:2-2].")]);
+    let earlier = [
+        ChatMessage::new("user", "Who leases Unit 4?"),
+        ChatMessage::new("assistant", "Brightwater Ltd."),
+    ];
+    let question = Question {
+        text: "And who signed it?",
+        earlier: &earlier,
+    };
+    let outcome = ask_streaming(
+        &store,
+        None,
+        question,
+        &mut model,
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.citations, ["docs/lease.md:2-2"]);
+    let shown = &model.seen[0].messages;
+    assert_eq!(shown[1].content, "Who leases Unit 4?");
+    assert_eq!(shown[2].content, "Brightwater Ltd.");
+    let opening = &shown[3].content;
+    assert!(
+        opening.contains("<file path=\"docs/lease.md\">"),
+        "{opening}"
+    );
+    assert!(opening.ends_with(CITE) && opening.contains("Question: And who signed it?"));
+}
+
+#[tokio::test]
+async fn with_an_embedding_model_search_finds_files_by_meaning() {
+    let store = store_with(&[
+        ("fleet.md", "The automobile needs new tyres before March."),
+        ("menu.md", "Leek soup."),
+    ]);
+    for (path, vector) in [("fleet.md", [1.0, 0.0]), ("menu.md", [0.0, 1.0])] {
+        let document = store.document("docs", path).unwrap().unwrap();
+        let parts: Vec<_> = crate::vectors::parts(&document.text, 1000)
+            .into_iter()
+            .map(|p| (p, vector.to_vec()))
+            .collect();
+        assert!(store
+            .set_vectors("docs", path, &document.hash, "mini", &parts)
+            .unwrap());
+    }
+    let mut model = Scripted::new(vec![
+        call("search", json!({"query": "vehicle maintenance"})),
+        say("Before March [docs/fleet.md:1-1]."),
+    ]);
+    model.vector = Some(vec![0.9, 0.1]);
+    let outcome = ask(
+        &store,
+        None,
+        "When is the car serviced?",
+        &mut model,
+        &Limits::default(),
+    )
+    .await
+    .unwrap();
+    // No word of the question is in the file: only its vector found it.
+    assert_eq!(outcome.citations, ["docs/fleet.md:1-1"]);
+    assert!(model.seen[0].messages[1]
+        .content
+        .contains("<file path=\"docs/fleet.md\">"));
+    assert_eq!(
+        model.embedded,
+        ["When is the car serviced?", "vehicle maintenance"]
+    );
+    assert!(model
+        .tool_results()
+        .contains("docs/fleet.md: The automobile"));
 }
