@@ -63,3 +63,16 @@ def shelf_keys(keys, *args):
         check=True, capture_output=True, text=True,
     ).stdout
     return out.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def mock_registry(model, path):
+    """shelf's loopback test registry serving `path` as the Ollama model `model`;
+    yields its base URL."""
+    binary = os.path.join(os.path.dirname(os.environ.get("SHELF_BIN", "target/debug/shelf")), "shelf-mock-registry")
+    proc = subprocess.Popen([binary, "--ollama", f"{model}={path}"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -114,19 +114,24 @@ def test_unknown_watches_and_empty_questions_are_refused(served):
     assert client.models.list() is not None
 
 
-def test_digests_are_written_in_the_background(served):
-    """While the server runs, the assistant's model writes digests of the
-    watched files as background work: `watch status` counts them, and a
-    digest is stored for the text it was written from."""
-    db = served_db(served)
-    deadline = time.monotonic() + 240
+def status_when(db, done, seconds=240):
+    """The corpus watch's `watch status`, polled until `done(status)` holds
+    or `seconds` pass."""
+    deadline = time.monotonic() + seconds
     while True:
         [status] = json.loads(subprocess.run(
             [SHELF, "--assistant-db", db, "watch", "status", "corpus", "--json"],
             check=True, capture_output=True, text=True).stdout)
-        if status["digested"] >= 1 or time.monotonic() > deadline:
-            break
+        if done(status) or time.monotonic() > deadline:
+            return status
         time.sleep(1)
+
+
+def test_digests_are_written_in_the_background(served):
+    """While the server runs, the assistant's model writes digests of the
+    watched files as background work: `watch status` counts them, and a
+    digest is stored for the text it was written from."""
+    status = status_when(served_db(served), lambda s: s["digested"] >= 1)
     assert status["digested"] >= 1, status
     assert status["digested"] + status["queued"] == status["indexed"]
 
@@ -136,15 +141,7 @@ def test_every_file_is_embedded_with_the_embedding_model(served):
     every indexed file's text while the server runs (`watch status` counts
     files whose vectors match their current text), and the assistant still
     answers with them fused into its search."""
-    db = served_db(served)
-    deadline = time.monotonic() + 240
-    while True:
-        [status] = json.loads(subprocess.run(
-            [SHELF, "--assistant-db", db, "watch", "status", "corpus", "--json"],
-            check=True, capture_output=True, text=True).stdout)
-        if status["embedded"] == status["indexed"] or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    status = status_when(served_db(served), lambda s: s["embedded"] == s["indexed"])
     assert status["embedded"] == status["indexed"] > 0, status
     client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused")
     reply = client.chat.completions.create(

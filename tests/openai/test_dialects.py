@@ -1,7 +1,6 @@
 """Tools, structured output, embeddings and the Ollama and Anthropic dialects,
 through their official Python clients against the real server and real models."""
 import base64
-import contextlib
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import MODEL, model_path, shelf_server
+from conftest import MODEL, mock_registry, model_path, shelf_server
 
 QWEN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 MINILM = "all-minilm-l6-v2-f16"
@@ -265,18 +264,6 @@ def test_responses_text_streaming_and_function_call(server):
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model=QWEN, input="x", previous_response_id="resp_123")
     assert "previous_response_id" in str(caught.value)
-
-
-@contextlib.contextmanager
-def mock_registry(model, path):
-    """shelf's loopback test registry serving `path` as the Ollama model `model`."""
-    binary = os.path.join(os.path.dirname(os.environ.get("SHELF_BIN", "target/debug/shelf")), "shelf-mock-registry")
-    proc = subprocess.Popen([binary, "--ollama", f"{model}={path}"], stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_ollama_pull_copy_delete_through_the_client(tmp_path):

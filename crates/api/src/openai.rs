@@ -285,6 +285,8 @@ pub struct ChatCompletion {
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
     pub system_fingerprint: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
 }
 
 /// A choice of a non-streamed chat completion.
@@ -320,6 +322,24 @@ pub struct ChatCompletionChunk {
     /// Present (null until the last chunk) only when usage was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
+    /// On the chunk that finishes the answer: its speeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+/// An answer's speeds, in llama-server's `timings` shape (its web UI and
+/// other tools read them): prompt tokens computed (not from the cache) and
+/// generated tokens, with their times.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    /// Prompt tokens reused from the prefix cache.
+    pub cache_n: u32,
+    pub prompt_n: u32,
+    pub prompt_ms: f64,
+    pub prompt_per_second: f64,
+    pub predicted_n: u32,
+    pub predicted_ms: f64,
+    pub predicted_per_second: f64,
 }
 
 /// A choice of a streamed chat chunk.

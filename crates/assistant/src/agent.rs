@@ -458,13 +458,8 @@ impl Session<'_> {
         }
     }
 
-    /// The indexed document a model's path names: `watch/relative`.
     fn document(&self, path: &str) -> Option<Document> {
-        let (watch, relative) = path.trim_start_matches("./").split_once('/')?;
-        if !safe(relative) || self.watch.is_some_and(|w| w != watch) {
-            return None;
-        }
-        self.store.document(watch, relative).ok().flatten()
+        lookup(self.store, path, self.watch)
     }
 
     fn was_read(&self, path: &str, first: usize, last: usize) -> bool {
@@ -548,6 +543,17 @@ impl<F: Fn(&str, usize, usize) -> bool> CitationFilter<F> {
         self.removed.extend(removed);
         text
     }
+}
+
+/// The indexed document a path names, `watch/relative` exactly as the walk
+/// recorded it (within `only`, when given): the one way from a name a model
+/// or a client wrote to a file's text.
+pub fn lookup(store: &Store, path: &str, only: Option<&str>) -> Option<Document> {
+    let (watch, relative) = path.trim_start_matches("./").split_once('/')?;
+    if !safe(relative) || only.is_some_and(|w| w != watch) {
+        return None;
+    }
+    store.document(watch, relative).ok().flatten()
 }
 
 /// A relative path as the walk records them: no `..`, no root, no empty

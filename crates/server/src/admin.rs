@@ -1,11 +1,16 @@
 //! Store operations the server offers through Ollama's API (pull, copy,
-//! delete). The binary implements them over the model store and puller;
-//! this crate knows neither.
+//! delete), and the planner's answer to "will it fit?" (`/api/fit`). The
+//! binary implements them over the model store, puller and planner; this
+//! crate knows none of them.
 
 use std::future::Future;
 use std::pin::Pin;
 
+use axum::extract::State;
+use axum::Json;
 use tokio::sync::mpsc;
+
+use crate::{AppError, AppState};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone)]
@@ -44,4 +49,22 @@ pub trait ModelAdmin: Send + Sync {
         insecure: bool,
         updates: mpsc::UnboundedSender<PullUpdate>,
     ) -> Pulling;
+    /// The planner's estimates for the catalog's models on this box, as
+    /// `shelf fit --json` gives them: `{"hardware": ..., "rows": [...]}`.
+    fn fit(&self) -> Result<serde_json::Value, AdminError> {
+        Err(AdminError::Failed("this server has no planner".into()))
+    }
+}
+
+/// `GET /api/fit`: will each catalog model fit this box, and how fast.
+pub async fn fit(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    let admin = state.admin.clone().ok_or(AppError::RouteNotFound)?;
+    let rows = tokio::task::spawn_blocking(move || admin.fit())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    rows.map(Json).map_err(|e| match e {
+        AdminError::NotFound(what) | AdminError::Invalid(what) | AdminError::Failed(what) => {
+            AppError::Internal(what)
+        }
+    })
 }

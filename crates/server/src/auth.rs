@@ -48,7 +48,9 @@ pub fn may_see(model: &str) -> bool {
 /// What a route needs from a key. `None`: open to all, even with keys on.
 fn needs(route: &str, method: &axum::http::Method) -> Option<Option<Scope>> {
     match route {
-        "/health" => None,
+        // The web chat's files: nothing private, and the page must load to
+        // ask for a key.
+        "/health" | "/ui" | "/ui/" | "/ui/{*path}" => None,
         "/" if method == axum::http::Method::GET || method == axum::http::Method::HEAD => None,
         "/v1/chat/completions"
         | "/v1/completions"
@@ -59,7 +61,8 @@ fn needs(route: &str, method: &axum::http::Method) -> Option<Option<Scope>> {
         | "/api/generate"
         | "/api/conversations"
         | "/api/conversations/{id}"
-        | "/api/conversations/{id}/messages" => Some(Some(Scope::Chat)),
+        | "/api/conversations/{id}/messages"
+        | "/api/assistant/lines" => Some(Some(Scope::Chat)),
         "/v1/embeddings" | "/api/embed" | "/api/embeddings" => Some(Some(Scope::Embed)),
         "/api/pull" | "/api/copy" | "/api/delete" | "/metrics" => Some(Some(Scope::Admin)),
         // Listings and everything unmatched: any valid key. Unknown paths

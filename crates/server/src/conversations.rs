@@ -1,7 +1,8 @@
 //! `/api/conversations`: the conversations kept on the box (the web chat's
 //! and the assistant's), listed, searched, read, changed, exported and
-//! deleted, each visible only to the API key that made it. A shelf
-//! extension in Ollama's error shape. Knows the store's interface, not its
+//! deleted, each visible only to the API key that made it; and
+//! `/api/assistant/lines`, a watched file's lines for a citation. Shelf
+//! extensions in Ollama's error shape. Knows the store's interface, not its
 //! tables.
 
 use axum::body::Bytes;
@@ -150,14 +151,10 @@ pub async fn update(
     let body: Body = json::parse(body)?;
     let (settings, messages) = checked(body)?;
     let store = store(&state)?;
-    if !store
+    let found = store
         .update_conversation(owner(), id, &settings, messages.as_deref())
-        .map_err(internal)?
-    {
-        return Err(missing());
-    }
-    let changed = store.conversation(owner(), id).map_err(internal)?;
-    Ok(Json(conversation_json(&changed.ok_or_else(missing)?)))
+        .map_err(internal)?;
+    changed(&store, id, found)
 }
 
 /// `POST /api/conversations/{id}/messages`: `{"messages": [...]}` added at
@@ -174,14 +171,10 @@ pub async fn append(
     };
     let messages = checked_messages(messages)?;
     let store = store(&state)?;
-    if !store
+    let found = store
         .append_messages(owner(), id, &messages)
-        .map_err(internal)?
-    {
-        return Err(missing());
-    }
-    let changed = store.conversation(owner(), id).map_err(internal)?;
-    Ok(Json(conversation_json(&changed.ok_or_else(missing)?)))
+        .map_err(internal)?;
+    changed(&store, id, found)
 }
 
 /// `DELETE /api/conversations/{id}`: the conversation and its index row.
@@ -193,6 +186,15 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
     } else {
         Err(missing())
     }
+}
+
+/// The conversation as it is after a change; 404 when there was none.
+fn changed(store: &Store, id: i64, found: bool) -> Result<Json<Value>> {
+    if !found {
+        return Err(missing());
+    }
+    let conversation = store.conversation(owner(), id).map_err(internal)?;
+    Ok(Json(conversation_json(&conversation.ok_or_else(missing)?)))
 }
 
 /// A conversation's id from the path: anything but a number names none.
@@ -283,4 +285,52 @@ fn conversation_json(conversation: &Conversation) -> Value {
         "updated_at": conversation.updated_at,
         "messages": messages,
     })
+}
+
+/// Most lines `/api/assistant/lines` returns.
+const MOST_LINES: usize = 500;
+
+#[derive(Debug, Deserialize)]
+pub struct LinesQuery {
+    path: String,
+    start: Option<usize>,
+    end: Option<usize>,
+}
+
+/// `GET /api/assistant/lines?path=WATCH/PATH&start=N&end=M`: lines of an
+/// indexed file (at most 500), for a citation's link. The path is looked up
+/// in the store as the agent's `read` looks it up, so nothing outside the
+/// watched folders is reachable; the key must be allowed the assistant.
+pub async fn lines(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<LinesQuery>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(query) = query.map_err(bad_query)?;
+    if !crate::auth::may_see(crate::assistant::MODEL) {
+        return Err(AppError::Forbidden {
+            message: "This API key may not use the assistant".into(),
+            code: "model_not_allowed",
+        }
+        .into());
+    }
+    let store = store(&state)?;
+    let document = shelf_assistant::agent::lookup(&store, &query.path, None)
+        .ok_or_else(|| OllamaError::from(AppError::NotFound("indexed file".into())))?;
+    let all: Vec<&str> = document.text.split('\n').collect();
+    let start = query.start.unwrap_or(1).clamp(1, all.len().max(1));
+    let end = query
+        .end
+        .unwrap_or(all.len())
+        .clamp(start, all.len().max(1))
+        .min(start + MOST_LINES - 1);
+    let lines: Vec<&str> = all[start - 1..end.min(all.len())]
+        .iter()
+        .map(|l| l.trim_start_matches('\x0c'))
+        .collect();
+    Ok(Json(json!({
+        "path": query.path,
+        "start": start,
+        "end": end,
+        "lines": lines,
+    })))
 }

@@ -438,6 +438,23 @@ pub fn usage(usage: Usage) -> wire::Usage {
     }
 }
 
+/// An answer's speeds in llama-server's `timings` shape. The first token
+/// rides on the prompt's pass, so decode counts the tokens after it.
+pub fn timings(completion: &shelf_engine::Completion) -> wire::Timings {
+    let usage = completion.usage;
+    let timings = completion.timings;
+    let computed = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
+    wire::Timings {
+        cache_n: usage.cached_tokens,
+        prompt_n: computed,
+        prompt_ms: timings.prefill_ms,
+        prompt_per_second: timings.prefill_tps(computed),
+        predicted_n: usage.completion_tokens,
+        predicted_ms: timings.decode_ms,
+        predicted_per_second: timings.decode_tps(),
+    }
+}
+
 /// shelf's usage extension for the other dialects: `speculative`, the
 /// drafted and accepted tokens, added to `object` when the answer was
 /// speculated.

@@ -25,6 +25,7 @@ mod openai;
 mod ps;
 mod responses;
 mod running;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,7 +136,10 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         body_timeout: config.body_timeout,
     });
     Router::new()
-        .route("/", get(ollama::root))
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::folder))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
         .route("/api/show", post(ollama::show))
@@ -170,6 +174,8 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
             "/api/conversations/{id}/messages",
             post(conversations::append),
         )
+        .route("/api/assistant/lines", get(conversations::lines))
+        .route("/api/fit", get(admin::fit))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { AppError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

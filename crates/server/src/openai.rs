@@ -54,6 +54,10 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<wire::Mod
 /// The models this request's key may use.
 async fn model_names(state: &AppState) -> Result<Vec<String>, AppError> {
     let mut names = state.host.list().await.map_err(AppError::from)?;
+    // The assistant answers as a model of its own when one is set for it.
+    if state.assistant.as_ref().is_some_and(|a| a.model.is_some()) {
+        names.push(crate::assistant::MODEL.to_owned());
+    }
     names.retain(|name| crate::auth::may_see(name));
     Ok(names)
 }
@@ -141,6 +145,7 @@ pub async fn chat_completions(
         }],
         usage: convert::usage(collected.completion.usage),
         system_fingerprint: FINGERPRINT,
+        timings: Some(convert::timings(&collected.completion)),
     })
     .into_response())
 }
@@ -180,6 +185,7 @@ async fn assistant_completion(
         }],
         usage: convert::usage(shelf_engine::Usage::default()),
         system_fingerprint: FINGERPRINT,
+        timings: None,
     })
     .into_response())
 }
@@ -296,9 +302,10 @@ impl chat::Frames for ChatFrames {
                 return vec![self.send(chunk)];
             }
             E::Done(completion, finish) => {
-                let last = self
+                let mut last = self
                     .format
                     .chunk(wire::Delta::default(), Some(convert::finish(finish)));
+                last.timings = Some(convert::timings(&completion));
                 let mut frames = vec![self.send(last)];
                 if self.include_usage {
                     let mut chunk = self.format.chunk(wire::Delta::default(), None);
@@ -508,6 +515,7 @@ impl ChatFormat {
                 finish_reason,
             }],
             usage: None,
+            timings: None,
         }
     }
 }

@@ -443,6 +443,32 @@ async fn the_assistant_streams_its_answer_and_keeps_the_conversation_going() {
     );
 }
 
+/// The assistant database in `dir` with a watch `docs` on it.
+fn watched(dir: &tempfile::TempDir) -> Store {
+    let store = Store::open(&dir.path().join("assistant.db")).unwrap();
+    let watch = Watch {
+        name: "docs".into(),
+        root: dir.path().to_path_buf(),
+        model: None,
+    };
+    store.add_watch(&watch).unwrap();
+    store
+}
+
+/// Record `text` as the file `path` of `docs`, hashed by its text.
+fn put(store: &Store, path: &str, text: &str) {
+    let file = FileRecord {
+        path: path.into(),
+        size: text.len() as u64,
+        mtime_ns: 1,
+        content: Content::Text {
+            text: text.into(),
+            hash: format!("hash of {text}"),
+        },
+    };
+    store.put("docs", &file).unwrap();
+}
+
 /// Poll `done` until it holds, failing after 10 s.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -467,25 +493,12 @@ async fn a_digest_gives_its_slot_to_a_waiting_request() {
         model: Some("held".into()),
         embed: None,
     }));
-    let store = Store::open(&db).unwrap();
-    store
-        .add_watch(&Watch {
-            name: "docs".into(),
-            root: dir.path().to_path_buf(),
-            model: None,
-        })
-        .unwrap();
-    let text = "Lease between Ada and Brightwater, ends June 2027.";
-    let file = FileRecord {
-        path: "lease.md".into(),
-        size: text.len() as u64,
-        mtime_ns: 1,
-        content: Content::Text {
-            text: text.into(),
-            hash: "h1".into(),
-        },
-    };
-    store.put("docs", &file).unwrap();
+    let store = watched(&dir);
+    put(
+        &store,
+        "lease.md",
+        "Lease between Ada and Brightwater, ends June 2027.",
+    );
     let config = state.assistant.clone().unwrap();
     let writer = tokio::spawn(shelf_server::assistant::write_digests(
         state.clone(),
@@ -527,32 +540,13 @@ async fn files_are_embedded_and_an_edit_is_embedded_again() {
         model: Some("fake".into()),
         embed: Some("embedder".into()),
     }));
-    let store = Store::open(&db).unwrap();
-    store
-        .add_watch(&Watch {
-            name: "docs".into(),
-            root: dir.path().to_path_buf(),
-            model: None,
-        })
-        .unwrap();
-    let put = |path: &str, text: &str| {
-        let file = FileRecord {
-            path: path.into(),
-            size: text.len() as u64,
-            mtime_ns: 1,
-            content: Content::Text {
-                text: text.into(),
-                hash: format!("hash of {text}"),
-            },
-        };
-        store.put("docs", &file).unwrap();
-    };
+    let store = watched(&dir);
     // A long file is embedded a part at a time: 40 parts, three batches.
     let long: String = (0..40)
         .map(|i| format!("line {i} {}\n", "word ".repeat(190)))
         .collect();
-    put("long.md", &long);
-    put("short.md", "The lease ends in June.");
+    put(&store, "long.md", &long);
+    put(&store, "short.md", "The lease ends in June.");
     let config = state.assistant.clone().unwrap();
     let writer = tokio::spawn(shelf_server::assistant::write_vectors(
         state.clone(),
@@ -569,11 +563,101 @@ async fn files_are_embedded_and_an_edit_is_embedded_again() {
     };
     assert_eq!(store.nearest(&query, None, 10).unwrap().len(), 2);
 
-    put("short.md", "The lease ends in July.");
+    put(&store, "short.md", "The lease ends in July.");
     assert_eq!(store.status("docs").unwrap().embedded, 1);
     until("the edit's vectors", || {
         store.status("docs").unwrap().embedded == 2
     })
     .await;
     writer.abort();
+}
+
+#[tokio::test]
+async fn a_citation_opens_its_lines_and_nothing_outside_the_watches() {
+    let (state, dir) = server();
+    put(&watched(&dir), "notes/lease.md", "one\ntwo\nthree\nfour");
+    let reply = send(
+        &state,
+        "GET",
+        "/api/assistant/lines?path=docs/notes/lease.md&start=2&end=3",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["lines"], json!(["two", "three"]));
+    assert_eq!(
+        (reply.json()["start"].clone(), reply.json()["end"].clone()),
+        (json!(2), json!(3))
+    );
+    for path in [
+        "docs/notes/../notes/lease.md",
+        "/etc/passwd",
+        "docs//notes/lease.md",
+        "other/notes/lease.md",
+        "docs/notes/missing.md",
+        "docs",
+    ] {
+        let uri = format!("/api/assistant/lines?path={}", path.replace('/', "%2F"));
+        let reply = send(&state, "GET", &uri, None, None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.body
+        );
+        assert!(
+            !reply.body.contains("/etc") && !reply.body.contains("two"),
+            "{}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_assistant_is_listed_and_answers_carry_their_speeds() {
+    let (state, _dir) = server();
+    let models = send(&state, "GET", "/v1/models", None, None).await.json();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"assistant") && ids.contains(&"fake"),
+        "{ids:?}"
+    );
+
+    let chat = json!({"model": "fake", "messages": [{"role": "user", "content": "Hi"}]});
+    let whole = send(
+        &state,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        Some(chat.clone()),
+    )
+    .await
+    .json();
+    let timings = &whole["timings"];
+    assert_eq!(timings["predicted_n"], whole["usage"]["completion_tokens"]);
+    assert_eq!(timings["prompt_n"], whole["usage"]["prompt_tokens"]);
+    assert!(timings["predicted_per_second"].as_f64().unwrap() >= 0.0);
+
+    let mut streamed = chat;
+    streamed["stream"] = json!(true);
+    let reply = send(&state, "POST", "/v1/chat/completions", None, Some(streamed)).await;
+    let chunks: Vec<Value> = reply
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let with_timings: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c.get("timings").is_some())
+        .collect();
+    assert_eq!(with_timings.len(), 1);
+    assert_eq!(with_timings[0]["choices"][0]["finish_reason"], "stop");
 }

@@ -9,9 +9,13 @@ use shelf_server::{AdminError, ModelAdmin, PullUpdate, Pulling};
 use shelf_store::{Layers, ModelName};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Store operations on these layers (writes go to the local store).
+/// Store operations on these layers (writes go to the local store), and
+/// the planner for this box.
 pub struct StoreAdmin {
     pub layers: Layers,
+    /// `--threads` and `--ctx`, which the planner's estimates follow.
+    pub threads: Option<u32>,
+    pub ctx: Option<u32>,
 }
 
 impl StoreAdmin {
@@ -102,6 +106,10 @@ impl ModelAdmin for StoreAdmin {
             }
             Ok(())
         })
+    }
+
+    fn fit(&self) -> Result<serde_json::Value, AdminError> {
+        Ok(crate::fit::this_box_json(self.threads, self.ctx))
     }
 }
 

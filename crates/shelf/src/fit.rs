@@ -271,7 +271,8 @@ fn verdict_word(verdict: shelf_planner::Verdict) -> &'static str {
 }
 
 /// Every catalog model at Q4_K_M and Q8_0 on one box, then models together and claims.
-fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow::Result<()> {
+/// Every catalog model at Q4_K_M and Q8_0 on `hardware`.
+fn catalog_rows(hardware: &Hardware, options: &FitOptions) -> Vec<FitRow> {
     let mut rows = Vec::new();
     for model in model_catalog() {
         for quant in ["Q4_K_M", "Q8_0"] {
@@ -281,6 +282,27 @@ fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow:
             }
         }
     }
+    rows
+}
+
+/// `catalog_rows` for this box with `serve`'s context, as JSON for
+/// `/api/fit`.
+pub fn this_box_json(threads: Option<u32>, ctx: Option<u32>) -> serde_json::Value {
+    let hardware = probe::this_box(threads);
+    let options = FitOptions {
+        ctx: ctx.map_or(4096, u64::from),
+        parallel: 1,
+        kv_type: KvType::F16,
+    };
+    serde_json::json!({
+        "hardware": hardware.name,
+        "usable_bytes": hardware.usable_bytes,
+        "rows": catalog_rows(&hardware, &options),
+    })
+}
+
+fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow::Result<()> {
+    let rows = catalog_rows(hardware, options);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

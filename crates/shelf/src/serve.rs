@@ -93,6 +93,8 @@ pub async fn serve(globals: &Globals, args: ServeArgs) -> anyhow::Result<()> {
     );
     let admin = Arc::new(crate::admin::StoreAdmin {
         layers: layers.clone(),
+        threads: globals.threads,
+        ctx: globals.ctx,
     });
     let host = Arc::new(ModelHost::new(
         Arc::new(StoreCatalog {
