@@ -4,7 +4,7 @@ while it digests a folder of 50 files with the same model (the same runner),
 alternating. Bars: time to first token at most 1.15x idle, decode at least
 0.9x idle.
 
-Usage: python3 bench/assistant_priority.py [MODEL] [--threads N] [--reps N]
+Usage: python3 bench/assistant_priority.py [MODEL] [--threads N] [--reps N] [--parallel N]
 Exits 1 when a bar is missed."""
 import argparse
 import json
@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--threads", default="2")
     parser.add_argument("--reps", type=int, default=3, choices=range(1, 5))
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--parallel", default="2", help="slots; with 1, a chat must take a digest's slot")
     args = parser.parse_args()
     shelf = os.environ.get("SHELF_BIN", "target/release/shelf")
     work = tempfile.mkdtemp()
@@ -70,7 +71,7 @@ def main():
     name = os.path.basename(args.model).removesuffix(".gguf")
     server = subprocess.Popen(
         [shelf, "--assistant-db", db, "--threads", args.threads, "serve", "--addr", "127.0.0.1:0",
-         "--model", args.model, "--assistant-model", name, "--parallel", "2", "--models-dir", work,
+         "--model", args.model, "--assistant-model", name, "--parallel", args.parallel, "--models-dir", work,
          "--keys", os.path.join(work, "keys.db")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "SHELF_LOG": "warn"})
     try:

@@ -166,9 +166,10 @@ def test_a_conversation_survives_a_reload_and_can_be_deleted(server, open_page):
     assert get(server + "/api/conversations?q=zebrafinch")["conversations"] == []
 
 
-def test_a_pull_shows_its_progress_to_100_percent(server, open_page):
+def test_a_pull_shows_its_progress_to_100_percent_and_delete_removes_it(server, open_page):
     """Pulling from the loopback registry in the Models dialog moves the
-    progress bar to 100%, and the new model is listed."""
+    progress bar to 100%, the new model is listed, and Delete removes it
+    from the store."""
     with mock_registry("library/tiny:latest", model_path(SMOL)) as registry:
         name = f"{registry.removeprefix('http://')}/library/tiny:latest"
         page = open_page(server)
@@ -185,6 +186,11 @@ def test_a_pull_shows_its_progress_to_100_percent(server, open_page):
         page.page.wait_for_selector("#pull-status:has-text('success: 100%')", timeout=120_000)
         assert page.page.eval_on_selector("#pull-progress", "bar => bar.value") == 100
         page.page.wait_for_selector(f"#models-table td:has-text('{name}')")
+        # And deleted again from the same dialog.
+        page.page.once("dialog", lambda dialog: dialog.accept())
+        page.page.click(f"#models-table button[aria-label='Delete {name}']")
+        page.page.wait_for_selector(f"#models-table td:has-text('{name}')", state="detached")
+        assert name not in [m["name"] for m in get(server + "/api/tags")["models"]]
 
 
 def test_with_keys_on_the_page_asks_for_one(open_page):
@@ -269,3 +275,46 @@ def test_the_assistant_is_in_the_picker_and_its_citations_open_their_lines(open_
         page.page.wait_for_selector("#viewer[open]")
         assert page.page.text_content("#viewer-heading") == "docs/lease.md:2-3"
         assert page.page.text_content("#viewer-text") == "2| Rent: EUR 1,200 a month\n3| Notice: three months"
+
+
+def test_edit_regenerate_settings_search_rename_and_export(server, open_page):
+    """The rest of a conversation's life in the page: its system prompt and
+    temperature are kept with it, editing a question drops what followed and
+    asks again, Regenerate replaces the last answer, search finds it by a
+    word, rename changes its title, and the Markdown export holds the turns."""
+    page = open_page(server)
+    p = page.page
+    p.wait_for_selector(f"#model option[value='{SMOL}']", state="attached")
+    pick_model(p)
+    p.click("#settings summary")
+    p.fill("#system", "You answer in one short sentence.")
+    p.fill("#temperature", "0.2")
+    send(p, "What colour is the sky, quetzal?")
+    wait_for_answer(p)
+    [listed] = get(server + "/api/conversations?q=quetzal")["conversations"]
+    kept = get(server + f"/api/conversations/{listed['id']}")
+    assert kept["system"] == "You answer in one short sentence." and kept["temperature"] == 0.2
+
+    p.click(".message.user .tools button:has-text('Edit')")
+    p.fill(".message.user textarea", "What colour is grass, quetzal?")
+    p.click(".message.user .tools button:has-text('Send')")
+    wait_for_answer(p)
+    kept = get(server + f"/api/conversations/{listed['id']}")
+    assert [m["role"] for m in kept["messages"]] == ["user", "assistant"]
+    assert kept["messages"][0]["content"] == "What colour is grass, quetzal?"
+
+    p.click(".message.assistant .tools button:has-text('Regenerate')")
+    wait_for_answer(p)
+    kept = get(server + f"/api/conversations/{listed['id']}")
+    assert [m["role"] for m in kept["messages"]] == ["user", "assistant"]
+
+    p.fill("#search", "quetzal")
+    p.wait_for_selector("#conversations .snippet")
+    assert p.locator("#conversations button").count() == 1
+    p.once("dialog", lambda dialog: dialog.accept("Grass and sky"))
+    p.click("#rename")
+    p.wait_for_selector("#title:has-text('Grass and sky')")
+    with p.expect_download() as download:
+        p.click("#export-md")
+    text = open(download.value.path()).read()
+    assert text.startswith("# Grass and sky\n") and "## User\n\nWhat colour is grass, quetzal?" in text

@@ -47,10 +47,12 @@ export async function request(method, path, body, signal) {
   return response;
 }
 
-/** A request whose answer is JSON (or nothing, for 204). */
+/** A request whose answer is JSON, or null when it has no body (Ollama's
+ * delete and copy answer 200 with none). */
 export async function json(method, path, body) {
   const response = await request(method, path, body);
-  return response.status === 204 ? null : response.json();
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
 }
 
 /** The message of an error in OpenAI's or Ollama's shape. */

@@ -251,7 +251,7 @@ const IDLE: Duration = Duration::from_secs(5);
 /// digested a part at a time, then the parts' notes combined.
 const PART_CHARS: usize = 6_000;
 /// How often a digest turn looks for a request waiting for its slot.
-const GIVE_WAY_CHECK: Duration = Duration::from_millis(50);
+const GIVE_WAY_CHECK: Duration = Duration::from_millis(10);
 /// Longest digest, or part's notes.
 const DIGEST_TOKENS: u32 = 384;
 
