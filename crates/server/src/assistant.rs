@@ -330,7 +330,8 @@ async fn digest(state: &AppState, model: &str, text: &str) -> Result<Option<Stri
 
 /// One background turn. A turn holds one of the model's slots, so when a
 /// request is waiting for one it is given up (`None`): the digest is
-/// written later, its prompt mostly from the prefix cache.
+/// written later. Its prompt is not cached: saving and restoring a slot's
+/// cache blocks the decode loop, which a waiting chat would feel.
 async fn turn(state: &AppState, model: &str, text: &str) -> Result<Option<String>, AppError> {
     let chat = Chat {
         messages: vec![
@@ -346,7 +347,6 @@ async fn turn(state: &AppState, model: &str, text: &str) -> Result<Option<String
         },
         max_tokens: Some(DIGEST_TOKENS),
         background: true,
-        cache_prompt: true,
         ..Params::default()
     };
     let run = chat::start(state, model, chat, params).await?;
