@@ -17,6 +17,7 @@
 #   GPU, 4:  scripts/gpu-bench.sh device-serve   # concurrency, fairness, prefix cache against llama-server
 #   GPU, 5:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
 #   GPU, 6:  scripts/gpu-bench.sh device-speculate  # n-gram speculation against plain decode and llama-server's (carry .gpu-model-2)
+#   GPU, 7:  scripts/gpu-bench.sh device-speculate-rows  # verification cost by rows, gain by draft maximum (carry .gpu-model-2)
 #
 # Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8), STREAMS (32)
 set -euo pipefail
@@ -183,6 +184,32 @@ device_speculate() {
   return $status
 }
 
+# What a verification step costs by rows on this GPU, and what drafting at
+# most K tokens gains with each K: MMVQ kernels serve batches of up to 8
+# rows, MMQ ones from 9 (ggml-cuda's MMVQ_MAX_BATCH_SIZE).
+device_speculate_rows() {
+  if [ ! -f "$work/$model_name.gguf" ]; then
+    cat "$work/model.part1" .gpu-model-2/part > "$work/$model_name.gguf"
+  fi
+  LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH
+  local model=$work/$model_name.gguf common=(--gpu-layers 99 --threads "${THREADS:-8}" --tg 256) k
+  echo "step time by rows (rewrite, every lookup drafted, at most 32):"
+  SHELF_LOG=shelf_engine_llama=trace "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact \
+    --draft-max 32 --draft-fixed --task rewrite --reps 1 2>&1 >/dev/null | python3 bench/lib/step_times.py
+  for k in ${DRAFT_MAXES:-3 5 7 8}; do
+    echo "draft maximum $k, fixed:"
+    "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --draft-max "$k" --draft-fixed \
+      --task rewrite --reps "${REPS:-2}" | grep -E '^\| rewrite' || true
+    echo "draft maximum $k, tuned:"
+    "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact --draft-max "$k" \
+      --task rewrite --reps "${REPS:-2}" | grep -E '^\| rewrite' || true
+  done
+  echo "step time by rows (rewrite, every lookup drafted, at most 7):"
+  SHELF_LOG=shelf_engine_llama=trace "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact \
+    --draft-max 7 --draft-fixed --task rewrite --reps 1 2>&1 >/dev/null | python3 bench/lib/step_times.py
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   device-build) device_build ;;
@@ -191,5 +218,6 @@ case "${1:-}" in
   device-serve) device_serve ;;
   device-plan) device_plan ;;
   device-speculate) device_speculate ;;
-  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan|device-speculate" >&2; exit 2 ;;
+  device-speculate-rows) device_speculate_rows ;;
+  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan|device-speculate|device-speculate-rows" >&2; exit 2 ;;
 esac

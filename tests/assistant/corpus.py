@@ -215,6 +215,25 @@ QUESTIONS = [
 ]
 
 
+# The same facts asked in other words than the files use: what search by
+# meaning (embeddings) adds to full text is measured on these
+# (bench/assistant.py --search-only --embed MODEL).
+PARAPHRASES = [
+    ("What must the renter hand over up front for the apartment?", ["contracts/lease-harbour-street.md"]),
+    ("How many boxes of fruit get supplied?", ["contracts/supply-agreement-fenwick.txt"]),
+    ("How long is the secrecy period in the non-disclosure deal?", ["contracts/nda-quillmark.md"]),
+    ("What did the printer bill us for the leaflets?", ["invoices/invoice-2042.txt"]),
+    ("What did the lung scan reveal?", ["clinical/visit-2026-02-25-okafor.md"]),
+    ("What painkiller amount was given for the twisted foot?", ["clinical/visit-2026-03-04-lindqvist.md"]),
+    ("Which person reacts badly to rubber gloves?", ["clinical/allergies.csv"]),
+    ("What does the meat-free lunch spread cost per guest?", ["mail/2026-03-09-catering.eml"]),
+    ("When is the heating getting fixed?", ["mail/2026-04-18-landlord.eml"]),
+    ("How much pay does the new hire get?", ["contracts/employment-offer-holm.docx"]),
+    ("How long do we retain customer reservation data?", ["web/privacy-policy.html"]),
+    ("Who must rework the spending plan?", ["meetings/2026-04-02-team.md"]),
+]
+
+
 def _eml(sender, subject, body):
     return (f"From: {sender}\r\nTo: Daniel Osei <daniel@osei.example>\r\nSubject: {subject}\r\n"
             f"Date: Mon, 2 Mar 2026 09:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n")

@@ -61,7 +61,43 @@ pub fn parts(text: &str, most: usize) -> Vec<Part> {
     parts
 }
 
+/// A file lacking current vectors from a model: its text's parts, and the
+/// hash they must be stored against.
+#[derive(Debug, Clone)]
+pub struct Unembedded {
+    pub watch: String,
+    pub path: String,
+    pub hash: String,
+    pub parts: Vec<Part>,
+}
+
 impl Store {
+    /// The next file with no current vectors from `model`, cut into parts;
+    /// `None` when every file is current.
+    pub fn next_unembedded(&self, model: &str) -> Result<Option<Unembedded>, AssistantError> {
+        for (watch, path) in self.unembedded(model, 8)? {
+            // A file may go between the two reads; the next one is tried.
+            if let Some(document) = self.document(&watch, &path)? {
+                return Ok(Some(Unembedded {
+                    parts: parts(&document.text, PART_CHARS),
+                    hash: document.hash,
+                    watch,
+                    path,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The models whose vectors the store holds, most parts first.
+    pub fn vector_models(&self) -> Result<Vec<String>, AssistantError> {
+        let conn = self.db();
+        let mut statement =
+            conn.prepare("SELECT model FROM vectors GROUP BY model ORDER BY count(*) DESC, model")?;
+        let rows = statement.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Files (watch, path) with text but no current vectors from `model`,
     /// oldest change first.
     pub fn unembedded(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{stream, Stream};
 use shelf_assistant::agent::{self, Outcome, Responder, Sink};
-use shelf_assistant::{vectors, Embedding, Message, Settings, Store};
+use shelf_assistant::{Embedding, Message, Settings, Store};
 use shelf_engine::chat::{Answer, Chat, Piece};
 use shelf_engine::template::ChatMessage;
 use shelf_engine::SamplingParams;
@@ -485,15 +485,11 @@ async fn embed_next(
     model: &str,
 ) -> Result<bool, AppError> {
     let store = Store::open(&config.db).map_err(internal)?;
-    let Some((watch, path)) = store.unembedded(model, 1).map_err(internal)?.pop() else {
+    let Some(file) = store.next_unembedded(model).map_err(internal)? else {
         return Ok(false);
     };
-    let Some(document) = store.document(&watch, &path).map_err(internal)? else {
-        return Ok(true);
-    };
-    let parts = vectors::parts(&document.text, vectors::PART_CHARS);
-    let mut made = Vec::with_capacity(parts.len());
-    for batch in parts.chunks(EMBED_BATCH) {
+    let mut made = Vec::with_capacity(file.parts.len());
+    for batch in file.parts.chunks(EMBED_BATCH) {
         while anyone_waiting(state) {
             tokio::time::sleep(GIVE_WAY_CHECK).await;
         }
@@ -502,9 +498,9 @@ async fn embed_next(
         made.extend(batch.iter().cloned().zip(embedded.vectors));
     }
     store
-        .set_vectors(&watch, &path, &document.hash, model, &made)
+        .set_vectors(&file.watch, &file.path, &file.hash, model, &made)
         .map_err(internal)?;
-    tracing::info!(watch = %watch, parts = made.len(), "vectors written");
+    tracing::info!(watch = %file.watch, parts = made.len(), "vectors written");
     Ok(true)
 }
 

@@ -5,7 +5,7 @@ use anyhow::Context;
 use shelf_assistant::agent::{self, Outcome, Responder, Sink};
 use std::io::Write as _;
 
-use shelf_assistant::{Message, Settings, Store};
+use shelf_assistant::{Embedding, Message, Settings, Store};
 use shelf_engine::chat::{self, Answer, Chat, Piece};
 use shelf_engine::template::{ChatTemplate, FALLBACK_STOPS};
 use shelf_engine::{Event, GenerateRequest, LoadedModel, SamplingParams};
@@ -13,6 +13,7 @@ use shelf_engine_llama::LlamaModelHandle;
 
 use crate::catalog;
 use crate::cli::{AskArgs, Globals};
+use crate::embedder::{self, Embedder};
 
 /// Longest answer or tool call a turn may write.
 const TURN_TOKENS: u32 = 1024;
@@ -46,8 +47,9 @@ pub async fn ask(globals: &Globals, args: AskArgs) -> anyhow::Result<()> {
     let layers = globals.layers()?;
     let model_path = catalog::resolve(&layers, &model_name)?;
     let ctx = args.ask_ctx.or(globals.ctx).unwrap_or(16384);
+    let embedder = embedder::for_search(globals, &store, &args.search).await?;
     let model = crate::run::load(model_path, globals, Some(ctx)).await?;
-    let mut responder = Local::new(model)?;
+    let mut responder = Local::new(model, embedder);
     let limits = agent::Limits {
         max_steps: args.max_steps as usize,
         ..agent::Limits::default()
@@ -114,14 +116,16 @@ fn print(outcome: &Outcome, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The model in this process, answering each turn greedily.
+/// The model in this process, answering each turn greedily, and the
+/// embedding model that searches with it, if any.
 struct Local {
     model: LlamaModelHandle,
     template: ChatTemplate,
+    embedder: Option<Embedder>,
 }
 
 impl Local {
-    fn new(model: LlamaModelHandle) -> anyhow::Result<Self> {
+    fn new(model: LlamaModelHandle, embedder: Option<Embedder>) -> Self {
         let info = model.info();
         let template = ChatTemplate::new(
             info.chat_template.as_deref(),
@@ -129,7 +133,11 @@ impl Local {
             &info.eos_token,
         )
         .unwrap_or_else(|_| ChatTemplate::fallback(&info.bos_token, &info.eos_token));
-        Ok(Self { model, template })
+        Self {
+            model,
+            template,
+            embedder,
+        }
     }
 
     async fn turn(&mut self, chat: &Chat, text: Sink<'_>) -> anyhow::Result<Answer> {
@@ -178,5 +186,9 @@ fn take(answer: &mut Answer, piece: Piece, text: Sink<'_>) {
 impl Responder for Local {
     async fn respond(&mut self, chat: &Chat, text: Sink<'_>) -> Result<Answer, String> {
         self.turn(chat, text).await.map_err(|e| format!("{e:#}"))
+    }
+
+    async fn embed(&mut self, text: &str) -> Option<Embedding> {
+        self.embedder.as_ref()?.query(text)
     }
 }

@@ -672,6 +672,22 @@ pub struct AskArgs {
     /// Print the answer with its citations and tool calls as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub search: SearchEmbedArgs,
+}
+
+/// How the assistant's search finds files by meaning from the terminal.
+#[derive(Debug, Args)]
+pub struct SearchEmbedArgs {
+    /// An embedding model (a store name or a path): files without its
+    /// vectors are embedded first, then full-text and nearest-vector
+    /// results are fused [default: the model whose vectors the store
+    /// already holds (`serve --assistant-embed`), if any]
+    #[arg(long, conflicts_with = "words_only")]
+    pub embed: Option<String>,
+    /// Search by words alone, even where vectors are stored
+    #[arg(long)]
+    pub words_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -772,6 +788,8 @@ pub struct WatchSearchArgs {
     /// JSON instead of text
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub search: SearchEmbedArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod ask;
 mod bench;
 mod catalog;
 mod cli;
+mod embedder;
 mod fit;
 mod keys;
 mod probe;
@@ -71,7 +72,7 @@ async fn dispatch(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Cost(args) => fit::cost(&globals, args),
         cli::Command::Ps(args) => ps::ps(args).await,
         cli::Command::Keys(command) => keys::keys(&globals, command),
-        cli::Command::Watch(command) => watch::watch(&globals, command),
+        cli::Command::Watch(command) => watch::watch(&globals, command).await,
         cli::Command::Ask(args) => ask::ask(&globals, args).await,
         cli::Command::Conversations(command) => watch::conversations(&globals, command),
         cli::Command::Runner(args) => runner::runner(&globals, args).await,

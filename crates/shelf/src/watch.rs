@@ -17,14 +17,14 @@ fn open(globals: &Globals) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the assistant's database {}", path.display()))
 }
 
-pub fn watch(globals: &Globals, command: WatchCommand) -> anyhow::Result<()> {
+pub async fn watch(globals: &Globals, command: WatchCommand) -> anyhow::Result<()> {
     let store = open(globals)?;
     match command {
         WatchCommand::Add(args) => add(&store, &args),
         WatchCommand::List(args) => list(&store, &args),
         WatchCommand::Rm(args) => rm(&store, &args),
         WatchCommand::Status(args) => status(&store, &args),
-        WatchCommand::Search(args) => search(&store, &args),
+        WatchCommand::Search(args) => search(globals, &store, &args).await,
     }
 }
 
@@ -119,8 +119,15 @@ fn status(store: &Store, args: &WatchStatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn search(store: &Store, args: &WatchSearchArgs) -> anyhow::Result<()> {
-    let hits = store.search(&args.query, args.watch.as_deref(), args.limit as usize)?;
+async fn search(globals: &Globals, store: &Store, args: &WatchSearchArgs) -> anyhow::Result<()> {
+    let embedder = crate::embedder::for_search(globals, store, &args.search).await?;
+    let embedding = embedder.as_ref().and_then(|e| e.query(&args.query));
+    let hits = store.search_with(
+        &args.query,
+        embedding.as_ref(),
+        args.watch.as_deref(),
+        args.limit as usize,
+    )?;
     if args.json {
         let rows: Vec<serde_json::Value> = hits
             .iter()

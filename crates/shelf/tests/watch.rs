@@ -67,3 +67,57 @@ fn add_status_search_and_remove() {
     let (ok, _, err) = shelf_on_db(&db, &["watch", "rm", "office"]);
     assert!(!ok && err.contains("no watch named"), "{err}");
 }
+
+/// Search from the terminal finds a file by meaning alone: a query sharing
+/// no word with any file finds nothing by words, and with the real
+/// all-MiniLM-L6-v2 (`--embed`) ranks the file it is about first. The
+/// vectors written then are reused: a later search picks the stored model
+/// by itself and embeds nothing again.
+#[test]
+fn search_by_meaning_with_a_real_embedding_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("home");
+    std::fs::create_dir_all(&folder).unwrap();
+    let files = [
+        (
+            "recipe.md",
+            "Knead the dough ten minutes. Leave it to rise one hour. Bake at 220 degrees until golden.",
+        ),
+        (
+            "invoice.md",
+            "Invoice 2231. Forty crates of figs, 3,200 EUR, payable within thirty days.",
+        ),
+        (
+            "lease.md",
+            "The tenant pays the landlord 1,450 EUR monthly for the flat on Harbour Street.",
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(folder.join(name), text).unwrap();
+    }
+    let db = dir.path().join("assistant.db");
+    let (ok, _, err) = shelf_on_db(&db, &["watch", "add", folder.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let query = "bread oven";
+    let search = |extra: &[&str]| {
+        let mut args = vec!["watch", "search", query, "--json"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = shelf_on_db(&db, &args);
+        assert!(ok, "{err}");
+        let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (hits, err)
+    };
+
+    let (hits, _) = search(&[]);
+    assert_eq!(hits, serde_json::json!([]), "words alone found {hits}");
+    let minilm = shelf_testmodels::path(shelf_testmodels::MINILM);
+    let (hits, err) = search(&["--embed", minilm.to_str().unwrap()]);
+    assert_eq!(hits[0]["path"], "recipe.md", "{hits}");
+    assert!(err.contains("3 file(s)"), "{err}");
+
+    let (hits, err) = search(&[]);
+    assert_eq!(hits[0]["path"], "recipe.md", "{hits}");
+    assert!(!err.contains("embedding"), "embedded again: {err}");
+    let (hits, _) = search(&["--words-only"]);
+    assert_eq!(hits, serde_json::json!([]), "{hits}");
+}
