@@ -157,6 +157,8 @@ pub struct FitOptions {
     /// Sequences served at once, each with its own `ctx`.
     pub parallel: u64,
     pub kv_type: KvType,
+    /// Prompt length prefill is predicted for, in tokens.
+    pub prompt: u64,
 }
 
 impl Default for FitOptions {
@@ -165,6 +167,7 @@ impl Default for FitOptions {
             ctx: 4096,
             parallel: 1,
             kv_type: KvType::F16,
+            prompt: 512,
         }
     }
 }
@@ -216,7 +219,7 @@ struct Efficiency {
     bandwidth: f64,
     /// Fixed cost per layer per token (kernel launches, thread barriers), seconds.
     per_layer: f64,
-    /// Share of peak FP16 compute prefill reaches.
+    /// Share of the box's `matmul_tops` prefill's weight multiplications reach.
     compute: f64,
     /// Memory the runtime takes besides buffers.
     overhead: u64,
@@ -224,16 +227,19 @@ struct Efficiency {
 
 fn efficiency(backend: Backend) -> Efficiency {
     match backend {
+        // Fitted on the M1 and M2 rows of discussion #4167; Apple boxes
+        // carry their chip class's decode constants themselves.
         Backend::Metal => Efficiency {
-            bandwidth: 0.75,
-            per_layer: 130e-6,
-            compute: 0.45,
+            bandwidth: APPLE_PRO_MAX_DEFAULT.0,
+            per_layer: APPLE_PRO_MAX_DEFAULT.1,
+            compute: 0.69,
             overhead: 256 << 20,
         },
+        // Prefill fitted on the RTX 4090 and H100 rows of discussion #15013.
         Backend::Cuda => Efficiency {
             bandwidth: 0.75,
             per_layer: 40e-6,
-            compute: 0.15,
+            compute: 0.5,
             overhead: 512 << 20,
         },
         Backend::Vulkan => Efficiency {
@@ -249,6 +255,36 @@ fn efficiency(backend: Backend) -> Efficiency {
             overhead: 8 << 20,
         },
     }
+}
+
+/// Decode constants for a Metal box not in the catalog (an Apple Pro or Max).
+const APPLE_PRO_MAX_DEFAULT: (f64, f64) = (0.90, 184e-6);
+
+/// Attention's share of the matmul rate: its products are small per head
+/// and go through masking and softmax. A documented default, not fitted:
+/// the fit set has no long prompts (docs/planner.md).
+const ATTENTION_SHARE: f64 = 0.25;
+
+/// An MoE's expert multiplications during prefill: each expert sees only
+/// its share of the batch's tokens, so its matrices are narrow. A
+/// documented default, not fitted: the fit set has no MoE.
+const MOE_PREFILL_SHARE: f64 = 0.5;
+
+/// Seconds per prompt token, the prompt `prompt` tokens long from an empty
+/// cache: the weights' multiplications, and attention over the average
+/// context so far (half the prompt).
+fn prefill_seconds(model: &ModelSpec, hardware: &Hardware, eff: &Efficiency, prompt: u64) -> f64 {
+    let rate = hardware.matmul_tops * 1e12 * eff.compute;
+    let moe = if model.active_parameters < model.parameters {
+        MOE_PREFILL_SHARE
+    } else {
+        1.0
+    };
+    let weights = 2.0 * model.active_parameters.max(1) as f64 / (rate * moe);
+    let context = prompt as f64 / 2.0;
+    let attention = 4.0 * f64::from(model.layers) * f64::from(model.embedding) * context
+        / (rate * ATTENTION_SHARE);
+    weights + attention
 }
 
 /// Memory, verdict, GPU layers and speeds of `model` on `hardware`.
@@ -288,9 +324,9 @@ pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) ->
             cpu_read_seconds(model, bandwidth * bandwidth_share, threads)
         }
         _ => model.bytes_per_token as f64 / (bandwidth * bandwidth_share),
-    } + f64::from(model.layers) * eff.per_layer;
-    let prefill_tps =
-        hardware.fp16_tflops * 1e12 * eff.compute / (2.0 * model.active_parameters.max(1) as f64);
+    } + f64::from(model.layers)
+        * hardware.per_layer_seconds.unwrap_or(eff.per_layer);
+    let prefill_tps = 1.0 / prefill_seconds(model, hardware, &eff, options.prompt.max(1));
     // A CPU runs its matrix-vector kernels again for each row of a small
     // batch (the weights stay in cache; the multiplying does not get
     // cheaper); a GPU's small batches cost their compute at prefill's rate.

@@ -27,8 +27,17 @@ pub struct Hardware {
     /// Of that memory, what a model may use (OS, driver and default GPU limits taken off).
     pub usable_bytes: u64,
     pub bandwidth_gbs: f64,
-    /// Dense FP16 throughput of the GPU (or the CPU, for CPU boxes), TFLOPS.
+    /// Dense FP16 matrix throughput with FP32 accumulation, TFLOPS: NVIDIA's
+    /// "FP16 Tensor, FP32 accumulate" without sparsity, AMD's WMMA rate,
+    /// Apple's GPU FP32 rate (FP16 runs at the same rate and Apple GPUs up
+    /// to M4 have no matrix units); for CPU boxes, an int8 dot-product rate.
     pub fp16_tflops: f64,
+    /// What llama.cpp's prompt kernels for quantized weights can use, TOPS:
+    /// on NVIDIA, SMs × boost clock × 1,024 int8 operations a clock (MMQ's
+    /// `mma.sync` int8 rate as it runs on every generation measured; A100
+    /// and H100 have twice that per SM, which these kernels do not reach);
+    /// elsewhere `fp16_tflops`.
+    pub matmul_tops: f64,
     /// List price in USD (the GPU alone for discrete cards).
     pub price_usd: f64,
     pub watts_load: f64,
@@ -37,10 +46,42 @@ pub struct Hardware {
     /// usual (llama.cpp's kernels reach less of an HBM GPU's bandwidth).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decode_efficiency: Option<f64>,
+    /// Fixed cost per layer per decoded token, where it differs from the
+    /// backend's usual (Apple's chip classes), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_layer_seconds: Option<f64>,
     /// For CPU boxes: the threads decoding, which cap how fast the CPU's
     /// kernels get through the weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_threads: Option<u32>,
+    /// Where each figure comes from, and how sure it is.
+    pub sources: Vec<Figure>,
+}
+
+/// One catalog figure's source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figure {
+    /// The field it is for, e.g. `matmul_tops`.
+    pub figure: &'static str,
+    pub source: String,
+}
+
+fn figure(figure: &'static str, source: impl Into<String>) -> Figure {
+    Figure {
+        figure,
+        source: source.into(),
+    }
+}
+
+/// Apple's decode constants by chip class, fitted on the M1 and M2 rows of
+/// llama.cpp's Apple Silicon discussion (docs/planner.md): an Ultra (two
+/// dies joined) reaches less of its bandwidth.
+const APPLE_PRO_MAX: (f64, f64) = (0.90, 184e-6);
+const APPLE_ULTRA: (f64, f64) = (0.82, 182e-6);
+
+/// MMQ's int8 rate: SMs × boost clock (GHz) × 1,024 operations a clock.
+fn mmq_tops(sms: u32, boost_ghz: f64) -> f64 {
+    f64::from(sms) * boost_ghz * 1024.0 / 1000.0
 }
 
 const GB: u64 = 1_000_000_000;
@@ -69,6 +110,17 @@ fn apple(
     product: &str,
 ) -> Hardware {
     let name = format!("{}-{ram_gib}", chip.to_lowercase().replace(' ', "-"));
+    let (efficiency, per_layer) = if chip.contains("Ultra") {
+        APPLE_ULTRA
+    } else {
+        APPLE_PRO_MAX
+    };
+    let published = chip.starts_with("M1") || chip.starts_with("M2");
+    let rate = if published {
+        "Apple's published GPU TFLOPS (FP32; FP16 runs at the same rate, measured by philipturner/metal-benchmarks)"
+    } else {
+        "derived: GPU cores × 128 ALUs × 2 × clock (Apple publishes none for M3/M4; clocks from GPU databases, uncertain by ±10%)"
+    };
     Hardware {
         name,
         description: format!("{product}, Apple {chip} ({gpu_cores}-core GPU), {ram_gib} GB"),
@@ -78,14 +130,33 @@ fn apple(
         usable_bytes: apple_usable(ram_gib),
         bandwidth_gbs: bandwidth,
         fp16_tflops: tflops,
+        matmul_tops: tflops,
         price_usd: price,
         watts_load: watts.0,
         watts_idle: watts.1,
-        decode_efficiency: None,
+        decode_efficiency: Some(efficiency),
+        per_layer_seconds: Some(per_layer),
         cpu_threads: None,
+        sources: vec![
+            figure("bandwidth_gbs", "Apple's technical specifications"),
+            figure("fp16_tflops", rate),
+            figure(
+                "matmul_tops",
+                "= fp16_tflops: llama.cpp's Metal kernels use the plain ALUs",
+            ),
+            figure(
+                "price_usd",
+                "Apple's list price at launch for this memory tier with this GPU",
+            ),
+            figure(
+                "decode_efficiency",
+                "fitted on the M1 and M2 rows of llama.cpp discussion #4167, by chip class",
+            ),
+        ],
     }
 }
 
+/// A discrete NVIDIA card, its figures from NVIDIA's whitepapers and datasheets.
 #[allow(clippy::too_many_arguments)]
 fn gpu(
     name: &str,
@@ -93,6 +164,7 @@ fn gpu(
     vram_gb: u64,
     bandwidth: f64,
     tflops: f64,
+    (sms, boost_ghz): (u32, f64),
     price: f64,
     watts: (f64, f64),
 ) -> Hardware {
@@ -106,11 +178,33 @@ fn gpu(
         usable_bytes: vram_gb * GB - GIB / 2,
         bandwidth_gbs: bandwidth,
         fp16_tflops: tflops,
+        matmul_tops: mmq_tops(sms, boost_ghz),
         price_usd: price,
         watts_load: watts.0,
         watts_idle: watts.1,
         decode_efficiency: None,
+        per_layer_seconds: None,
         cpu_threads: None,
+        sources: vec![
+            figure(
+                "bandwidth_gbs",
+                "NVIDIA's datasheet or architecture whitepaper",
+            ),
+            figure(
+                "fp16_tflops",
+                "NVIDIA's whitepaper: FP16 Tensor TFLOPS with FP32 accumulate, dense",
+            ),
+            figure(
+                "matmul_tops",
+                format!(
+                    "derived: {sms} SMs × {boost_ghz} GHz boost × 1,024 int8 ops a clock (MMQ)"
+                ),
+            ),
+            figure(
+                "price_usd",
+                "launch list price (datacenter cards: typical street price)",
+            ),
+        ],
     }
 }
 
@@ -152,7 +246,8 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         (
             "M1 Ultra",
             64,
-            &[(64, 3999.0), (128, 4799.0)],
+            // The 64-core GPU was a $1,000 option over the 48-core base.
+            &[(64, 4999.0), (128, 5799.0)],
             800.0,
             21.0,
             (180.0, 20.0),
@@ -179,7 +274,8 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         (
             "M2 Ultra",
             76,
-            &[(64, 5199.0), (128, 5999.0), (192, 6599.0)],
+            // The 76-core GPU was a $1,000 option over the 60-core base.
+            &[(64, 4999.0), (128, 5799.0), (192, 6599.0)],
             800.0,
             27.2,
             (215.0, 20.0),
@@ -215,7 +311,8 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         (
             "M4 Pro",
             20,
-            &[(24, 1399.0), (48, 1799.0), (64, 1999.0)],
+            // The 20-core GPU is a $200 option over the 16-core base.
+            &[(24, 1599.0), (48, 1999.0), (64, 2199.0)],
             273.0,
             9.2,
             (65.0, 5.0),
@@ -266,6 +363,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
             24,
             936.0,
             71.0,
+            (82, 1.695),
             1499.0,
             (350.0, 25.0),
         ),
@@ -275,6 +373,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
             24,
             1008.0,
             165.2,
+            (128, 2.52),
             1599.0,
             (450.0, 20.0),
         ),
@@ -284,16 +383,20 @@ pub fn hardware_catalog() -> Vec<Hardware> {
             32,
             1792.0,
             209.5,
+            (170, 2.407),
             1999.0,
             (575.0, 30.0),
         ),
     ]);
     // Measured on an H100 SXM (docs/benchmarks.md): llama.cpp's decode
     // kernels reach about half of HBM's bandwidth.
-    let hbm = |h: Hardware| Hardware {
-        decode_efficiency: Some(0.5),
-        cpu_threads: None,
-        ..h
+    let hbm = |mut h: Hardware| {
+        h.decode_efficiency = Some(0.5);
+        h.sources.push(figure(
+            "decode_efficiency",
+            "measured on shelf's H100 SXM (docs/benchmarks.md)",
+        ));
+        h
     };
     boxes.extend(
         [
@@ -303,6 +406,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
                 40,
                 1555.0,
                 312.0,
+                (108, 1.41),
                 10000.0,
                 (400.0, 50.0),
             ),
@@ -312,6 +416,7 @@ pub fn hardware_catalog() -> Vec<Hardware> {
                 80,
                 2039.0,
                 312.0,
+                (108, 1.41),
                 15000.0,
                 (400.0, 50.0),
             ),
@@ -319,8 +424,9 @@ pub fn hardware_catalog() -> Vec<Hardware> {
                 "h100-pcie",
                 "NVIDIA H100 PCIe, 80 GB",
                 80,
-                2039.0,
+                2000.0,
                 756.0,
+                (114, 1.755),
                 25000.0,
                 (350.0, 50.0),
             ),
@@ -329,7 +435,8 @@ pub fn hardware_catalog() -> Vec<Hardware> {
                 "NVIDIA H100 SXM, 80 GB",
                 80,
                 3350.0,
-                989.0,
+                989.4,
+                (132, 1.98),
                 30000.0,
                 (700.0, 70.0),
             ),
@@ -338,14 +445,15 @@ pub fn hardware_catalog() -> Vec<Hardware> {
                 "NVIDIA H200 SXM, 141 GB",
                 141,
                 4800.0,
-                989.0,
+                989.4,
+                (132, 1.98),
                 32000.0,
                 (700.0, 70.0),
             ),
         ]
         .into_iter()
-        .map(|(name, desc, vram, bw, tf, price, watts)| {
-            hbm(gpu(name, desc, vram, bw, tf, price, watts))
+        .map(|(name, desc, vram, bw, tf, sms, price, watts)| {
+            hbm(gpu(name, desc, vram, bw, tf, sms, price, watts))
         }),
     );
     boxes.push(Hardware {
@@ -356,12 +464,29 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         unified: true,
         usable_bytes: 120 * GIB,
         bandwidth_gbs: 273.0,
-        fp16_tflops: 125.0,
+        // NVIDIA publishes only "1 PFLOP" (FP4, with sparsity): halved
+        // for density and quartered to FP16 it gives 125, but a measured
+        // BF16 GEMM reaches 92.3. Uncertain either way.
+        fp16_tflops: 92.3,
+        matmul_tops: mmq_tops(48, 2.14),
         price_usd: 3999.0,
         watts_load: 240.0,
         watts_idle: 30.0,
         decode_efficiency: None,
+        per_layer_seconds: None,
         cpu_threads: None,
+        sources: vec![
+            figure("bandwidth_gbs", "NVIDIA's DGX Spark specifications (273 GB/s LPDDR5x)"),
+            figure(
+                "fp16_tflops",
+                "UNCERTAIN: no dense FP16 figure is published (the \"1 PFLOP\" is sparse FP4); 92.3 TFLOPS is a measured BF16 GEMM (huggingface/kernels PR 283)",
+            ),
+            figure(
+                "matmul_tops",
+                "UNCERTAIN: derived, 48 SMs × 2.14 GHz (NVIDIA's TileGym table) × 1,024 int8 ops a clock (MMQ)",
+            ),
+            figure("price_usd", "list price at launch (October 2025)"),
+        ],
     });
     boxes.push(Hardware {
         name: "strix-halo-128".into(),
@@ -374,11 +499,22 @@ pub fn hardware_catalog() -> Vec<Hardware> {
         usable_bytes: 112 * GIB,
         bandwidth_gbs: 256.0,
         fp16_tflops: 59.4,
+        matmul_tops: 59.4,
         price_usd: 1999.0,
         watts_load: 140.0,
         watts_idle: 10.0,
         decode_efficiency: None,
+        per_layer_seconds: None,
         cpu_threads: None,
+        sources: vec![
+            figure("bandwidth_gbs", "AMD: 256-bit LPDDR5x-8000"),
+            figure(
+                "fp16_tflops",
+                "derived: 40 CUs × 512 FP16 WMMA ops a clock × 2.9 GHz (peak; measured GEMMs reach about 30)",
+            ),
+            figure("matmul_tops", "= fp16_tflops"),
+            figure("price_usd", "Framework Desktop with 128 GB (AMD publishes no chip price)"),
+        ],
     });
     boxes
 }
@@ -410,11 +546,14 @@ impl Hardware {
             usable_bytes: memory_bytes.saturating_sub(reserve),
             bandwidth_gbs,
             fp16_tflops,
+            matmul_tops: fp16_tflops,
             price_usd: 0.0,
             watts_load: 0.0,
             watts_idle: 0.0,
             decode_efficiency: None,
+            per_layer_seconds: None,
             cpu_threads: None,
+            sources: Vec::new(),
         }
     }
 

@@ -181,6 +181,22 @@ pub fn model_catalog() -> Vec<CatalogModel> {
                 32_768,
             )
         },
+        // The reference model of llama.cpp's published benchmark tables.
+        CatalogModel {
+            default_quant: "Q4_0",
+            ..dense(
+                "llama-2-7b",
+                "llama",
+                6_738 * M,
+                32,
+                4096,
+                11008,
+                32,
+                32,
+                32_000,
+                4_096,
+            )
+        },
         dense(
             "llama-3.1-8b",
             "llama",

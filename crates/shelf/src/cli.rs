@@ -363,6 +363,9 @@ pub struct FitArgs {
     /// Sequences served at once, each with its own context
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub parallel: u64,
+    /// Prompt length the prefill speed is predicted for, in tokens
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub prompt: u32,
     /// KV cache element type: f16, q8_0 or q4_0
     #[arg(long, default_value = "f16")]
     pub kv_type: String,

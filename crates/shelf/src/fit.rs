@@ -88,6 +88,7 @@ pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
         ctx: globals.ctx.map_or(4096, u64::from),
         parallel: args.parallel,
         kv_type,
+        prompt: u64::from(args.prompt),
     };
     match &args.model {
         Some(model) => {
@@ -293,6 +294,7 @@ pub fn this_box_json(threads: Option<u32>, ctx: Option<u32>) -> serde_json::Valu
         ctx: ctx.map_or(4096, u64::from),
         parallel: 1,
         kv_type: KvType::F16,
+        ..FitOptions::default()
     };
     serde_json::json!({
         "hardware": hardware.name,
