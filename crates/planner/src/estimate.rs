@@ -287,6 +287,13 @@ fn prefill_seconds(model: &ModelSpec, hardware: &Hardware, eff: &Efficiency, pro
     weights + attention
 }
 
+/// Seconds to read `model`'s weights from a disk that gives `read_gbs`
+/// GB/s: loading is reading (llama.cpp maps or reads the file once; on a
+/// GPU the copy to VRAM overlaps the reading).
+pub fn load_seconds(model: &ModelSpec, read_gbs: f64) -> f64 {
+    model.weight_bytes as f64 / (read_gbs.max(1e-3) * 1e9)
+}
+
 /// Memory, verdict, GPU layers and speeds of `model` on `hardware`.
 pub fn estimate(model: &ModelSpec, hardware: &Hardware, options: &FitOptions) -> Estimate {
     let eff = efficiency(hardware.backend);

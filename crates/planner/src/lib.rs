@@ -14,8 +14,8 @@ mod speculative;
 
 pub use cost::{api_prices, cost_per_mtok, ApiPrice, CostInputs, CostReport, API_PRICES_DATE};
 pub use estimate::{
-    estimate, estimate_together, Estimate, FitOptions, KvType, Memory, ModelSpec, Verdict,
-    COMFORTABLE_FRACTION,
+    estimate, estimate_together, load_seconds, Estimate, FitOptions, KvType, Memory, ModelSpec,
+    Verdict, COMFORTABLE_FRACTION,
 };
 pub use seed::{seed_claims, SeedClaim};
 

@@ -5,9 +5,9 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use shelf_planner::{
     acceptance_needed, api_prices, catalog_model, cost_per_mtok, estimate, estimate_speculative,
-    estimate_together, hardware_catalog, model_catalog, seed_claims, ApiPrice, CostInputs,
-    Estimate, FitOptions, Hardware, KvType, ModelSpec, Speculation, SpeculativeEstimate,
-    API_PRICES_DATE, COMFORTABLE_FRACTION, DEFAULT_ACCEPTANCE,
+    estimate_together, hardware_catalog, load_seconds, model_catalog, seed_claims, ApiPrice,
+    CostInputs, Estimate, FitOptions, Hardware, KvType, ModelSpec, Speculation,
+    SpeculativeEstimate, API_PRICES_DATE, COMFORTABLE_FRACTION, DEFAULT_ACCEPTANCE,
 };
 
 use crate::cli::{CostArgs, FitArgs, Globals};
@@ -34,6 +34,12 @@ struct FitRow {
     /// With `--draft`.
     #[serde(skip_serializing_if = "Option::is_none")]
     speculative: Option<DraftRow>,
+    /// On this box: seconds to load the weights from the store's disk, at
+    /// the read probe's speed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_read_gbs: Option<f64>,
 }
 
 /// `shelf fit --draft` in JSON.
@@ -65,7 +71,17 @@ impl FitRow {
             prefill_tps: round1(estimate.prefill_tps),
             bound_tps: round1(estimate.bound_tps),
             speculative: None,
+            load_seconds: None,
+            disk_read_gbs: None,
         }
+    }
+
+    /// With the load time at `read_gbs`, when the disk was probed.
+    fn with_load(mut self, spec: &ModelSpec, read_gbs: Option<f64>) -> Self {
+        let round3 = |value: f64| (value * 1000.0).round() / 1000.0;
+        self.load_seconds = read_gbs.map(|gbs| round3(load_seconds(spec, gbs)));
+        self.disk_read_gbs = read_gbs.map(round3);
+        self
     }
 }
 
@@ -90,6 +106,12 @@ pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
         kv_type,
         prompt: u64::from(args.prompt),
     };
+    // Loading is from this box's store: only this box's disk is probed.
+    let disk = match args.hardware {
+        None => disk_probe(globals, args.model.as_deref())?,
+        Some(_) => None,
+    };
+    let read_gbs = disk.as_ref().map(|(gbs, _)| *gbs);
     match &args.model {
         Some(model) => {
             let spec = model_spec(globals, model)?;
@@ -101,19 +123,48 @@ pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
                 None => None,
             };
             if args.json {
-                let mut row = FitRow::new(&spec, &hardware, &estimate);
+                let mut row = FitRow::new(&spec, &hardware, &estimate).with_load(&spec, read_gbs);
                 row.speculative = draft;
                 println!("{}", serde_json::to_string_pretty(&row)?);
             } else {
                 print_one(&spec, &hardware, &options, &estimate);
+                if let Some((gbs, file)) = &disk {
+                    print_load(&spec, *gbs, file);
+                }
                 if let Some(draft) = &draft {
                     print_draft(draft);
                 }
             }
         }
-        None => print_table(&hardware, &options, args.json)?,
+        None => print_table(&hardware, &options, read_gbs, args.json)?,
     }
     Ok(())
+}
+
+/// The store's disk read speed, probed on the model's own file when it is
+/// a path, else on the largest file the stores hold; `None` for an empty
+/// store.
+fn disk_probe(
+    globals: &Globals,
+    model: Option<&str>,
+) -> anyhow::Result<Option<(f64, std::path::PathBuf)>> {
+    let layers = globals.layers()?;
+    let stores: Vec<std::path::PathBuf> = layers.stores().map(|s| s.root().to_path_buf()).collect();
+    let file = model
+        .filter(|m| crate::catalog::looks_like_path(m))
+        .map(std::path::Path::new);
+    Ok(probe::disk_read_gbs(&stores, file))
+}
+
+fn print_load(spec: &ModelSpec, gbs: f64, file: &std::path::Path) {
+    let name = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    println!(
+        "  load      about {:.0} s from the store ({gbs:.2} GB/s, read probe of {})",
+        load_seconds(spec, gbs).max(1.0),
+        name.escape_debug()
+    );
 }
 
 /// A catalog model (`FAMILY-SIZE:QUANT`), a GGUF path, or a store name.
@@ -273,13 +324,13 @@ fn verdict_word(verdict: shelf_planner::Verdict) -> &'static str {
 
 /// Every catalog model at Q4_K_M and Q8_0 on one box, then models together and claims.
 /// Every catalog model at Q4_K_M and Q8_0 on `hardware`.
-fn catalog_rows(hardware: &Hardware, options: &FitOptions) -> Vec<FitRow> {
+fn catalog_rows(hardware: &Hardware, options: &FitOptions, read_gbs: Option<f64>) -> Vec<FitRow> {
     let mut rows = Vec::new();
     for model in model_catalog() {
         for quant in ["Q4_K_M", "Q8_0"] {
             if let Some(spec) = ModelSpec::from_catalog(&model, quant) {
                 let estimate = estimate(&spec, hardware, options);
-                rows.push(FitRow::new(&spec, hardware, &estimate));
+                rows.push(FitRow::new(&spec, hardware, &estimate).with_load(&spec, read_gbs));
             }
         }
     }
@@ -299,12 +350,17 @@ pub fn this_box_json(threads: Option<u32>, ctx: Option<u32>) -> serde_json::Valu
     serde_json::json!({
         "hardware": hardware.name,
         "usable_bytes": hardware.usable_bytes,
-        "rows": catalog_rows(&hardware, &options),
+        "rows": catalog_rows(&hardware, &options, None),
     })
 }
 
-fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow::Result<()> {
-    let rows = catalog_rows(hardware, options);
+fn print_table(
+    hardware: &Hardware,
+    options: &FitOptions,
+    read_gbs: Option<f64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let rows = catalog_rows(hardware, options, read_gbs);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -320,24 +376,31 @@ fn print_table(hardware: &Hardware, options: &FitOptions, json: bool) -> anyhow:
         "context {} x {}, KV cache {:?}\n",
         options.ctx, options.parallel, options.kv_type
     );
+    if let Some(gbs) = read_gbs {
+        println!("the store's disk reads {gbs:.2} GB/s (LOAD: the weights at that speed)\n");
+    }
     println!(
-        "{:<32} {:<7} {:>9} {:<13} {:>8} {:>8} {:>9}",
-        "MODEL", "QUANT", "MEMORY", "VERDICT", "DECODE", "BOUND", "PREFILL"
+        "{:<32} {:<7} {:>9} {:<13} {:>8} {:>8} {:>9} {:>7}",
+        "MODEL", "QUANT", "MEMORY", "VERDICT", "DECODE", "BOUND", "PREFILL", "LOAD"
     );
     for row in &rows {
         let verdict = match row.gpu_layers {
             Some(layers) => format!("no ({layers} on GPU)"),
             None => verdict_word(row.verdict).to_string(),
         };
+        let load = row
+            .load_seconds
+            .map_or_else(|| "-".to_owned(), |s| format!("{:.0} s", s.max(1.0)));
         println!(
-            "{:<32} {:<7} {:>9} {:<13} {:>6.1}/s {:>6.1}/s {:>7.0}/s",
+            "{:<32} {:<7} {:>9} {:<13} {:>6.1}/s {:>6.1}/s {:>7.0}/s {:>7}",
             row.model,
             row.quant,
             human_bytes(row.memory_bytes),
             verdict,
             row.decode_tps,
             row.bound_tps,
-            row.prefill_tps
+            row.prefill_tps,
+            load
         );
     }
     let small: Vec<ModelSpec> = ["llama-3.1-8b", "qwen-2.5-7b", "mistral-nemo-12b"]

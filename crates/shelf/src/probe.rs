@@ -1,6 +1,8 @@
 //! What this box is: memory, GPUs (through the engine's device list), CPU
-//! cores, and memory bandwidth from a quick read probe.
+//! cores, memory bandwidth from a quick read probe, and the store disk's
+//! read speed.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use shelf_planner::{Backend, Hardware};
@@ -142,4 +144,61 @@ pub fn read_bandwidth_gbs(threads: usize) -> f64 {
     }
     passes.sort_by(f64::total_cmp);
     passes[passes.len() / 2]
+}
+
+/// Most a disk read probe reads: past a drive's own cache, over in moments.
+const DISK_PROBE_BYTES: u64 = 256 << 20;
+
+/// How fast the store's disk gives up a model: the first 256 MiB of the
+/// largest file the stores hold (or `file`, when given), read in 8 MiB
+/// chunks, in GB/s, with the file probed. A file read recently comes from
+/// the page cache, as a model loaded recently does; on a NAS it is what the
+/// network gives.
+pub fn disk_read_gbs(stores: &[PathBuf], file: Option<&Path>) -> Option<(f64, PathBuf)> {
+    let file = match file {
+        Some(file) => file.to_path_buf(),
+        None => {
+            stores
+                .iter()
+                .filter_map(|dir| largest_file(dir, 4))
+                .max_by_key(|(size, _)| *size)?
+                .1
+        }
+    };
+    let mut reader = std::fs::File::open(&file).ok()?;
+    let mut buffer = vec![0u8; 8 << 20];
+    let started = Instant::now();
+    let mut read = 0u64;
+    while read < DISK_PROBE_BYTES {
+        match std::io::Read::read(&mut reader, &mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n as u64,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Too little to time: a small file says nothing of the disk.
+    (read >= 16 << 20 && seconds > 0.0).then(|| (read as f64 / seconds / 1e9, file))
+}
+
+/// The largest regular file under `dir`, looking `depth` folders down.
+fn largest_file(dir: &Path, depth: u32) -> Option<(u64, PathBuf)> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let found = if kind.is_file() {
+            entry.metadata().ok().map(|m| (m.len(), entry.path()))
+        } else if kind.is_dir() && depth > 0 {
+            largest_file(&entry.path(), depth - 1)
+        } else {
+            None
+        };
+        if let Some(found) = found {
+            if best.as_ref().is_none_or(|b| found.0 > b.0) {
+                best = Some(found);
+            }
+        }
+    }
+    best
 }

@@ -336,3 +336,48 @@ fn a_draft_model_is_planned_beside_its_target() {
     ]);
     assert!(!ok && stderr.contains("from 0 to 1"), "{stderr}");
 }
+
+/// On this box, `fit` says how long a model takes to load from the store's
+/// disk, probed by reading a file the store holds: the time is the
+/// model's weights at the probed speed, an empty store gives no figure, and another box
+/// (`--hardware`) gets none, its disk not being here.
+#[test]
+fn load_time_comes_from_a_read_of_the_stores_disk() {
+    let empty = tempfile::tempdir().unwrap();
+    let row = json_in(empty.path(), &["fit", "llama-3.1-8b:Q4_K_M", "--json"]);
+    assert!(row.get("load_seconds").is_none(), "{row}");
+
+    let store = tempfile::tempdir().unwrap();
+    std::fs::copy(path(SMOLLM2), store.path().join("model.gguf")).unwrap();
+    let small = json_in(store.path(), &["fit", "llama-3.1-8b:Q4_K_M", "--json"]);
+    let gbs = small["disk_read_gbs"].as_f64().unwrap();
+    assert!(gbs > 0.01, "{small}");
+    // Llama 3.1 8B at Q4_K_M: 8.03 B parameters at 4.85 bits, 4.87 GB read.
+    let read = small["load_seconds"].as_f64().unwrap() * gbs;
+    assert!((read - 4.868).abs() < 0.05, "{small}");
+    let (ok, text, stderr) = {
+        let out = shelf_output(&["fit", "llama-3.3-70b:Q4_K_M"], store.path());
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    assert!(ok, "{stderr}");
+    assert!(
+        text.contains("load      about") && text.contains("model.gguf"),
+        "{text}"
+    );
+
+    let elsewhere = json_in(
+        store.path(),
+        &[
+            "fit",
+            "llama-3.1-8b:Q4_K_M",
+            "--hardware",
+            "m4-max-64",
+            "--json",
+        ],
+    );
+    assert!(elsewhere.get("load_seconds").is_none(), "{elsewhere}");
+}
