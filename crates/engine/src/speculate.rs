@@ -401,6 +401,19 @@ impl Prices {
         Self { verify, draft }
     }
 
+    /// The prices when every draft is padded out to `k` tokens: verifying
+    /// fewer costs what verifying `k` does.
+    pub fn padded(&self, k: usize) -> Self {
+        let full = self.verify(k);
+        Self::from_fn(
+            |j| match j {
+                0 => 0.0,
+                _ => full.max(self.verify(j)),
+            },
+            self.draft,
+        )
+    }
+
     /// What verifying `k` drafted tokens adds.
     pub fn verify(&self, k: usize) -> f64 {
         if let Some(&cost) = self.verify.get(k) {

@@ -76,10 +76,9 @@ pub struct Setup {
     /// while the next step computes.
     pub overlap: bool,
     /// A step shaped like the one before runs far faster than one of a new
-    /// shape (CUDA replays the graph it captured): drafting costs are
-    /// learnt only from steps whose shape has settled. (Padding drafts to
-    /// keep one shape was measured on an H100 and lost: a 33-row step cost
-    /// 5.9 plain steps even when settled.)
+    /// shape (CUDA replays the graph it captured): speculating requests
+    /// pad their lookup drafts to one length (at most 7, within the
+    /// small-batch kernels) so their steps keep one shape.
     pub steady_shapes: bool,
     pub speculative: SpeculativeConfig,
     /// Draft model size over the target's: drafting's price until measured.

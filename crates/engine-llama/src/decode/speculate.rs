@@ -22,6 +22,12 @@ use crate::spec::{self, Proposal};
 /// Room kept in a step's batch for waiting prompts while slots draft.
 const PROMPT_ROOM: usize = 8;
 
+/// Most tokens a padded draft holds: with the pending token, 8 rows, the
+/// most ggml-cuda's small-batch kernels (MMVQ) take. Measured on an H100
+/// with SmolLM2: a settled 8-row step costs 1.56 plain steps, a settled
+/// 33-row one 3.8 (MMQ), and a step of a new shape 2.9 or more.
+const STEADY_MOST: usize = 7;
+
 /// What a slot drafts this step.
 enum Wanted {
     /// These tokens, found by lookup (on a short or a long match).
@@ -109,17 +115,27 @@ impl Loop<'_> {
         let slot = &mut self.slots[i];
         let job = slot.job.as_mut()?;
         let pending = job.pending?;
-        let left = job.request.max_tokens.map_or(usize::MAX, |m| {
-            m.saturating_sub(job.output.produced) as usize
-        });
         let spec = job.spec.as_mut()?;
+        // Where a new shape costs several steps, lookup drafts are padded
+        // out to the most a step may draft (with the pending token: what
+        // the target refuses costs nothing there), so a speculating
+        // request's steps keep one shape, and drafting is priced so. (Not
+        // beside a draft model, whose drafts end where its confidence does.)
+        let steady = self.setup.steady_shapes && spec.ngram && !spec.model && job.grammar.is_none();
+        let left = match (job.request.max_tokens, steady) {
+            (Some(most), false) => most.saturating_sub(job.output.produced) as usize,
+            _ => usize::MAX,
+        };
         // Drafts end before the window does, and are worth nothing past
-        // the answer's last token.
+        // the answer's last token (unless they keep the shape).
         let mut max = spec
             .max
             .min(room)
             .min(n_ctx.saturating_sub(slot.cached.len() + 2))
             .min(left.saturating_sub(1));
+        if steady {
+            max = max.min(STEADY_MOST);
+        }
         if spec.exact {
             // Exact answers need the batch alone, within the exact size.
             if !alone {
@@ -137,12 +153,22 @@ impl Loop<'_> {
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
-        let offer = (looked.len(), matched);
+        let padded = steady.then(|| prices.padded(max));
+        let (prices, offered) = match &padded {
+            Some(padded) => (padded, max),
+            None => (prices, looked.len()),
+        };
         let draft = match spec.tuner.as_mut() {
-            Some(tuner) => tuner.plan(job.output.produced, prices, offer, spec.model, max),
-            None if !looked.is_empty() => Some(Draft {
+            Some(tuner) => tuner.plan(
+                job.output.produced,
+                prices,
+                (offered, matched),
+                spec.model,
+                max,
+            ),
+            None if offered > 0 => Some(Draft {
                 source: Source::Ngram,
-                tokens: looked.len(),
+                tokens: offered,
             }),
             None if spec.model => Some(Draft {
                 source: Source::Model,
@@ -154,6 +180,9 @@ impl Loop<'_> {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
                 looked.truncate(draft.tokens);
+                if steady {
+                    looked.resize(max, pending);
+                }
                 Wanted::Lookup(lookup, looked)
             }
         })

@@ -211,6 +211,30 @@ fn the_cost_curve_follows_measured_sizes_not_a_line() {
 }
 
 #[test]
+fn padded_drafts_cost_their_padded_length_and_are_made_whole() {
+    // A GPU-like target whose 9-row steps cost 10% more than a plain one.
+    let mut costs = Costs::new(0.5);
+    for _ in 0..3 {
+        costs.target.record(1, 0.010);
+        costs.target.record(9, 0.011);
+    }
+    let padded = costs.prices(1, 1).padded(8);
+    assert_eq!(padded.verify(0), 0.0);
+    for k in 1..=8 {
+        assert!((padded.verify(k) - 0.1).abs() < 1e-9, "{k}: {padded:?}");
+    }
+    // Every drafted place costs the same, so the tuner fills them all,
+    // even at a low rate: a single kept token pays for the padding.
+    let mut tuner = Tuner::new(&costs);
+    let mut seen = Costs::new(0.5);
+    for produced in 0..5 {
+        tuner.record(Source::Ngram, 8, 0, &mut seen);
+        let plan = tuner.plan(produced, &padded, (8, 2), false, 8).unwrap();
+        assert_eq!(plan.tokens, 8);
+    }
+}
+
+#[test]
 fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     let mut costs = Costs::new(0.5);
     let cheap = Prices::linear(0.05, 0.1);
