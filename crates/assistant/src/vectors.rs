@@ -57,8 +57,16 @@ pub fn parts(text: &str, most: usize) -> Vec<Part> {
         }
     }
     parts.extend(current);
-    parts.retain(|p| !p.text.trim().is_empty());
+    parts.retain(|p| !blank(&p.text));
     parts
+}
+
+/// ASCII white space: what the store's `trim` of unembedded texts removes
+/// too, so a text the query offers always has a part.
+const BLANK: [char; 6] = [' ', '\t', '\n', '\u{b}', '\u{c}', '\r'];
+
+fn blank(text: &str) -> bool {
+    text.trim_matches(BLANK).is_empty()
 }
 
 /// A file lacking current vectors from a model: its text's parts, and the
@@ -108,7 +116,7 @@ impl Store {
         let conn = self.db();
         let mut statement = conn.prepare(
             "SELECT f.watch, f.path FROM files f
-             WHERE f.text IS NOT NULL AND trim(f.text) != ''
+             WHERE f.text IS NOT NULL AND trim(f.text, char(32, 9, 10, 11, 12, 13)) != ''
                AND NOT EXISTS (SELECT 1 FROM vectors v
                                WHERE v.file = f.id AND v.model = ?1 AND v.hash = f.hash)
              ORDER BY f.mtime_ns LIMIT ?2",

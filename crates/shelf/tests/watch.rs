@@ -70,9 +70,10 @@ fn add_status_search_and_remove() {
 
 /// Search from the terminal finds a file by meaning alone: a query sharing
 /// no word with any file finds nothing by words, and with the real
-/// all-MiniLM-L6-v2 (`--embed`) ranks the file it is about first. The
-/// vectors written then are reused: a later search picks the stored model
-/// by itself and embeds nothing again.
+/// all-MiniLM-L6-v2 (`--embed`, a store name) ranks the file it is about
+/// first. The vectors written then are reused: a later search picks the
+/// stored model by itself and embeds nothing again; where that model is not
+/// in the store, search falls back to words and says so.
 #[test]
 fn search_by_meaning_with_a_real_embedding_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,11 +97,32 @@ fn search_by_meaning_with_a_real_embedding_model() {
         std::fs::write(folder.join(name), text).unwrap();
     }
     let db = dir.path().join("assistant.db");
+    let models = dir.path().join("models");
+    let models = models.to_str().unwrap();
+    let minilm = shelf_testmodels::path(shelf_testmodels::MINILM);
+    let (ok, _, err) = shelf_on_db(
+        &db,
+        &[
+            "--models-dir",
+            models,
+            "import",
+            minilm.to_str().unwrap(),
+            "--name",
+            "minilm",
+        ],
+    );
+    assert!(ok, "{err}");
     let (ok, _, err) = shelf_on_db(&db, &["watch", "add", folder.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let query = "bread oven";
-    let search = |extra: &[&str]| {
-        let mut args = vec!["watch", "search", query, "--json"];
+    let search = |store: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--models-dir",
+            store,
+            "watch",
+            "search",
+            "bread oven",
+            "--json",
+        ];
         args.extend_from_slice(extra);
         let (ok, out, err) = shelf_on_db(&db, &args);
         assert!(ok, "{err}");
@@ -108,16 +130,20 @@ fn search_by_meaning_with_a_real_embedding_model() {
         (hits, err)
     };
 
-    let (hits, _) = search(&[]);
+    let (hits, _) = search(models, &[]);
     assert_eq!(hits, serde_json::json!([]), "words alone found {hits}");
-    let minilm = shelf_testmodels::path(shelf_testmodels::MINILM);
-    let (hits, err) = search(&["--embed", minilm.to_str().unwrap()]);
+    let (hits, err) = search(models, &["--embed", "minilm"]);
     assert_eq!(hits[0]["path"], "recipe.md", "{hits}");
     assert!(err.contains("3 file(s)"), "{err}");
 
-    let (hits, err) = search(&[]);
+    let (hits, err) = search(models, &[]);
     assert_eq!(hits[0]["path"], "recipe.md", "{hits}");
     assert!(!err.contains("embedding"), "embedded again: {err}");
-    let (hits, _) = search(&["--words-only"]);
+    let (hits, _) = search(models, &["--words-only"]);
     assert_eq!(hits, serde_json::json!([]), "{hits}");
+
+    let elsewhere = dir.path().join("empty-store");
+    let (hits, err) = search(elsewhere.to_str().unwrap(), &[]);
+    assert_eq!(hits, serde_json::json!([]), "{hits}");
+    assert!(err.contains("searching by words alone"), "{err}");
 }

@@ -137,3 +137,23 @@ fn fused_search_finds_by_meaning_what_shares_no_words() {
         .unwrap()
         .is_empty());
 }
+
+/// A text of white space alone (a scanned PDF's page breaks) is never
+/// offered for embedding, so a writer asking for the next file cannot get
+/// the same one back for ever; every text offered has a part.
+#[test]
+fn blank_texts_are_never_offered_and_offered_texts_have_parts() {
+    let store = store_with(&[
+        ("scan.pdf", "\n\u{c}\n \t\r\n"),
+        ("note.md", "  call the plumber \n"),
+    ]);
+    let next = store.next_unembedded("mini").unwrap().unwrap();
+    assert_eq!(next.path, "note.md");
+    assert_eq!(next.parts.len(), 1);
+    let parts: Vec<(Part, Vec<f32>)> = next.parts.into_iter().map(|p| (p, vec![1.0])).collect();
+    assert!(store
+        .set_vectors("docs", "note.md", &next.hash, "mini", &parts)
+        .unwrap());
+    assert!(store.next_unembedded("mini").unwrap().is_none());
+    assert_eq!(store.vector_models().unwrap(), ["mini"]);
+}
