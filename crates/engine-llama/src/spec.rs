@@ -127,6 +127,9 @@ pub struct Proposal {
     /// For a sampled draft model's tokens, the distribution each was drawn
     /// from; empty for deterministic drafts (lookup, or greedy arg-max).
     pub q: Vec<Vec<(Token, f32)>>,
+    /// Of `tokens`, how many at the end only pad the draft to a steady
+    /// length: not predictions, so not counted as drafted in usage.
+    pub filler: usize,
 }
 
 /// What followed the longest (then latest) earlier repeat of the text's

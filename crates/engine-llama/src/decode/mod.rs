@@ -78,7 +78,8 @@ pub struct Setup {
     /// A step shaped like the one before runs far faster than one of a new
     /// shape (CUDA replays the graph it captured): speculating requests
     /// pad their lookup drafts to one length (at most 7, within the
-    /// small-batch kernels) so their steps keep one shape.
+    /// small-batch kernels) so their steps keep one shape, and step costs
+    /// are learnt only from steps whose shape has settled.
     pub steady_shapes: bool,
     pub speculative: SpeculativeConfig,
     /// Draft model size over the target's: drafting's price until measured.

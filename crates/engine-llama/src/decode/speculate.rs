@@ -24,14 +24,15 @@ const PROMPT_ROOM: usize = 8;
 
 /// Most tokens a padded draft holds: with the pending token, 8 rows, the
 /// most ggml-cuda's small-batch kernels (MMVQ) take. Measured on an H100
-/// with SmolLM2: a settled 8-row step costs 1.56 plain steps, a settled
-/// 33-row one 3.8 (MMQ), and a step of a new shape 2.9 or more.
+/// with SmolLM2 (medians): a settled 8-row step costs 1.45 plain steps, a
+/// settled 33-row one 3.8 (MMQ), and a step of a new shape 2.9 or more.
 const STEADY_MOST: usize = 7;
 
 /// What a slot drafts this step.
 enum Wanted {
-    /// These tokens, found by lookup (on a short or a long match).
-    Lookup(Source, Vec<LlamaToken>),
+    /// These tokens, found by lookup (on a short or a long match), the
+    /// last `usize` of them filler.
+    Lookup(Source, Vec<LlamaToken>, usize),
     /// At most this many tokens from the draft model.
     Model(usize),
 }
@@ -89,12 +90,13 @@ impl Loop<'_> {
                     room = room.saturating_sub(tokens);
                     wanted.push((i, tokens));
                 }
-                Some(Wanted::Lookup(source, tokens)) => {
+                Some(Wanted::Lookup(source, tokens, filler)) => {
                     room = room.saturating_sub(tokens.len());
                     let proposal = Proposal {
                         source,
                         tokens,
                         q: Vec::new(),
+                        filler,
                     };
                     proposals.push((i, proposal));
                 }
@@ -180,10 +182,12 @@ impl Loop<'_> {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
                 looked.truncate(draft.tokens);
+                let found = looked.len();
                 if steady {
                     looked.resize(max, pending);
                 }
-                Wanted::Lookup(lookup, looked)
+                let filler = looked.len() - found;
+                Wanted::Lookup(lookup, looked, filler)
             }
         })
     }
@@ -300,6 +304,7 @@ impl Loop<'_> {
                     source: Source::Model,
                     tokens: one.tokens,
                     q: one.q,
+                    filler: 0,
                 };
                 (one.slot, proposal)
             })
@@ -341,8 +346,11 @@ impl Loop<'_> {
         }
         tracing::trace!(source = ?proposal.source, drafted, kept, "verified");
         if let Some(spec) = job.spec.as_mut() {
-            spec.drafted += drafted as u32;
-            spec.accepted += kept as u32;
+            // Usage counts predictions; the tuner below judges whole padded
+            // drafts, as each costs the whole step.
+            let predicted = drafted - proposal.filler;
+            spec.drafted += predicted as u32;
+            spec.accepted += kept.min(predicted) as u32;
             if let Some(tuner) = spec.tuner.as_mut() {
                 tuner.record(proposal.source, drafted, kept, &mut self.costs);
             }
