@@ -11,7 +11,8 @@ judged, e.g. a llama.cpp build before a kernel change):
   decode:  at least 90% of rows within ±25%
   prefill: at least 75% of rows within ±25%
 
-Usage: python3 bench/planner_check.py [--data FILE] [--markdown] [--set fit|check|all]
+Usage: python3 bench/planner_check.py [--data FILE] [--set fit|check|all]
+The table it prints is docs/planner.md's (run with --set check).
 Exits 1 when a bar is missed. SHELF_BIN picks the binary (target/release/shelf)."""
 import argparse
 import csv
@@ -42,7 +43,6 @@ def predict(shelf, cache, row):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=os.path.join(HERE, "planner", "published.csv"))
-    parser.add_argument("--markdown", action="store_true", help="print the table for docs/planner.md")
     parser.add_argument("--set", default="all", choices=["fit", "check", "all"])
     args = parser.parse_args()
     shelf = os.environ.get("SHELF_BIN", "target/release/shelf")

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use shelf_gguf::ModelFacts;
 
-use crate::hardware::{Backend, Hardware};
+use crate::hardware::{Backend, Hardware, APPLE_PRO_MAX};
 use crate::models::{quant_bits, CatalogModel};
 
 /// Need at most this share of usable memory to be comfortable; up to all of
@@ -230,16 +230,17 @@ fn efficiency(backend: Backend) -> Efficiency {
         // Fitted on the M1 and M2 rows of discussion #4167; Apple boxes
         // carry their chip class's decode constants themselves.
         Backend::Metal => Efficiency {
-            bandwidth: APPLE_PRO_MAX_DEFAULT.0,
-            per_layer: APPLE_PRO_MAX_DEFAULT.1,
+            bandwidth: APPLE_PRO_MAX.0,
+            per_layer: APPLE_PRO_MAX.1,
             compute: 0.69,
             overhead: 256 << 20,
         },
-        // Prefill fitted on the RTX 4090 and H100 rows of discussion #15013.
+        // Prefill fitted (least squares on the log of the ratio) on the RTX 4090
+        // and H100 rows of discussion #15013 and shelf's own H100 runs.
         Backend::Cuda => Efficiency {
             bandwidth: 0.75,
             per_layer: 40e-6,
-            compute: 0.5,
+            compute: 0.57,
             overhead: 512 << 20,
         },
         Backend::Vulkan => Efficiency {
@@ -257,17 +258,17 @@ fn efficiency(backend: Backend) -> Efficiency {
     }
 }
 
-/// Decode constants for a Metal box not in the catalog (an Apple Pro or Max).
-const APPLE_PRO_MAX_DEFAULT: (f64, f64) = (0.90, 184e-6);
-
 /// Attention's share of the matmul rate: its products are small per head
-/// and go through masking and softmax. A documented default, not fitted:
-/// the fit set has no long prompts (docs/planner.md).
-const ATTENTION_SHARE: f64 = 0.25;
+/// and go through masking and softmax. Fitted on shelf's own runs, the fit
+/// set's only long prompts: Qwen2.5-Coder 0.5B and 1.5B on this project's
+/// CPU box, 2 threads, pp512 against pp4096 imply 0.19 and 0.17.
+const ATTENTION_SHARE: f64 = 0.18;
 
 /// An MoE's expert multiplications during prefill: each expert sees only
-/// its share of the batch's tokens, so its matrices are narrow. A
-/// documented default, not fitted: the fit set has no MoE.
+/// its share of the batch's tokens (32 of 512 for Qwen3 30B-A3B), so its
+/// matrices are narrow. A documented default, not fitted: the fit set has
+/// no MoE, and the value was chosen with the check set's MoE rows in view,
+/// so those rows do not test it.
 const MOE_PREFILL_SHARE: f64 = 0.5;
 
 /// Seconds per prompt token, the prompt `prompt` tokens long from an empty

@@ -54,7 +54,7 @@ pub struct Hardware {
     /// kernels get through the weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_threads: Option<u32>,
-    /// Where each figure comes from, and how sure it is.
+    /// Where each figure comes from (an uncertain one says so).
     pub sources: Vec<Figure>,
 }
 
@@ -76,8 +76,8 @@ fn figure(figure: &'static str, source: impl Into<String>) -> Figure {
 /// Apple's decode constants by chip class, fitted on the M1 and M2 rows of
 /// llama.cpp's Apple Silicon discussion (docs/planner.md): an Ultra (two
 /// dies joined) reaches less of its bandwidth.
-const APPLE_PRO_MAX: (f64, f64) = (0.90, 184e-6);
-const APPLE_ULTRA: (f64, f64) = (0.82, 182e-6);
+pub(crate) const APPLE_PRO_MAX: (f64, f64) = (0.91, 170e-6);
+const APPLE_ULTRA: (f64, f64) = (0.83, 171e-6);
 
 /// MMQ's int8 rate: SMs × boost clock (GHz) × 1,024 operations a clock.
 fn mmq_tops(sms: u32, boost_ghz: f64) -> f64 {

@@ -85,6 +85,16 @@ impl FitRow {
     }
 }
 
+/// A bandwidth for people: whole GB/s as the catalog gives them, a
+/// measured one to a tenth.
+fn gbs(value: f64) -> String {
+    if (value - value.round()).abs() < 0.05 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
 fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
@@ -108,7 +118,7 @@ pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
     };
     // Loading is from this box's store: only this box's disk is probed.
     let disk = match args.hardware {
-        None => disk_probe(globals, args.model.as_deref())?,
+        None => disk_probe(globals, args.model.as_deref()),
         Some(_) => None,
     };
     let read_gbs = disk.as_ref().map(|(gbs, _)| *gbs);
@@ -143,17 +153,14 @@ pub fn fit(globals: &Globals, args: FitArgs) -> anyhow::Result<()> {
 
 /// The store's disk read speed, probed on the model's own file when it is
 /// a path, else on the largest file the stores hold; `None` for an empty
-/// store.
-fn disk_probe(
-    globals: &Globals,
-    model: Option<&str>,
-) -> anyhow::Result<Option<(f64, std::path::PathBuf)>> {
-    let layers = globals.layers()?;
+/// or unreadable store (the rest of `fit` does not need one).
+fn disk_probe(globals: &Globals, model: Option<&str>) -> Option<(f64, std::path::PathBuf)> {
+    let layers = globals.layers().ok()?;
     let stores: Vec<std::path::PathBuf> = layers.stores().map(|s| s.root().to_path_buf()).collect();
     let file = model
         .filter(|m| crate::catalog::looks_like_path(m))
         .map(std::path::Path::new);
-    Ok(probe::disk_read_gbs(&stores, file))
+    probe::disk_read_gbs(&stores, file)
 }
 
 fn print_load(spec: &ModelSpec, gbs: f64, file: &std::path::Path) {
@@ -264,7 +271,7 @@ fn print_one(spec: &ModelSpec, hardware: &Hardware, options: &FitOptions, estima
         "  decode    {:.1} tokens/s predicted; {:.1} tokens/s is the memory-bandwidth bound ({} GB/s / {} per token)",
         estimate.decode_tps,
         estimate.bound_tps,
-        hardware.bandwidth_gbs,
+        gbs(hardware.bandwidth_gbs),
         human_bytes(spec.bytes_per_token)
     );
     println!("  prefill   {:.0} tokens/s predicted", estimate.prefill_tps);
@@ -370,7 +377,7 @@ fn print_table(
         hardware.name,
         hardware.description,
         human_bytes(hardware.usable_bytes),
-        hardware.bandwidth_gbs
+        gbs(hardware.bandwidth_gbs)
     );
     println!(
         "context {} x {}, KV cache {:?}\n",

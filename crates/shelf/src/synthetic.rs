@@ -153,11 +153,13 @@ impl SyntheticFile {
         Ok(this)
     }
 
-    /// The planner's numbers for this model on this box, at the bench's context.
-    pub fn prediction(&self, globals: &Globals, ctx: u32) -> Prediction {
+    /// The planner's numbers for this model on this box, at the bench's
+    /// context and prompt length.
+    pub fn prediction(&self, globals: &Globals, ctx: u32, prompt: u32) -> Prediction {
         let hardware = crate::probe::this_box(globals.threads);
         let options = FitOptions {
             ctx: u64::from(ctx),
+            prompt: u64::from(prompt.max(1)),
             ..FitOptions::default()
         };
         let spec = match shelf_gguf::Gguf::open(&self.path) {

@@ -95,7 +95,9 @@ pub async fn bench(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
         .await?;
         results.push(summarize(format!("tg{}", args.tg), 0, args.tg, samples));
     }
-    let predicted = synthetic.as_ref().map(|file| file.prediction(globals, ctx));
+    let predicted = synthetic
+        .as_ref()
+        .map(|file| file.prediction(globals, ctx, args.pp));
     let report = Report {
         model: label,
         predicted,
