@@ -2,10 +2,13 @@
 # The planner against the engine on this box, in one run: predicted memory
 # (`shelf fit --json`) against the buffers llama.cpp reports allocating
 # (model + KV + compute + output), and predicted decode speed against
-# `shelf bench`'s tg128, for each model given.
+# `shelf bench`'s tg128, for each model given. With PREFILL=1, also
+# predicted prompt speed against `shelf bench` at pp512 and pp4096: the runs
+# the planner's CPU rate and attention share are fitted on (docs/planner.md;
+# re-fit so both ratios come near 1).
 #
 # Usage: bench/fit-check.sh [MODEL.gguf ...]
-# Env:   THREADS (2) CTX (4096) SHELF_BIN (default: build release)
+# Env:   THREADS (2) CTX (4096) PREFILL (0) SHELF_BIN (default: build release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models_dir=${SHELF_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/shelf/test-models}
@@ -39,3 +42,21 @@ print(f"| {os.path.basename(model)} | {fit['memory_bytes']/2**20:.0f} MiB | {buf
       f"{fit['memory_bytes']/actual:.2f} | {fit['decode_tps']:.1f} t/s | {measured:.1f} t/s | {fit['decode_tps']/measured:.2f} |")
 PY
 done
+if [ "${PREFILL:-0}" = 1 ]; then
+  echo
+  echo "| model | prompt | predicted prefill | shelf bench | predicted / measured |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for model in "$@"; do
+    for pp in 512 4096; do
+      fit=$("$SHELF_BIN" fit "$model" --threads "$threads" --prompt "$pp" --json)
+      bench=$("$SHELF_BIN" --ctx 8192 bench "$model" --threads "$threads" --pp "$pp" --tg 0 --reps 1 --json)
+      python3 - "$model" "$pp" "$fit" "$bench" <<'PY'
+import json, os, sys
+model, pp, fit, bench = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+rows = [r for r in (bench if isinstance(bench, list) else bench.get("results", [])) if r.get("test", "").startswith("pp")]
+measured = rows[0]["avg_ts"] if rows else float("nan")
+print(f"| {os.path.basename(model)} | {pp} | {fit['prefill_tps']:.1f} t/s | {measured:.1f} t/s | {fit['prefill_tps']/measured:.2f} |")
+PY
+    done
+  done
+fi
