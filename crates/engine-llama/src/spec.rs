@@ -12,7 +12,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::speculate::{self, Costs, Source, Tuner, Uniform};
+use shelf_engine::speculate::{self, Costs, Runs, Source, Tuner, Uniform};
 use shelf_engine::{GenerateRequest, SpeculativeConfig, Token};
 
 use crate::sampler;
@@ -42,6 +42,9 @@ pub struct JobSpec {
     pub exact: bool,
     /// `None`: always draft `max` (not adaptive).
     pub tuner: Option<Tuner>,
+    /// Where steps keep one shape: whether this request is in a run of
+    /// drafting steps (with a tuner; without one it always drafts).
+    pub runs: Runs,
     /// For temperature above 0: the distributions speculative sampling
     /// compares.
     pub sampled: Option<Sampled>,
@@ -112,6 +115,7 @@ impl JobSpec {
             max,
             exact,
             tuner: at.config.adaptive.then(|| Tuner::new(at.costs)),
+            runs: Runs::default(),
             sampled,
             drafted: 0,
             accepted: 0,
@@ -135,22 +139,32 @@ pub struct Proposal {
 /// What followed the longest (then latest) earlier repeat of the text's
 /// last tokens, and how many it matched; `history` is the tokens so far
 /// and `last` the one not yet decoded; `prediction`, text the answer should
-/// repeat, is searched too.
+/// repeat, is searched too. With `fill`, a proposal shorter than `max` is
+/// continued by [`speculate::ngram_extend`] (drafts padded to `max`, whose
+/// every place costs the same).
 pub fn lookup(
     prediction: &[LlamaToken],
     history: &[LlamaToken],
     last: LlamaToken,
     max: usize,
+    fill: bool,
 ) -> (Vec<LlamaToken>, usize) {
-    let text: Vec<Token> = prediction
+    let text = lookup_text(prediction, history, last);
+    let mut found = speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
+    if fill {
+        speculate::ngram_extend(&text, &mut found.tokens, LOOKUP_LONGEST, max);
+    }
+    let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
+    (tokens, found.matched)
+}
+
+fn lookup_text(prediction: &[LlamaToken], history: &[LlamaToken], last: LlamaToken) -> Vec<Token> {
+    prediction
         .iter()
         .chain(history)
         .chain(std::iter::once(&last))
         .map(|t| Token(t.0))
-        .collect();
-    let found = speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
-    let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
-    (tokens, found.matched)
+        .collect()
 }
 
 /// The longest start of `tokens` a grammar in its present state allows,

@@ -249,9 +249,11 @@ fn efficiency(backend: Backend) -> Efficiency {
             compute: 0.3,
             overhead: 512 << 20,
         },
+        // Per layer: a token's dozen or so operations each end at a
+        // barrier of the threads; fitted with the kernels' rates below.
         Backend::Cpu => Efficiency {
             bandwidth: 0.95,
-            per_layer: 40e-6,
+            per_layer: 80e-6,
             compute: 0.5,
             overhead: 8 << 20,
         },
@@ -390,11 +392,14 @@ fn verdict_for(total: u64, usable: u64) -> Verdict {
 }
 
 /// Per-thread throughput of llama.cpp's CPU matrix-vector kernels, bytes of
-/// weights per second, measured on an x86-64 (AVX-512) box: legacy types
-/// are compute-bound well below memory bandwidth; K-quants and repacked Q4
-/// nearly reach it.
-const CPU_SLOW_BYTES_PER_THREAD: f64 = 13e9;
-const CPU_FAST_BYTES_PER_THREAD: f64 = 22e9;
+/// weights per second, on an x86-64 (AVX-512) box: legacy types are
+/// compute-bound well below memory bandwidth; K-quants and repacked Q4
+/// nearly reach it. Fitted with the CPU's per-layer cost (minimax relative
+/// error, 7% at most) on `bench/fit-check.sh`'s tg128 runs of four models
+/// with 2 threads: SmolLM2 135M Q4_1, Gemma 3 270M, Qwen2.5-Coder 0.5B (all
+/// but a few tensors legacy types) and 1.5B (K-quants only).
+const CPU_SLOW_BYTES_PER_THREAD: f64 = 10.45e9;
+const CPU_FAST_BYTES_PER_THREAD: f64 = 17e9;
 
 /// A CPU reads each class of weights at the lower of bandwidth and what its
 /// threads can multiply.

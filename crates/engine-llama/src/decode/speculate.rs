@@ -17,7 +17,7 @@ use super::{add, finish, pick, take, Logits, Loop, Position, Taken};
 use crate::prefix;
 use crate::sampler;
 use crate::slot::Active;
-use crate::spec::{self, Proposal};
+use crate::spec::{self, JobSpec, Proposal};
 
 /// Room kept in a step's batch for waiting prompts while slots draft.
 const PROMPT_ROOM: usize = 8;
@@ -30,11 +30,20 @@ const STEADY_MOST: usize = 7;
 
 /// What a slot drafts this step.
 enum Wanted {
-    /// These tokens, found by lookup (on a short or a long match), the
-    /// last `usize` of them filler.
-    Lookup(Source, Vec<LlamaToken>, usize),
+    /// Tokens found by lookup.
+    Lookup(Proposal),
     /// At most this many tokens from the draft model.
     Model(usize),
+}
+
+/// A lookup draft of `tokens`, the last `filler` of them only padding.
+fn looked_up(source: Source, tokens: Vec<LlamaToken>, filler: usize) -> Wanted {
+    Wanted::Lookup(Proposal {
+        source,
+        tokens,
+        q: Vec::new(),
+        filler,
+    })
 }
 
 /// A slot drafting from the draft model this step.
@@ -90,14 +99,8 @@ impl Loop<'_> {
                     room = room.saturating_sub(tokens);
                     wanted.push((i, tokens));
                 }
-                Some(Wanted::Lookup(source, tokens, filler)) => {
-                    room = room.saturating_sub(tokens.len());
-                    let proposal = Proposal {
-                        source,
-                        tokens,
-                        q: Vec::new(),
-                        filler,
-                    };
+                Some(Wanted::Lookup(proposal)) => {
+                    room = room.saturating_sub(proposal.tokens.len());
                     proposals.push((i, proposal));
                 }
                 None => {}
@@ -119,10 +122,9 @@ impl Loop<'_> {
         let pending = job.pending?;
         let spec = job.spec.as_mut()?;
         // Where a new shape costs several steps, lookup drafts are padded
-        // out to the most a step may draft (with the pending token: what
-        // the target refuses costs nothing there), so a speculating
-        // request's steps keep one shape, and drafting is priced so. (Not
-        // beside a draft model, whose drafts end where its confidence does.)
+        // out to one length and made in runs, so a speculating request's
+        // steps keep one shape ([`steady_draft`]). (Not beside a draft
+        // model, whose drafts end where its confidence does.)
         let steady = self.setup.steady_shapes && spec.ngram && !spec.model && job.grammar.is_none();
         let left = match (job.request.max_tokens, steady) {
             (Some(most), false) => most.saturating_sub(job.output.produced) as usize,
@@ -149,28 +151,26 @@ impl Loop<'_> {
             return None;
         }
         let (mut looked, matched) = match spec.ngram {
-            true => spec::lookup(&spec.prediction, &slot.cached, pending, max),
+            true => spec::lookup(&spec.prediction, &slot.cached, pending, max, steady),
             false => (Vec::new(), 0),
         };
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
-        let padded = steady.then(|| prices.padded(max));
-        let (prices, offered) = match &padded {
-            Some(padded) => (padded, max),
-            None => (prices, looked.len()),
-        };
+        if steady {
+            return steady_draft(spec, looked, matched, pending, max);
+        }
         let draft = match spec.tuner.as_mut() {
             Some(tuner) => tuner.plan(
                 job.output.produced,
                 prices,
-                (offered, matched),
+                (looked.len(), matched),
                 spec.model,
                 max,
             ),
-            None if offered > 0 => Some(Draft {
+            None if !looked.is_empty() => Some(Draft {
                 source: Source::Ngram,
-                tokens: offered,
+                tokens: looked.len(),
             }),
             None if spec.model => Some(Draft {
                 source: Source::Model,
@@ -182,12 +182,7 @@ impl Loop<'_> {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
                 looked.truncate(draft.tokens);
-                let found = looked.len();
-                if steady {
-                    looked.resize(max, pending);
-                }
-                let filler = looked.len() - found;
-                Wanted::Lookup(lookup, looked, filler)
+                looked_up(lookup, looked, 0)
             }
         })
     }
@@ -346,7 +341,7 @@ impl Loop<'_> {
         }
         tracing::trace!(source = ?proposal.source, drafted, kept, "verified");
         if let Some(spec) = job.spec.as_mut() {
-            // Usage counts predictions; the tuner below judges whole padded
+            // Usage counts predictions; the tuner judges whole padded
             // drafts, as each costs the whole step.
             let predicted = drafted - proposal.filler;
             spec.drafted += predicted as u32;
@@ -354,6 +349,7 @@ impl Loop<'_> {
             if let Some(tuner) = spec.tuner.as_mut() {
                 tuner.record(proposal.source, drafted, kept, &mut self.costs);
             }
+            spec.runs.record(kept);
         }
         let emitted = proposal.tokens[..kept].iter().copied().chain([next]);
         for (i, token) in emitted.enumerate() {
@@ -368,6 +364,31 @@ impl Loop<'_> {
             }
         }
     }
+}
+
+/// A lookup draft for a request whose steps keep one shape: made in runs
+/// ([`speculate::Runs`]; every step without a tuner), continued by weaker
+/// lookups and then padded with the pending token out to `max` (the target
+/// refuses padding at no extra cost: the step's shape is paid for either
+/// way).
+fn steady_draft(
+    spec: &mut JobSpec,
+    mut looked: Vec<LlamaToken>,
+    matched: usize,
+    pending: LlamaToken,
+    max: usize,
+) -> Option<Wanted> {
+    let drafting = spec.tuner.is_none() || spec.runs.plan(matched, looked.len());
+    if !drafting {
+        return None;
+    }
+    let source = match matched >= speculate::LONG_MATCH {
+        true => Source::NgramLong,
+        false => Source::Ngram,
+    };
+    let found = looked.len();
+    looked.resize(max, pending);
+    Some(looked_up(source, looked, max - found))
 }
 
 /// The draft model's next token for `one`, from its logits at `index`:

@@ -211,30 +211,6 @@ fn the_cost_curve_follows_measured_sizes_not_a_line() {
 }
 
 #[test]
-fn padded_drafts_cost_their_padded_length_and_are_made_whole() {
-    // A GPU-like target whose 9-row steps cost 10% more than a plain one.
-    let mut costs = Costs::new(0.5);
-    for _ in 0..3 {
-        costs.target.record(1, 0.010);
-        costs.target.record(9, 0.011);
-    }
-    let padded = costs.prices(1, 1).padded(8);
-    assert_eq!(padded.verify(0), 0.0);
-    for k in 1..=8 {
-        assert!((padded.verify(k) - 0.1).abs() < 1e-9, "{k}: {padded:?}");
-    }
-    // Every drafted place costs the same, so the tuner fills them all,
-    // even at a low rate: a single kept token pays for the padding.
-    let mut tuner = Tuner::new(&costs);
-    let mut seen = Costs::new(0.5);
-    for produced in 0..5 {
-        tuner.record(Source::Ngram, 8, 0, &mut seen);
-        let plan = tuner.plan(produced, &padded, (8, 2), false, 8).unwrap();
-        assert_eq!(plan.tokens, 8);
-    }
-}
-
-#[test]
 fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     let mut costs = Costs::new(0.5);
     let cheap = Prices::linear(0.05, 0.1);
@@ -368,4 +344,47 @@ fn a_source_that_kept_losing_rests_longer_on_the_next_request() {
         .find(|&produced| next.plan(produced, &dear, (0, 0), true, 16).is_some())
         .unwrap();
     assert_eq!(first_probe, 128);
+}
+
+#[test]
+fn extending_a_draft_follows_repeats_past_the_end_of_its_source() {
+    // The text ends "… 3 4" having just repeated "1 2 3 4"; lookup finds
+    // nothing after the last "3 4" but its own end, so extension carries on
+    // from what followed "4" earlier: 5, then 1 2 3 …
+    let text = tokens(&[1, 2, 3, 4, 5, 1, 2, 3, 4]);
+    let mut draft = ngram_draft(&text, 2, 16, 6).tokens;
+    assert_eq!(draft, tokens(&[5, 1, 2, 3, 4]));
+    ngram_extend(&text, &mut draft, 16, 8);
+    assert_eq!(draft, tokens(&[5, 1, 2, 3, 4, 5, 1, 2]));
+    // From nothing, a one-token repeat is enough.
+    let mut draft = Vec::new();
+    ngram_extend(&tokens(&[7, 8, 9, 7]), &mut draft, 16, 2);
+    assert_eq!(draft, tokens(&[8, 9]));
+    // Nothing repeats: the draft stays as it was.
+    let mut draft = tokens(&[42]);
+    ngram_extend(&tokens(&[1, 2, 3]), &mut draft, 16, 4);
+    assert_eq!(draft, tokens(&[42]));
+}
+
+#[test]
+fn runs_start_on_a_long_match_and_end_after_fruitless_steps() {
+    let mut runs = Runs::default();
+    // Short matches, or nothing offered, do not start a run.
+    assert!(!runs.plan(LONG_MATCH - 1, 5));
+    assert!(!runs.plan(LONG_MATCH, 0));
+    assert!(runs.plan(LONG_MATCH, 3));
+    // Within a run every step drafts, whatever the lookup found.
+    for _ in 0..Runs::LEAVE_AFTER - 1 {
+        runs.record(0);
+        assert!(runs.plan(0, 0));
+    }
+    // A kept token starts the count again.
+    runs.record(2);
+    for _ in 0..Runs::LEAVE_AFTER - 1 {
+        runs.record(0);
+    }
+    assert!(runs.plan(0, 0));
+    runs.record(0);
+    assert!(!runs.plan(2, 4));
+    assert!(runs.plan(LONG_MATCH + 1, 1));
 }
