@@ -134,28 +134,40 @@ pub struct Proposal {
     /// Of `tokens`, how many at the end only pad the draft to a steady
     /// length: not predictions, so not counted as drafted in usage.
     pub filler: usize,
+    /// Made in a run of one batch shape ([`speculate::Runs`] judges it, not
+    /// the tuner, whose acceptance would learn from padding).
+    pub steady: bool,
 }
 
 /// What followed the longest (then latest) earlier repeat of the text's
 /// last tokens, and how many it matched; `history` is the tokens so far
 /// and `last` the one not yet decoded; `prediction`, text the answer should
-/// repeat, is searched too. With `fill`, a proposal shorter than `max` is
-/// continued by [`speculate::ngram_extend`] (drafts padded to `max`, whose
-/// every place costs the same).
+/// repeat, is searched too.
 pub fn lookup(
     prediction: &[LlamaToken],
     history: &[LlamaToken],
     last: LlamaToken,
     max: usize,
-    fill: bool,
 ) -> (Vec<LlamaToken>, usize) {
     let text = lookup_text(prediction, history, last);
-    let mut found = speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
-    if fill {
-        speculate::ngram_extend(&text, &mut found.tokens, LOOKUP_LONGEST, max);
-    }
+    let found = speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
     let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
     (tokens, found.matched)
+}
+
+/// Continue a lookup `draft` up to `max` tokens with weaker lookups
+/// ([`speculate::ngram_extend`]), over the same text as [`lookup`].
+pub fn extend(
+    prediction: &[LlamaToken],
+    history: &[LlamaToken],
+    last: LlamaToken,
+    draft: &mut Vec<LlamaToken>,
+    max: usize,
+) {
+    let text = lookup_text(prediction, history, last);
+    let mut tokens: Vec<Token> = draft.iter().map(|t| Token(t.0)).collect();
+    speculate::ngram_extend(&text, &mut tokens, LOOKUP_LONGEST, max);
+    draft.extend(tokens[draft.len()..].iter().map(|t| LlamaToken(t.0)));
 }
 
 fn lookup_text(prediction: &[LlamaToken], history: &[LlamaToken], last: LlamaToken) -> Vec<Token> {

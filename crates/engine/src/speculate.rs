@@ -63,7 +63,8 @@ pub fn ngram_draft(history: &[Token], min_n: usize, max_n: usize, max_draft: usi
 }
 
 /// Continue `draft`, proposed to follow `text`, with what followed the
-/// latest earlier repeat of its last tokens, a one-token repeat included,
+/// latest of the longest earlier repeats of its last tokens (as
+/// [`ngram_draft`] finds them), a one-token repeat included,
 /// until it holds `max` tokens or nothing repeats. For drafts padded to a
 /// fixed length, whose every place costs the same: a weak guess is worth
 /// more there than filler. (A draft stops short when its source reaches
@@ -115,7 +116,11 @@ impl Runs {
 
     /// Learn from a drafting step that kept `kept` tokens.
     pub fn record(&mut self, kept: usize) {
-        self.fruitless = if kept > 0 { 0 } else { self.fruitless + 1 };
+        self.fruitless = if kept > 0 {
+            0
+        } else {
+            self.fruitless.saturating_add(1)
+        };
         if self.fruitless >= Self::LEAVE_AFTER {
             self.drafting = false;
         }

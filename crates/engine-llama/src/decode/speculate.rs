@@ -24,7 +24,7 @@ const PROMPT_ROOM: usize = 8;
 
 /// Most tokens a padded draft holds: with the pending token, 8 rows, the
 /// most ggml-cuda's small-batch kernels (MMVQ) take. Measured on an H100
-/// with SmolLM2 (medians): a settled 8-row step costs 1.45 plain steps, a
+/// with SmolLM2 (medians): a settled 8-row step costs about 1.5 plain steps, a
 /// settled 33-row one 3.8 (MMQ), and a step of a new shape 2.9 or more.
 const STEADY_MOST: usize = 7;
 
@@ -37,12 +37,13 @@ enum Wanted {
 }
 
 /// A lookup draft of `tokens`, the last `filler` of them only padding.
-fn looked_up(source: Source, tokens: Vec<LlamaToken>, filler: usize) -> Wanted {
+fn looked_up(source: Source, tokens: Vec<LlamaToken>, filler: usize, steady: bool) -> Wanted {
     Wanted::Lookup(Proposal {
         source,
         tokens,
         q: Vec::new(),
         filler,
+        steady,
     })
 }
 
@@ -151,14 +152,14 @@ impl Loop<'_> {
             return None;
         }
         let (mut looked, matched) = match spec.ngram {
-            true => spec::lookup(&spec.prediction, &slot.cached, pending, max, steady),
+            true => spec::lookup(&spec.prediction, &slot.cached, pending, max),
             false => (Vec::new(), 0),
         };
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
         if steady {
-            return steady_draft(spec, looked, matched, pending, max);
+            return steady_draft(spec, &slot.cached, looked, (matched, pending), max);
         }
         let draft = match spec.tuner.as_mut() {
             Some(tuner) => tuner.plan(
@@ -182,7 +183,7 @@ impl Loop<'_> {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
                 looked.truncate(draft.tokens);
-                looked_up(lookup, looked, 0)
+                looked_up(lookup, looked, 0, false)
             }
         })
     }
@@ -300,6 +301,7 @@ impl Loop<'_> {
                     tokens: one.tokens,
                     q: one.q,
                     filler: 0,
+                    steady: false,
                 };
                 (one.slot, proposal)
             })
@@ -341,15 +343,15 @@ impl Loop<'_> {
         }
         tracing::trace!(source = ?proposal.source, drafted, kept, "verified");
         if let Some(spec) = job.spec.as_mut() {
-            // Usage counts predictions; the tuner judges whole padded
-            // drafts, as each costs the whole step.
+            // Usage counts predictions, not padding.
             let predicted = drafted - proposal.filler;
             spec.drafted += predicted as u32;
             spec.accepted += kept.min(predicted) as u32;
-            if let Some(tuner) = spec.tuner.as_mut() {
+            if proposal.steady {
+                spec.runs.record(kept);
+            } else if let Some(tuner) = spec.tuner.as_mut() {
                 tuner.record(proposal.source, drafted, kept, &mut self.costs);
             }
-            spec.runs.record(kept);
         }
         let emitted = proposal.tokens[..kept].iter().copied().chain([next]);
         for (i, token) in emitted.enumerate() {
@@ -370,25 +372,28 @@ impl Loop<'_> {
 /// ([`speculate::Runs`]; every step without a tuner), continued by weaker
 /// lookups and then padded with the pending token out to `max` (the target
 /// refuses padding at no extra cost: the step's shape is paid for either
-/// way).
+/// way). `history` is the slot's text before the pending token; `found` is
+/// the lookup's match length and that token.
 fn steady_draft(
     spec: &mut JobSpec,
+    history: &[LlamaToken],
     mut looked: Vec<LlamaToken>,
-    matched: usize,
-    pending: LlamaToken,
+    found: (usize, LlamaToken),
     max: usize,
 ) -> Option<Wanted> {
+    let (matched, pending) = found;
     let drafting = spec.tuner.is_none() || spec.runs.plan(matched, looked.len());
     if !drafting {
         return None;
     }
+    spec::extend(&spec.prediction, history, pending, &mut looked, max);
     let source = match matched >= speculate::LONG_MATCH {
         true => Source::NgramLong,
         false => Source::Ngram,
     };
-    let found = looked.len();
+    let predicted = looked.len();
     looked.resize(max, pending);
-    Some(looked_up(source, looked, max - found))
+    Some(looked_up(source, looked, max - predicted, true))
 }
 
 /// The draft model's next token for `one`, from its logits at `index`:
