@@ -13,6 +13,26 @@ const MIN_CHUNK: usize = 8;
 /// Weight of the newest measurement in the running averages.
 const ALPHA: f64 = 0.5;
 
+/// Prompt tokens a slot takes in a step: `wanted`, of `left` still to go,
+/// but never leaving fewer than [`MIN_CHUNK`] behind: the rest goes too
+/// where `capacity` allows, else enough stays for a chunk of its own. A
+/// prompt's last rows then decode in a batch of several, as in a prefill
+/// alone (a lone row's attention over a long cache is split across threads
+/// and rounds differently, enough to flip a greedy near tie).
+pub fn chunk(wanted: usize, left: usize, capacity: usize) -> usize {
+    let take = wanted.min(left).min(capacity);
+    if take == left || left - take >= MIN_CHUNK {
+        return take;
+    }
+    if left <= capacity {
+        return left;
+    }
+    match left.saturating_sub(MIN_CHUNK) {
+        0 => take,
+        most => take.min(most),
+    }
+}
+
 #[derive(Debug)]
 pub struct Pace {
     target: f64,
@@ -132,5 +152,19 @@ mod tests {
         pace.record(4, 0, ms(400));
         assert_eq!(pace.prompt_budget(4, 508), MIN_CHUNK);
         assert_eq!(pace.prompt_budget(4, 8), 8);
+    }
+
+    #[test]
+    fn a_chunk_never_leaves_a_sliver_of_prompt_behind() {
+        // Plenty left: the chunk is what was wanted.
+        assert_eq!(chunk(16, 100, 512), 16);
+        // The rest is short: it goes too, room allowing.
+        assert_eq!(chunk(16, 20, 512), 20);
+        assert_eq!(chunk(16, 16, 512), 16);
+        // No room for the rest: enough stays behind for a chunk of its own.
+        assert_eq!(chunk(16, 20, 18), 12);
+        // Nothing can stay behind whole: take what fits, so prompts move.
+        assert_eq!(chunk(4, 6, 4), 4);
+        assert_eq!(chunk(1, 6, 512), 6);
     }
 }

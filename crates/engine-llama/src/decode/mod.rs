@@ -599,6 +599,8 @@ impl<'m> Loop<'m> {
             if job.request.background {
                 chunk = chunk.min(pace.background_budget(room));
             }
+            let left = job.prompt.len() - job.next_prompt;
+            let chunk = crate::pace::chunk(chunk, left, room.saturating_sub(plan.prompt));
             let end = job.prompt.len().min(job.next_prompt + chunk);
             if scored {
                 plan.scored.push((

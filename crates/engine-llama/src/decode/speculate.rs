@@ -124,9 +124,13 @@ impl Loop<'_> {
         let spec = job.spec.as_mut()?;
         // Where a new shape costs several steps, lookup drafts are padded
         // out to one length and made in runs, so a speculating request's
-        // steps keep one shape ([`steady_draft`]). (Not beside a draft
-        // model, whose drafts end where its confidence does.)
-        let steady = self.setup.steady_shapes && spec.ngram && !spec.model && job.grammar.is_none();
+        // steps keep one shape ([`steady_draft`]). Only for a request
+        // generating alone: padded drafts of several would take the batch
+        // past the small-batch kernels, and the tuner prices such batches
+        // by their measured cost. (Not beside a draft model, whose drafts
+        // end where its confidence does.)
+        let steady =
+            self.setup.steady_shapes && alone && spec.ngram && !spec.model && job.grammar.is_none();
         let left = match (job.request.max_tokens, steady) {
             (Some(most), false) => most.saturating_sub(job.output.produced) as usize,
             _ => usize::MAX,
