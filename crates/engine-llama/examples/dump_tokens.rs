@@ -26,12 +26,7 @@ fn main() {
         .load(std::path::Path::new(&args[1]), &config)
         .unwrap();
     let info = model.info();
-    let template = ChatTemplate::new(
-        info.chat_template.as_deref(),
-        &info.bos_token,
-        &info.eos_token,
-    )
-    .unwrap_or_else(|_| ChatTemplate::fallback(&info.bos_token, &info.eos_token));
+    let template = ChatTemplate::of_model(info);
     for task in &args[3..] {
         let text = std::fs::read_to_string(format!("bench/tasks/{task}.txt")).unwrap();
         // Prompts are separated as `shelf bench` separates them.

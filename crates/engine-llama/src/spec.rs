@@ -139,44 +139,36 @@ pub struct Proposal {
     pub steady: bool,
 }
 
-/// What followed the longest (then latest) earlier repeat of the text's
-/// last tokens, and how many it matched; `history` is the tokens so far
-/// and `last` the one not yet decoded; `prediction`, text the answer should
-/// repeat, is searched too.
-pub fn lookup(
+/// The text prompt lookup searches: `prediction` (text the answer should
+/// repeat), then `history` (the tokens so far), then `last`, the one not
+/// yet decoded.
+pub fn lookup_text(
     prediction: &[LlamaToken],
     history: &[LlamaToken],
     last: LlamaToken,
-    max: usize,
-) -> (Vec<LlamaToken>, usize) {
-    let text = lookup_text(prediction, history, last);
-    let found = speculate::ngram_draft(&text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
-    let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
-    (tokens, found.matched)
-}
-
-/// Continue a lookup `draft` up to `max` tokens with weaker lookups
-/// ([`speculate::ngram_extend`]), over the same text as [`lookup`].
-pub fn extend(
-    prediction: &[LlamaToken],
-    history: &[LlamaToken],
-    last: LlamaToken,
-    draft: &mut Vec<LlamaToken>,
-    max: usize,
-) {
-    let text = lookup_text(prediction, history, last);
-    let mut tokens: Vec<Token> = draft.iter().map(|t| Token(t.0)).collect();
-    speculate::ngram_extend(&text, &mut tokens, LOOKUP_LONGEST, max);
-    draft.extend(tokens[draft.len()..].iter().map(|t| LlamaToken(t.0)));
-}
-
-fn lookup_text(prediction: &[LlamaToken], history: &[LlamaToken], last: LlamaToken) -> Vec<Token> {
+) -> Vec<Token> {
     prediction
         .iter()
         .chain(history)
         .chain(std::iter::once(&last))
         .map(|t| Token(t.0))
         .collect()
+}
+
+/// What followed the longest (then latest) earlier repeat of `text`'s last
+/// tokens, and how many it matched.
+pub fn lookup(text: &[Token], max: usize) -> (Vec<LlamaToken>, usize) {
+    let found = speculate::ngram_draft(text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
+    let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
+    (tokens, found.matched)
+}
+
+/// Continue a lookup `draft` up to `max` tokens with weaker lookups
+/// ([`speculate::ngram_extend`]) over the same `text`.
+pub fn extend(text: &[Token], draft: &mut Vec<LlamaToken>, max: usize) {
+    let mut tokens: Vec<Token> = draft.iter().map(|t| Token(t.0)).collect();
+    speculate::ngram_extend(text, &mut tokens, LOOKUP_LONGEST, max);
+    draft.extend(tokens[draft.len()..].iter().map(|t| LlamaToken(t.0)));
 }
 
 /// The longest start of `tokens` a grammar in its present state allows,

@@ -146,6 +146,17 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// The model's own template, or ChatML where it has none or it does not
+    /// parse (for callers with nobody to warn).
+    pub fn of_model(info: &crate::ModelInfo) -> Self {
+        Self::new(
+            info.chat_template.as_deref(),
+            &info.bos_token,
+            &info.eos_token,
+        )
+        .unwrap_or_else(|_| Self::fallback(&info.bos_token, &info.eos_token))
+    }
+
     /// The built-in ChatML fallback.
     pub fn fallback(bos_token: &str, eos_token: &str) -> Self {
         // A constant template that `fallback_is_chatml` renders: it always parses.

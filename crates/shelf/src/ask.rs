@@ -127,12 +127,7 @@ struct Local {
 impl Local {
     fn new(model: LlamaModelHandle, embedder: Option<Embedder>) -> Self {
         let info = model.info();
-        let template = ChatTemplate::new(
-            info.chat_template.as_deref(),
-            &info.bos_token,
-            &info.eos_token,
-        )
-        .unwrap_or_else(|_| ChatTemplate::fallback(&info.bos_token, &info.eos_token));
+        let template = ChatTemplate::of_model(info);
         Self {
             model,
             template,

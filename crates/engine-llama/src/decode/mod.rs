@@ -630,7 +630,8 @@ impl<'m> Loop<'m> {
                     });
                 }
             }
-            budget -= end - job.next_prompt;
+            // A chunk may run past the budget to take a prompt's short rest.
+            budget = budget.saturating_sub(end - job.next_prompt);
             plan.prompt += end - job.next_prompt;
             job.next_prompt = end;
         }

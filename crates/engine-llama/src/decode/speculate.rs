@@ -155,15 +155,17 @@ impl Loop<'_> {
         if max == 0 {
             return None;
         }
-        let (mut looked, matched) = match spec.ngram {
-            true => spec::lookup(&spec.prediction, &slot.cached, pending, max),
-            false => (Vec::new(), 0),
+        // Lookup finds nothing in an empty text.
+        let text = match spec.ngram {
+            true => spec::lookup_text(&spec.prediction, &slot.cached, pending),
+            false => Vec::new(),
         };
+        let (mut looked, matched) = spec::lookup(&text, max);
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
         if steady {
-            return steady_draft(spec, &slot.cached, looked, (matched, pending), max);
+            return steady_draft(spec, &text, looked, (matched, pending), max);
         }
         let draft = match spec.tuner.as_mut() {
             Some(tuner) => tuner.plan(
@@ -376,11 +378,11 @@ impl Loop<'_> {
 /// ([`speculate::Runs`]; every step without a tuner), continued by weaker
 /// lookups and then padded with the pending token out to `max` (the target
 /// refuses padding at no extra cost: the step's shape is paid for either
-/// way). `history` is the slot's text before the pending token; `found` is
-/// the lookup's match length and that token.
+/// way). `text` is what lookup searched; `found` is the lookup's match
+/// length and the pending token.
 fn steady_draft(
     spec: &mut JobSpec,
-    history: &[LlamaToken],
+    text: &[Token],
     mut looked: Vec<LlamaToken>,
     found: (usize, LlamaToken),
     max: usize,
@@ -390,7 +392,7 @@ fn steady_draft(
     if !drafting {
         return None;
     }
-    spec::extend(&spec.prediction, history, pending, &mut looked, max);
+    spec::extend(text, &mut looked, max);
     let source = match matched >= speculate::LONG_MATCH {
         true => Source::NgramLong,
         false => Source::Ngram,

@@ -64,12 +64,7 @@ pub async fn bench(
 ) -> anyhow::Result<()> {
     let tasks = tasks(&args.tasks)?;
     let info = model.info();
-    let template = ChatTemplate::new(
-        info.chat_template.as_deref(),
-        &info.bos_token,
-        &info.eos_token,
-    )
-    .unwrap_or_else(|_| ChatTemplate::fallback(&info.bos_token, &info.eos_token));
+    let template = ChatTemplate::of_model(info);
     let mut results = Vec::new();
     for task in &tasks {
         results.push(measure(model, &template, task, args).await?);
