@@ -296,6 +296,69 @@ pub fn exact_envelope(ctx: &mut LlamaContext<'_>, n_vocab: i32, max: usize) -> E
     envelope
 }
 
+/// Seconds a decode of each of `sizes` tokens takes (every row asking for
+/// logits, as verification does), the least of `reps` tries, after a short
+/// prefix; measured once at load so drafting is priced from the first
+/// request, and lengths the tuner would never try unmeasured (a CPU's
+/// matrix kernels take 16 rows for less than 13) are known. Sizes past
+/// `n_batch` (llama.cpp aborts on those) or the slot's window are skipped.
+pub fn step_costs(
+    ctx: &mut LlamaContext<'_>,
+    n_vocab: i32,
+    (n_batch, n_ctx_slot): (usize, usize),
+    sizes: &[usize],
+    reps: usize,
+) -> Vec<(usize, f64)> {
+    let prefix = 64.min(n_batch).min(n_ctx_slot / 2);
+    let token = |i: usize| LlamaToken((1000 + 37 * i as i32).rem_euclid(n_vocab.max(1)));
+    let fits = |rows: usize| rows <= n_batch && prefix + rows <= n_ctx_slot;
+    let most = sizes
+        .iter()
+        .copied()
+        .filter(|&r| fits(r))
+        .max()
+        .unwrap_or(1);
+    let mut batch = LlamaBatch::new(prefix.max(most), 1);
+    let mut costs = Vec::with_capacity(sizes.len());
+    let prefilled = prefix > 0
+        && (0..prefix).all(|i| batch.add(token(i), i as i32, &[0], false).is_ok())
+        && ctx.decode(&mut batch).is_ok();
+    if prefilled {
+        for &rows in sizes.iter().filter(|&&r| fits(r)) {
+            let least = (0..reps.max(1))
+                .filter_map(|_| timed_decode(ctx, &mut batch, &token, prefix, rows))
+                .reduce(f64::min);
+            if let Some(seconds) = least {
+                costs.push((rows, seconds));
+            }
+        }
+    }
+    let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
+    costs
+}
+
+/// One decode of `rows` tokens after `prefix`, timed, then cut back off.
+fn timed_decode(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    token: &dyn Fn(usize) -> LlamaToken,
+    prefix: usize,
+    rows: usize,
+) -> Option<f64> {
+    batch.clear();
+    for j in 0..rows {
+        let at = prefix + j;
+        batch.add(token(at), at as i32, &[0], true).ok()?;
+    }
+    let started = std::time::Instant::now();
+    ctx.decode(batch).ok()?;
+    let _ = ctx.get_logits_ith(rows as i32 - 1);
+    let seconds = started.elapsed().as_secs_f64();
+    ctx.clear_kv_cache_seq(Some(0), Some(prefix as u32), None)
+        .ok()?;
+    Some(seconds)
+}
+
 /// The most tokens (up to `max`) one decode may hold after `prefix` tokens
 /// while each comes out as it does decoded alone; 1 if none.
 fn exact_rows(

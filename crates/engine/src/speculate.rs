@@ -316,6 +316,17 @@ impl Acceptance {
         }
     }
 
+    /// Starting at `prior` as if `tokens` drafted tokens had been judged
+    /// at that rate: a prior that fades as counts decay, where steps judge
+    /// many tokens each.
+    pub fn seeded(prior: f64, tokens: f64) -> Self {
+        Self {
+            kept: prior * tokens,
+            refused: (1.0 - prior) * tokens,
+            prior,
+        }
+    }
+
     /// The chance each drafted token is kept.
     pub fn rate(&self) -> f64 {
         let (prior_kept, prior_refused) = (
@@ -327,8 +338,12 @@ impl Acceptance {
 
     /// Learn from a step that drafted `drafted` tokens and kept `kept`.
     pub fn record(&mut self, drafted: usize, kept: usize) {
-        self.kept = self.kept * Self::DECAY + kept as f64;
-        self.refused = self.refused * Self::DECAY + f64::from(u8::from(kept < drafted));
+        self.record_decaying(drafted, kept, Self::DECAY);
+    }
+
+    fn record_decaying(&mut self, drafted: usize, kept: usize, decay: f64) {
+        self.kept = self.kept * decay + kept as f64;
+        self.refused = self.refused * decay + f64::from(u8::from(kept < drafted));
     }
 }
 
@@ -427,6 +442,18 @@ impl CostCurve {
         };
         Some(seconds.max(0.0))
     }
+
+    /// Seconds a decode of `tokens` tokens costs at most, padded out to
+    /// the next size measured: sizes between two measured ones are not
+    /// read along a line, which would hide where kernels favour the larger
+    /// (a CPU's take 16 rows for less than 13).
+    pub fn padded(&self, tokens: usize, slope: f64) -> Option<f64> {
+        let at = self.sizes.partition_point(|s| s.0 < tokens);
+        match self.sizes.get(at) {
+            Some(size) => Some((size.2 / size.1).max(0.0)),
+            None => self.predict(tokens, slope),
+        }
+    }
 }
 
 /// Costs of drafting for one slot in one step, in units of the plain
@@ -436,8 +463,17 @@ pub struct Prices {
     /// What verifying k drafted tokens adds to the step, for k = 0 up to
     /// [`SpeculativeConfig::MAX_DRAFT`]; never falling as k grows.
     verify: Vec<f64>,
+    /// The same, each length priced as the next measured size, which may
+    /// cost less than a shorter one: a CPU's matrix kernels take 16 rows
+    /// for less than 13.
+    measured: Vec<f64>,
     /// Each token the draft model makes.
     pub draft: f64,
+    /// Catching the draft model's cache up with the text before it can
+    /// draft (after plain steps it fell behind): paid once, so a probe of
+    /// a losing draft model is skipped while this would take more than
+    /// [`Tuner::PROBE_SHARE`] of the rest it ends.
+    pub catch_up: f64,
 }
 
 impl Prices {
@@ -451,19 +487,30 @@ impl Prices {
 
     /// Every verified token at the same price.
     pub fn linear(verify: f64, draft: f64) -> Self {
-        Self::from_fn(|k| k as f64 * verify, draft)
+        let price = |k: usize| k as f64 * verify;
+        Self::from_fns(price, price, draft)
     }
 
-    /// Verifying k tokens at `verify(k)`, made non-decreasing.
-    fn from_fn(verify: impl Fn(usize) -> f64, draft: f64) -> Self {
+    /// Verifying k tokens at `verify(k)`, made non-decreasing, or at
+    /// `padded(k)` where the draft may be lengthened.
+    fn from_fns(verify: impl Fn(usize) -> f64, padded: impl Fn(usize) -> f64, draft: f64) -> Self {
+        let lengths = 0..=SpeculativeConfig::MAX_DRAFT as usize;
+        let measured = lengths.clone().map(padded).collect();
+        let verify: Vec<f64> = lengths.map(verify).collect();
         let mut most = 0.0f64;
-        let verify = (0..=SpeculativeConfig::MAX_DRAFT as usize)
-            .map(|k| {
-                most = most.max(verify(k));
+        let verify = verify
+            .iter()
+            .map(|&cost| {
+                most = most.max(cost);
                 most
             })
             .collect();
-        Self { verify, draft }
+        Self {
+            verify,
+            measured,
+            draft,
+            catch_up: 0.0,
+        }
     }
 
     /// What verifying `k` drafted tokens adds.
@@ -474,6 +521,20 @@ impl Prices {
         let last = self.verify.len().saturating_sub(1);
         let most = self.verify.last().copied().unwrap_or(0.0);
         most + (k - last) as f64 * most / last.max(1) as f64
+    }
+
+    /// The draft length from `k` up to `max` whose verification adds
+    /// least (the longest of equals: a free guess more), and what it adds:
+    /// a lookup draft can be lengthened at no cost where the kernels favour
+    /// a larger batch.
+    pub fn cheapest(&self, k: usize, max: usize) -> (usize, f64) {
+        (k..=max)
+            .map_while(|j| self.measured.get(j).map(|&cost| (j, cost)))
+            .fold(None, |best: Option<(usize, f64)>, next| match best {
+                Some(best) if best.1 < next.1 => Some(best),
+                _ => Some(next),
+            })
+            .unwrap_or((k, self.verify(k)))
     }
 }
 
@@ -543,6 +604,17 @@ impl Costs {
         }
     }
 
+    /// What catching the draft model's cache up by `tokens` costs, in
+    /// plain tokens of a step holding `rows` (0 until both are measured).
+    pub fn catch_up(&self, rows: usize, tokens: usize) -> f64 {
+        let rows = rows.max(1);
+        let plain = self.target.predict(rows, 0.0).filter(|s| *s > 0.0);
+        match (plain, self.draft.predict(tokens, 0.0)) {
+            (Some(plain), Some(draft)) if tokens > 0 => draft / (plain / rows as f64),
+            _ => 0.0,
+        }
+    }
+
     /// Prices for a slot in a step whose plain batch holds `rows` tokens,
     /// with `drafting` slots drafting from the model.
     pub fn prices(&self, rows: usize, drafting: usize) -> Prices {
@@ -557,11 +629,10 @@ impl Costs {
             .draft
             .predict(drafting, 0.0)
             .map_or(self.draft_ratio, |s| s / drafting as f64 / share);
-        Prices::from_fn(
-            |k| {
-                let seconds = self.target.predict(rows + k, stand_in).unwrap_or(plain);
-                (seconds - plain) / share
-            },
+        let price = |seconds: Option<f64>| (seconds.unwrap_or(plain) - plain) / share;
+        Prices::from_fns(
+            |k| price(self.target.predict(rows + k, stand_in)),
+            |k| price(self.target.padded(rows + k, stand_in)),
             draft,
         )
     }
@@ -606,8 +677,13 @@ pub struct Tuner {
     seen: Acceptances,
     /// Each source's rest, indexed by [`Source::index`].
     rests: [Rest; 3],
-    /// The last lookup draft's length when it was kept whole, else 0.
+    /// The last lookup draft's length when it was kept whole, else 0: the
+    /// request is copying text, in a run.
     streak: usize,
+    /// Acceptance of lookup drafts made within runs.
+    run: Acceptance,
+    /// The last draft planned was made within a run.
+    in_run: bool,
 }
 
 /// A source's rest from drafting while it loses.
@@ -645,6 +721,27 @@ impl Rest {
 }
 
 impl Tuner {
+    /// Within a run, the chance each drafted token is kept before any run
+    /// is seen, as if seen on [`Self::RUN_PRIOR_TOKENS`] tokens: copied
+    /// text goes on for a few dozen tokens, and each run ends in a refusal.
+    const RUN_PRIOR: f64 = 0.95;
+    const RUN_PRIOR_TOKENS: f64 = 20.0;
+    /// Weight of a run draft's counts after each later one. A request
+    /// holds few runs, each ending in a refusal, and forgetting those
+    /// fast makes long copies look endless (drafts then outgrow the runs).
+    const RUN_DECAY: f64 = 0.98;
+    /// A whole-kept draft this long starts a run, where the lookup's match
+    /// is long (text being copied): a one-token draft kept, or a short
+    /// match (code's boilerplate), says little of what follows.
+    const RUN_START: usize = 2;
+    /// Most of a rest's time a probe may spend catching the draft model up
+    /// with the text (a probe of a lookup costs nothing to prepare).
+    const PROBE_SHARE: f64 = 0.1;
+    /// Most tokens a lookup draft outside a run holds. Most refusals come
+    /// where copying stops, and the draft after one is refused again more
+    /// often than not, so it is kept short until a draft is kept whole.
+    const PROBE_MOST: usize = 3;
+
     /// A request's tuner, starting from the acceptance the model has seen.
     pub fn new(costs: &Costs) -> Self {
         Self {
@@ -654,6 +751,8 @@ impl Tuner {
                 ..Rest::NONE
             }),
             streak: 0,
+            run: Acceptance::seeded(Self::RUN_PRIOR, Self::RUN_PRIOR_TOKENS),
+            in_run: false,
         }
     }
 
@@ -681,7 +780,8 @@ impl Tuner {
         if model && max > 0 {
             sources.push((Source::Model, max, prices.draft));
         }
-        let mut options: Vec<(Draft, f64)> = sources
+        let whole = max;
+        let mut options: Vec<(Draft, f64, bool)> = sources
             .into_iter()
             .filter_map(|(source, max, draft)| {
                 let cost = |k: usize| prices.verify(k) + k as f64 * draft;
@@ -691,28 +791,60 @@ impl Tuner {
                 if resting || best_length(1.0, max, cost).1 < 1.0 {
                     return None;
                 }
-                let (mut tokens, g) = best_length(self.seen.rate(source), max, cost);
-                // Text being copied is kept in long runs, not token by token
-                // at a steady rate: after a whole lookup draft was kept, the
-                // next may be twice as long.
-                if source.is_lookup() {
-                    tokens = tokens.max(2 * self.streak).min(max);
+                let in_run = source == Source::NgramLong && self.streak >= Self::RUN_START;
+                // Outside a run a lookup draft is a probe: it may find the
+                // copied text that a run then drafts at length.
+                let max = match source.is_lookup() && !in_run {
+                    true => max.min(Self::PROBE_MOST),
+                    false => max,
+                };
+                let (tokens, g) = best_length(self.seen.rate(source), max, cost);
+                let planned = (Draft { source, tokens }, g, false);
+                match in_run {
+                    true => Some(self.within_run(planned, prices, whole)),
+                    false => Some(planned),
                 }
-                Some((Draft { source, tokens }, g))
             })
             .collect();
         options.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (draft, g) in options {
+        for (draft, g, in_run) in options {
+            self.in_run = in_run;
             let rest = &mut self.rests[draft.source.index()];
             if g >= 1.0 {
                 *rest = Rest::NONE;
                 return Some(draft);
             }
-            if rest.lose(produced) {
+            let rested = rest.length / 2;
+            let catch_up = match draft.source {
+                Source::Model => prices.catch_up,
+                _ => 0.0,
+            };
+            if rest.lose(produced) && catch_up <= Self::PROBE_SHARE * f64::from(rested) {
                 return Some(draft);
             }
         }
         None
+    }
+
+    /// A lookup draft made after a whole one was kept: text being copied
+    /// is kept in long runs, not token by token at a steady rate, so it is
+    /// priced at the rate seen within runs, and lengthened (by weaker
+    /// lookups, up to `max`) wherever a longer draft costs less to verify.
+    /// `planned` is the draft at the source's usual rate, kept if better.
+    fn within_run(
+        &self,
+        planned: (Draft, f64, bool),
+        prices: &Prices,
+        max: usize,
+    ) -> (Draft, f64, bool) {
+        let cost = |k: usize| prices.cheapest(k, max).1;
+        let (tokens, g) = best_length(self.run.rate(), max, cost);
+        if g <= planned.1 {
+            return planned;
+        }
+        let tokens = prices.cheapest(tokens, max).0;
+        let source = planned.0.source;
+        (Draft { source, tokens }, g, true)
     }
 
     /// Whether the draft model should make one more token after `drafted`,
@@ -725,8 +857,12 @@ impl Tuner {
 
     /// Learn from a step: `drafted` tokens from `source`, `kept` kept.
     pub fn record(&mut self, source: Source, drafted: usize, kept: usize, costs: &mut Costs) {
-        self.seen.of(source).record(drafted, kept);
-        costs.acceptance.of(source).record(drafted, kept);
+        if source.is_lookup() && std::mem::take(&mut self.in_run) {
+            self.run.record_decaying(drafted, kept, Self::RUN_DECAY);
+        } else {
+            self.seen.of(source).record(drafted, kept);
+            costs.acceptance.of(source).record(drafted, kept);
+        }
         costs.rest_lengths = self.rests.map(|rest| rest.length.min(Rest::CARRIED));
         if source.is_lookup() {
             self.streak = if kept == drafted { drafted } else { 0 };

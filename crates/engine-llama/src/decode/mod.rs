@@ -44,6 +44,22 @@ mod speculate;
 /// Largest batch the load-time exactness check tries.
 const EXACT_PROBE_ROWS: usize = 8;
 
+/// Decode sizes timed at load where speculation is on: plain decode, the
+/// short drafts of a probe, and the sizes matrix kernels favour.
+const CALIBRATED_ROWS: [usize; 6] = [1, 2, 4, 8, 16, 32];
+
+/// The draft model's: one slot drafting, and a few drafting at once.
+const CALIBRATED_DRAFT_ROWS: [usize; 3] = [1, 2, 4];
+
+/// Tries per calibrated size: a GPU's first steps of a new shape capture
+/// its graph and say nothing of what the shape costs once it repeats.
+fn calibration_reps(setup: &Setup) -> usize {
+    match setup.steady_shapes {
+        true => 4,
+        false => 2,
+    }
+}
+
 /// From this many greedy outputs in a step, on a GPU, arg-maxes run on
 /// several threads.
 const PARALLEL_ARG_MAX: usize = 8;
@@ -121,7 +137,7 @@ pub fn run(
             return;
         }
     };
-    let draft = match models.draft {
+    let mut draft = match models.draft {
         None => None,
         Some(model) => match context(backend, model, params(), "the draft model's") {
             Ok(draft_ctx) => Some(DraftSide {
@@ -141,9 +157,49 @@ pub fn run(
     if setup.speculative.enabled() {
         tracing::debug!(rows = exact.rows, below = ?exact.below, "speculative decoding ready; exact greedy verification within this");
     }
+    let (target_costs, draft_costs) = match setup.speculative.enabled() {
+        true => calibrate(&mut ctx, draft.as_mut(), &models, &setup),
+        false => Default::default(),
+    };
     let mut engine = Loop::new(ctx, models.target, draft, setup, exact);
+    for (rows, seconds) in target_costs {
+        engine.costs.target.record(rows, seconds);
+    }
+    for (rows, seconds) in draft_costs {
+        engine.costs.draft.record(rows, seconds);
+    }
     let _ = ready.send(Ok(()));
     engine.serve(&queue);
+}
+
+/// Seconds a decode takes, by the tokens in its batch.
+type StepCosts = Vec<(usize, f64)>;
+
+/// Decode costs by batch size, timed at load: the target's at
+/// [`CALIBRATED_ROWS`], the draft model's at [`CALIBRATED_DRAFT_ROWS`]
+/// (without its real price, a draft model looks as cheap as its size, and
+/// the tuner keeps probing one that loses, each probe catching the draft's
+/// cache up with the whole text).
+fn calibrate(
+    ctx: &mut LlamaContext<'_>,
+    draft: Option<&mut DraftSide<'_>>,
+    models: &Models<'_>,
+    setup: &Setup,
+) -> (StepCosts, StepCosts) {
+    let limits = (setup.n_batch, setup.n_ctx_slot as usize);
+    let reps = calibration_reps(setup);
+    let target = spec::step_costs(ctx, models.target.n_vocab(), limits, &CALIBRATED_ROWS, reps);
+    let draft = match (draft, models.draft) {
+        (Some(side), Some(model)) => spec::step_costs(
+            &mut side.ctx,
+            model.n_vocab(),
+            limits,
+            &CALIBRATED_DRAFT_ROWS,
+            reps,
+        ),
+        _ => Vec::new(),
+    };
+    (target, draft)
 }
 
 fn context<'m>(

@@ -95,7 +95,7 @@ impl Loop<'_> {
         let mut proposals = Vec::new();
         let mut wanted = Vec::new();
         for i in generating {
-            match self.plan(i, room, alone, &prices) {
+            match self.plan(i, room, (alone, rows), &prices) {
                 Some(Wanted::Model(tokens)) => {
                     room = room.saturating_sub(tokens);
                     wanted.push((i, tokens));
@@ -114,8 +114,15 @@ impl Loop<'_> {
         proposals
     }
 
-    /// What slot `i` drafts this step, within `room` batch places.
-    fn plan(&mut self, i: usize, room: usize, alone: bool, prices: &Prices) -> Option<Wanted> {
+    /// What slot `i` drafts this step, within `room` batch places, in a
+    /// step of `rows` generating slots (`alone`: one, and no prompt).
+    fn plan(
+        &mut self,
+        i: usize,
+        room: usize,
+        (alone, rows): (bool, usize),
+        prices: &Prices,
+    ) -> Option<Wanted> {
         let n_ctx = self.setup.n_ctx_slot as usize;
         let exact = self.exact;
         let slot = &mut self.slots[i];
@@ -167,10 +174,21 @@ impl Loop<'_> {
         if steady {
             return steady_draft(spec, &text, looked, (matched, pending), max);
         }
+        // The draft model drafts only once its cache has caught up.
+        let prices = match spec.model {
+            true => {
+                let behind =
+                    slot.cached.len() + 1 - prefix::common_prefix(&slot.draft_cached, &slot.cached);
+                let mut prices = prices.clone();
+                prices.catch_up = self.costs.catch_up(rows, behind);
+                std::borrow::Cow::Owned(prices)
+            }
+            false => std::borrow::Cow::Borrowed(prices),
+        };
         let draft = match spec.tuner.as_mut() {
             Some(tuner) => tuner.plan(
                 job.output.produced,
-                prices,
+                &prices,
                 (looked.len(), matched),
                 spec.model,
                 max,
@@ -188,7 +206,13 @@ impl Loop<'_> {
         Some(match draft.source {
             Source::Model => Wanted::Model(draft.tokens),
             lookup => {
+                // The tuner may ask for more than lookup found, where a
+                // longer draft costs no more to verify.
                 looked.truncate(draft.tokens);
+                spec::extend(&text, &mut looked, draft.tokens);
+                if let Some(grammar) = job.grammar.as_ref() {
+                    spec::allowed_prefix(grammar, &mut looked);
+                }
                 looked_up(lookup, looked, 0, false)
             }
         })
