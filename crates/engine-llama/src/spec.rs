@@ -280,7 +280,7 @@ const KV_STEP: usize = 256;
 /// Measure the envelope on sequence 0, then empty it: up to `max` rows
 /// after a short prefix, then the same rows past the first KV step.
 pub fn exact_envelope(ctx: &mut LlamaContext<'_>, n_vocab: i32, max: usize) -> Envelope {
-    let token = |i: usize| LlamaToken((1000 + 37 * i as i32).rem_euclid(n_vocab.max(1)));
+    let token = |i: usize| probe_token(i, n_vocab);
     let short = exact_rows(ctx, &token, 4, max).unwrap_or(1);
     let envelope = match short {
         0 | 1 => Envelope::NONE,
@@ -294,6 +294,12 @@ pub fn exact_envelope(ctx: &mut LlamaContext<'_>, n_vocab: i32, max: usize) -> E
     };
     let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
     envelope
+}
+
+/// The `i`th token of the made-up text load-time probes decode: spread over
+/// the vocabulary, the same on every run.
+fn probe_token(i: usize, n_vocab: i32) -> LlamaToken {
+    LlamaToken((1000 + 37 * i as i32).rem_euclid(n_vocab.max(1)))
 }
 
 /// Seconds a decode of each of `sizes` tokens takes (every row asking for
@@ -310,7 +316,7 @@ pub fn step_costs(
     reps: usize,
 ) -> Vec<(usize, f64)> {
     let prefix = 64.min(n_batch).min(n_ctx_slot / 2);
-    let token = |i: usize| LlamaToken((1000 + 37 * i as i32).rem_euclid(n_vocab.max(1)));
+    let token = |i: usize| probe_token(i, n_vocab);
     let fits = |rows: usize| rows <= n_batch && prefix + rows <= n_ctx_slot;
     let most = sizes
         .iter()

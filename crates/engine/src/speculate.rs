@@ -496,12 +496,10 @@ impl Prices {
     fn from_fns(verify: impl Fn(usize) -> f64, padded: impl Fn(usize) -> f64, draft: f64) -> Self {
         let lengths = 0..=SpeculativeConfig::MAX_DRAFT as usize;
         let measured = lengths.clone().map(padded).collect();
-        let verify: Vec<f64> = lengths.map(verify).collect();
         let mut most = 0.0f64;
-        let verify = verify
-            .iter()
-            .map(|&cost| {
-                most = most.max(cost);
+        let verify = lengths
+            .map(|k| {
+                most = most.max(verify(k));
                 most
             })
             .collect();
@@ -808,18 +806,19 @@ impl Tuner {
             .collect();
         options.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (draft, g, in_run) in options {
-            self.in_run = in_run;
             let rest = &mut self.rests[draft.source.index()];
-            if g >= 1.0 {
+            let winning = g >= 1.0;
+            if winning {
                 *rest = Rest::NONE;
-                return Some(draft);
             }
-            let rested = rest.length / 2;
+            // The rest a probe ends is half the next one's length.
+            let rested = f64::from(rest.length / 2);
             let catch_up = match draft.source {
                 Source::Model => prices.catch_up,
                 _ => 0.0,
             };
-            if rest.lose(produced) && catch_up <= Self::PROBE_SHARE * f64::from(rested) {
+            if winning || (rest.lose(produced) && catch_up <= Self::PROBE_SHARE * rested) {
+                self.in_run = in_run;
                 return Some(draft);
             }
         }
