@@ -732,6 +732,11 @@ impl Tuner {
     /// is long (text being copied): a one-token draft kept, or a short
     /// match (code's boilerplate), says little of what follows.
     const RUN_START: usize = 2;
+    /// A lookup match this long starts a run without a probe: a dozen
+    /// tokens repeating an earlier place is text being copied. Where small
+    /// batches cost nearly a plain step a row, probes lose, their source
+    /// rests, and without this a long copy went by decoded plainly.
+    const RUN_MATCH: usize = 12;
     /// Most of a rest's time a probe may spend catching the draft model up
     /// with the text (a probe of a lookup costs nothing to prepare).
     const PROBE_SHARE: f64 = 0.1;
@@ -783,13 +788,15 @@ impl Tuner {
             .into_iter()
             .filter_map(|(source, max, draft)| {
                 let cost = |k: usize| prices.verify(k) + k as f64 * draft;
+                let in_run = source == Source::NgramLong
+                    && (self.streak >= Self::RUN_START || matched >= Self::RUN_MATCH);
                 // A source that would lose even if every token were kept is
-                // never tried, not even as a probe.
-                let resting = produced < self.rests[source.index()].until;
+                // never tried, not even as a probe. A run drafts even while
+                // its source rests: the rest is for the probes that lose.
+                let resting = produced < self.rests[source.index()].until && !in_run;
                 if resting || best_length(1.0, max, cost).1 < 1.0 {
                     return None;
                 }
-                let in_run = source == Source::NgramLong && self.streak >= Self::RUN_START;
                 // Outside a run a lookup draft is a probe: it may find the
                 // copied text that a run then drafts at length.
                 let max = match source.is_lookup() && !in_run {

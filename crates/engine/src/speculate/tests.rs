@@ -405,8 +405,7 @@ fn runs_start_on_a_long_match_and_end_after_fruitless_steps() {
 /// by rows, where 16 rows cost less than 8 to 15 would on a line through
 /// them, and 32 rows less than twice 16.
 fn this_cpu() -> (Costs, Prices) {
-    let mut costs = Costs::new(0.5);
-    for (rows, ms) in [
+    measured(&[
         (1, 35.0),
         (2, 64.0),
         (3, 88.0),
@@ -414,7 +413,13 @@ fn this_cpu() -> (Costs, Prices) {
         (8, 225.0),
         (16, 285.0),
         (32, 492.0),
-    ] {
+    ])
+}
+
+/// Costs timed as `(rows, milliseconds)`, and a lone slot's prices.
+fn measured(steps: &[(usize, f64)]) -> (Costs, Prices) {
+    let mut costs = Costs::new(0.5);
+    for &(rows, ms) in steps {
         costs.target.record(rows, ms / 1000.0);
     }
     let prices = costs.prices(1, 1);
@@ -469,6 +474,37 @@ fn a_run_drafts_where_the_kernels_are_cheapest_and_ends_at_a_refusal() {
     tuner.record(Source::Ngram, 3, 3, &mut costs);
     let next = tuner.plan(3, &prices, short, false, 32);
     assert!(next.is_none_or(|d| d.tokens <= 3), "{next:?}");
+}
+
+#[test]
+fn a_very_long_match_starts_a_run_even_while_probes_rest() {
+    // This box on a day when small batches cost nearly a plain step a row
+    // (4 rows 3.4 steps) and 16 rows 8.5: probes barely pay.
+    let (mut costs, prices) = measured(&[
+        (1, 30.6),
+        (2, 59.1),
+        (4, 102.5),
+        (8, 225.3),
+        (16, 260.1),
+        (32, 473.1),
+    ]);
+    let mut tuner = Tuner::new(&costs);
+    let long = (32, LONG_MATCH);
+    // Refused probes put the long-match source to rest.
+    let mut produced = 0;
+    while let Some(probe) = tuner.plan(produced, &prices, long, false, 32) {
+        assert!(probe.tokens <= 3, "{probe:?}");
+        tuner.record(probe.source, probe.tokens, 0, &mut costs);
+        produced += 1;
+        assert!(produced < 10, "the probes never rest");
+    }
+    // Resting, a match just short of a run's is not drafted; a dozen
+    // tokens repeating an earlier place starts a run at 16 rows.
+    let almost = (32, Tuner::RUN_MATCH - 1);
+    assert_eq!(tuner.plan(produced, &prices, almost, false, 32), None);
+    let copied = (32, Tuner::RUN_MATCH);
+    let run = tuner.plan(produced, &prices, copied, false, 32).unwrap();
+    assert_eq!((run.source, run.tokens), (Source::NgramLong, 15));
 }
 
 #[test]

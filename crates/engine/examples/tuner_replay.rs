@@ -1,0 +1,192 @@
+//! Replays greedy answers through the drafting policy shelf runs
+//! ([`Tuner`] over prompt lookup, as the decode loop drives it for a
+//! request generating alone), charging each step what a decode of that
+//! many rows was measured to cost. Prints, per task, the speed-up over
+//! plain decode and where the time went, so a policy change can be judged
+//! on many days' step costs in a second instead of one noisy bench run.
+//!
+//! Answers: one JSON object a line with `task`, `prompt` and `output`
+//! token ids (`cargo run --release -p shelf-engine-llama --example
+//! dump_tokens`). Costs: `rows ms` lines (`--example rows_bench`).
+//!
+//! Usage: cargo run --release -p shelf-engine --example tuner_replay --
+//!        ANSWERS.jsonl ROWS.txt [MAX_DRAFT] [--trace]
+//!
+//! `--trace` prints each answer's steps: `.` a plain one, ` kept/drafted`
+//! and `l` or `s` for a long or short lookup match.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: fail loudly.
+
+use std::collections::BTreeMap;
+
+use shelf_engine::speculate::{ngram_draft, ngram_extend, Costs, Source, Tuner};
+use shelf_engine::Token;
+
+/// As the engine looks up (`shelf-engine-llama`'s `spec::lookup`).
+const SHORTEST: usize = 2;
+const LONGEST: usize = 16;
+/// The sizes the engine times at load.
+const CALIBRATED: [usize; 6] = [1, 2, 4, 8, 16, 32];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: tuner_replay ANSWERS.jsonl ROWS.txt [MAX_DRAFT] [--trace]";
+    let answers = std::fs::read_to_string(args.get(1).expect(usage)).unwrap();
+    let rows = std::fs::read_to_string(args.get(2).expect(usage)).unwrap();
+    let trace = args.iter().any(|a| a == "--trace");
+    let max = args
+        .get(3)
+        .filter(|a| *a != "--trace")
+        .map_or(32, |m| m.parse().expect(usage));
+    let table: BTreeMap<usize, f64> = rows
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect();
+    let cost = |rows: usize| step_ms(&table, rows);
+    let mut costs = Costs::new(1.0);
+    for rows in CALIBRATED {
+        costs.target.record(rows, cost(rows) / 1000.0);
+    }
+    let mut tasks: BTreeMap<String, Tally> = BTreeMap::new();
+    for line in answers.lines().filter(|l| !l.trim().is_empty()) {
+        let answer: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ids = |key: &str| -> Vec<Token> {
+            answer[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| Token(t.as_i64().unwrap() as i32))
+                .collect()
+        };
+        let task = answer["task"].as_str().unwrap().to_string();
+        let tally = tasks.entry(task).or_default();
+        replay(
+            &ids("prompt"),
+            &ids("output"),
+            max,
+            &mut costs,
+            &cost,
+            tally,
+            trace,
+        );
+    }
+    for (task, tally) in &tasks {
+        tally.print(task, cost(1));
+    }
+}
+
+/// Measured, or read along the line through the measured sizes around it
+/// (past the largest, the line through the two largest).
+fn step_ms(table: &BTreeMap<usize, f64>, rows: usize) -> f64 {
+    if let Some(&ms) = table.get(&rows) {
+        return ms;
+    }
+    let (below, above) = match table.range(rows..).next() {
+        Some(above) => (table.range(..rows).next_back().unwrap(), above),
+        None => {
+            let mut largest = table.iter().rev();
+            let above = largest.next().unwrap();
+            (largest.next().expect("two sizes measured"), above)
+        }
+    };
+    let along = (rows as f64 - *below.0 as f64) / (above.0 - below.0) as f64;
+    below.1 + along * (above.1 - below.1)
+}
+
+/// Time and tokens by kind of step.
+#[derive(Default)]
+struct Tally {
+    plain_tokens: usize,
+    kinds: BTreeMap<String, (usize, f64, usize)>,
+}
+
+impl Tally {
+    fn add(&mut self, kind: String, ms: f64, tokens: usize) {
+        let entry = self.kinds.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 += ms;
+        entry.2 += tokens;
+    }
+
+    fn print(&self, task: &str, plain_ms: f64) {
+        let total: f64 = self.kinds.values().map(|k| k.1).sum();
+        let speed = self.plain_tokens as f64 * plain_ms / total;
+        println!("{task}: {speed:.3}x");
+        for (kind, (steps, ms, tokens)) in &self.kinds {
+            let plain = ms / plain_ms;
+            let rate = *tokens as f64 / plain;
+            println!("  {kind:24} steps {steps:4}  plain steps {plain:7.1}  tokens {tokens:5}  per plain step {rate:.2}");
+        }
+    }
+}
+
+fn replay(
+    prompt: &[Token],
+    output: &[Token],
+    max: usize,
+    costs: &mut Costs,
+    cost: &dyn Fn(usize) -> f64,
+    tally: &mut Tally,
+    trace: bool,
+) {
+    let mut tuner = Tuner::new(costs);
+    if trace {
+        println!();
+    }
+    let mut at = 1;
+    tally.plain_tokens += output.len().saturating_sub(1);
+    while at < output.len() {
+        let text: Vec<Token> = prompt.iter().chain(&output[..at]).copied().collect();
+        let found = ngram_draft(&text, SHORTEST, LONGEST, max);
+        let prices = costs.prices(1, 1);
+        let plan = tuner.plan(
+            at as u32,
+            &prices,
+            (found.tokens.len(), found.matched),
+            false,
+            max,
+        );
+        let Some(draft) = plan else {
+            if trace {
+                print!(".");
+            }
+            tally.add("plain".into(), cost(1), 1);
+            costs.target.record(1, cost(1) / 1000.0);
+            at += 1;
+            continue;
+        };
+        let mut tokens = found.tokens;
+        tokens.truncate(draft.tokens);
+        ngram_extend(&text, &mut tokens, LONGEST, draft.tokens);
+        let kept = tokens
+            .iter()
+            .zip(&output[at..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        let rows = tokens.len() + 1;
+        let outcome = match kept {
+            k if k == tokens.len() => "whole",
+            0 => "none",
+            _ => "part",
+        };
+        let source = match draft.source {
+            Source::NgramLong => "long",
+            _ => "short",
+        };
+        let size = match rows {
+            ..=4 => "<=4",
+            5..=17 => "<=17",
+            _ => ">17",
+        };
+        if trace {
+            print!(" {kept}/{}{} ", tokens.len(), &source[..1]);
+        }
+        tally.add(format!("{source} {size} {outcome}"), cost(rows), kept + 1);
+        costs.target.record(rows, cost(rows) / 1000.0);
+        tuner.record(draft.source, tokens.len(), kept, costs);
+        at += kept + 1;
+    }
+}
