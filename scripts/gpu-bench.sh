@@ -18,6 +18,7 @@
 #   GPU, 5:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
 #   GPU, 6:  scripts/gpu-bench.sh device-speculate  # n-gram speculation against plain decode and llama-server's (carry .gpu-model-2)
 #   GPU, 7:  scripts/gpu-bench.sh device-speculate-rows  # verification cost by rows, gain by draft maximum (carry .gpu-model-2)
+#   GPU, 8:  scripts/gpu-bench.sh device-speculate-parallel  # n-gram speculation with several requests at once (carry .gpu-model-2)
 #
 # Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8), STREAMS (32)
 set -euo pipefail
@@ -131,17 +132,23 @@ device_plan() {
   done
 }
 
-# Speculative decoding: prompt lookup against plain decode in one process
-# on the rewrite tasks (bar: NGRAM_BAR, 2x), code and prose for reference,
-# the exact envelope the GPU measures, then, when llama-server was built,
-# both servers plain and with n-gram drafting on the same prompts over HTTP.
-device_speculate() {
+# The model from its two parts (once per warm machine), checked, and the
+# CUDA libraries on the library path.
+assemble_model() {
   if [ ! -f "$work/$model_name.gguf" ]; then
     cat "$work/model.part1" .gpu-model-2/part > "$work/$model_name.gguf"
   fi
   echo "$model_sha  $work/$model_name.gguf" | sha256sum -c -
   LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export LD_LIBRARY_PATH
+}
+
+# Speculative decoding: prompt lookup against plain decode in one process
+# on the rewrite tasks (bar: NGRAM_BAR, 2x), code and prose for reference,
+# the exact envelope the GPU measures, then, when llama-server was built,
+# both servers plain and with n-gram drafting on the same prompts over HTTP.
+device_speculate() {
+  assemble_model
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   local model=$work/$model_name.gguf threads=${THREADS:-8} status=0
   local common=(--gpu-layers 99 --threads "$threads" --tg 256)
@@ -188,11 +195,7 @@ device_speculate() {
 # most K tokens gains with each K: MMVQ kernels serve batches of up to 8
 # rows, MMQ ones from 9 (ggml-cuda's MMVQ_MAX_BATCH_SIZE).
 device_speculate_rows() {
-  if [ ! -f "$work/$model_name.gguf" ]; then
-    cat "$work/model.part1" .gpu-model-2/part > "$work/$model_name.gguf"
-  fi
-  LD_LIBRARY_PATH=$(paste -sd: "$work/libdirs")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export LD_LIBRARY_PATH
+  assemble_model
   local model=$work/$model_name.gguf common=(--gpu-layers 99 --threads "${THREADS:-8}" --tg 256) k
   echo "step time by rows (rewrite, every step drafting, padded to one shape):"
   SHELF_LOG=shelf_engine_llama=trace "$work/shelf" bench "$model" "${common[@]}" --speculate ngram --inexact \
@@ -210,6 +213,32 @@ device_speculate_rows() {
     --reps "${REPS:-2}" | grep -E '^\|' || true
 }
 
+# Speculation with several requests at once: each server with SLOTS slots
+# (4), as many clients answering the rewrite and prose prompts together,
+# plain and with n-gram drafting; aggregate tokens per second
+# (bench/lib/decode_speed.py with STREAMS). llama-server only when built.
+device_speculate_parallel() {
+  assemble_model
+  local model=$work/$model_name.gguf threads=${THREADS:-8} slots=${SLOTS:-4} label task
+  export SHELF_BIN="$work/shelf" LLAMA_SERVER="$work/server-build/bin/llama-server"
+  source bench/lib/servers.sh
+  for label in shelf-plain shelf-ngram llama-plain llama-ngram; do
+    case $label in
+      shelf-plain) start_shelf "$model" "$threads" "$slots" 4096 99 ;;
+      shelf-ngram) SHELF_ARGS="--speculate ngram --inexact" start_shelf "$model" "$threads" "$slots" 4096 99 ;;
+      llama-*) [ -x "$LLAMA_SERVER" ] || continue ;;&
+      llama-plain) start_llama_server "$model" "$threads" "$slots" 4096 99 ;;
+      llama-ngram) LLAMA_SERVER_ARGS="--spec-type ngram-simple" start_llama_server "$model" "$threads" "$slots" 4096 99 ;;
+    esac
+    for task in rewrite prose; do
+      printf '%s %s, %s streams: ' "$label" "$task" "$slots"
+      STREAMS=$slots python3 bench/lib/decode_speed.py "$SERVER_URL" "$model_name" "bench/tasks/$task.txt" 256 "${REPS:-2}" \
+        | python3 -c 'import json, sys; print("%.1f t/s" % json.load(sys.stdin)["tps"])'
+    done
+    stop_server
+  done
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   device-build) device_build ;;
@@ -219,5 +248,6 @@ case "${1:-}" in
   device-plan) device_plan ;;
   device-speculate) device_speculate ;;
   device-speculate-rows) device_speculate_rows ;;
-  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan|device-speculate|device-speculate-rows" >&2; exit 2 ;;
+  device-speculate-parallel) device_speculate_parallel ;;
+  *) echo "usage: $0 prepare|device-build|device-build-server|device-run|device-serve|device-plan|device-speculate|device-speculate-rows|device-speculate-parallel" >&2; exit 2 ;;
 esac

@@ -8,10 +8,17 @@ JSON: decode tokens per second over all answers (each answer's first token,
 which comes with the prompt, left out), the tokens, and the answers' text.
 Standard library only, so it runs on a GPU machine with nothing installed.
 
+With STREAMS=N (N > 1) in the environment, N clients answer every prompt
+REPS times at once, each starting at a different prompt, and tps is
+aggregate: all answers' tokens over the wall time from the first request to
+the last answer's end (prompts included), as a server under load delivers.
+
 Usage: decode_speed.py URL MODEL TASKFILE MAX_TOKENS REPS [EXTRA_BODY_JSON]
 """
 import json
+import os
 import sys
+import threading
 import time
 import urllib.request
 
@@ -56,8 +63,12 @@ def main():
     url, model, task_file, max_tokens, reps = sys.argv[1:6]
     extra = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
     prompts = [p.strip() for p in open(task_file).read().split("\n---\n") if p.strip()]
-    texts, tokens, seconds = [], 0, 0.0
+    streams = int(os.environ.get("STREAMS", "1"))
     answer(url, model, prompts[0], 16, extra)  # warm-up
+    if streams > 1:
+        print(json.dumps(aggregate(url, model, prompts, int(max_tokens), int(reps), extra, streams)))
+        return
+    texts, tokens, seconds = [], 0, 0.0
     for _ in range(int(reps)):
         for prompt in prompts:
             text, n, spent = answer(url, model, prompt, int(max_tokens), extra)
@@ -65,6 +76,34 @@ def main():
             tokens += max(n - 1, 0)
             seconds += spent
     print(json.dumps({"tps": tokens / seconds if seconds else 0.0, "tokens": tokens, "answers": texts}))
+
+
+def aggregate(url, model, prompts, max_tokens, reps, extra, streams):
+    """`streams` clients at once, each through every prompt `reps` times."""
+    results = [[] for _ in range(streams)]
+    failures = []
+
+    def client(i):
+        order = prompts[i % len(prompts):] + prompts[:i % len(prompts)]
+        try:
+            for _ in range(reps):
+                for prompt in order:
+                    results[i].append(answer(url, model, prompt, max_tokens, extra))
+        except Exception as error:  # a failed answer fails the measurement
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if failures:
+        sys.exit(f"{len(failures)} client(s) failed: {failures[0]}")
+    answers = [a for r in results for a in r]
+    tokens = sum(n for _, n, _ in answers)
+    return {"tps": tokens / wall, "tokens": tokens, "answers": [t for t, _, _ in answers]}
 
 
 if __name__ == "__main__":

@@ -220,6 +220,15 @@ def test_at_phone_width_nothing_scrolls_sideways(server, open_page):
     page.page.wait_for_selector(f"#model option[value='{SMOL}']", state="attached")
     pick_model(page.page)
     send(page.page, "Write a Python function that adds two numbers, named add_" + "x" * 300)
+    # The answer is sampled and now and then runs on to the window's end
+    # (minutes on a busy 2-core box): once it holds a few lines it is
+    # stopped, if it has not ended. Stop does nothing after the end.
+    page.page.wait_for_function(
+        "() => { const body = document.querySelector('.message.assistant .body');"
+        " return body && (!document.querySelector('#send').hidden"
+        " || body.textContent.length > 300); }",
+        timeout=60_000)
+    page.page.evaluate("document.querySelector('#stop').click()")
     wait_for_answer(page.page)
     wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     assert page.page.evaluate(wide) <= 0
