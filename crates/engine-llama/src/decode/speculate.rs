@@ -94,18 +94,28 @@ impl Loop<'_> {
         let alone = rows == 1 && !prefilling;
         let mut proposals = Vec::new();
         let mut wanted = Vec::new();
+        // Tokens the slots planned so far put in the batch: each later
+        // slot's draft is priced on top of them.
+        let mut committed = 0;
         for i in generating {
-            match self.plan(i, room, (alone, rows), &prices) {
+            let beside = match committed {
+                0 => std::borrow::Cow::Borrowed(&prices),
+                _ => std::borrow::Cow::Owned(self.costs.prices_beside(rows, committed, rows)),
+            };
+            let tokens = match self.plan(i, room, (alone, rows), &beside) {
                 Some(Wanted::Model(tokens)) => {
-                    room = room.saturating_sub(tokens);
                     wanted.push((i, tokens));
+                    tokens
                 }
                 Some(Wanted::Lookup(proposal)) => {
-                    room = room.saturating_sub(proposal.tokens.len());
+                    let tokens = proposal.tokens.len();
                     proposals.push((i, proposal));
+                    tokens
                 }
-                None => {}
-            }
+                None => 0,
+            };
+            room = room.saturating_sub(tokens);
+            committed += tokens;
         }
         if !wanted.is_empty() {
             proposals.extend(self.draft_with_model(wanted, &prices));

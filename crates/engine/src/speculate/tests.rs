@@ -508,6 +508,32 @@ fn a_very_long_match_starts_a_run_even_while_probes_rest() {
 }
 
 #[test]
+fn a_draft_pays_for_the_rows_it_adds_beside_other_slots_drafts() {
+    let (costs, _) = this_cpu();
+    let share = costs.target.predict(2, 0.0).unwrap() / 2.0;
+    // Two slots generating: the first one's lookup draft is lengthened to
+    // 14, filling the batch to 16 rows, the size measured to cost least.
+    let first = costs.prices(2, 2);
+    assert_eq!(first.cheapest(12, 32).0, 14);
+    // The second is priced on top of those 16 rows: its draft is
+    // lengthened to fill the batch to 32 (the next size measured), not to
+    // the 14 that would make an unmeasured 30.
+    let second = costs.prices_beside(2, 14, 2);
+    assert_eq!(second.cheapest(12, 32).0, 16);
+    // And each token it adds is priced where the batch already stands.
+    let added = |from: usize, to: usize| {
+        (costs.target.predict(to, 0.0).unwrap() - costs.target.predict(from, 0.0).unwrap()) / share
+    };
+    assert!(
+        (second.verify(4) - added(16, 20)).abs() < 1e-9,
+        "{second:?}"
+    );
+    assert!((first.verify(4) - added(2, 6)).abs() < 1e-9, "{first:?}");
+    // Nothing committed: the usual prices.
+    assert_eq!(costs.prices_beside(2, 0, 2), first);
+}
+
+#[test]
 fn a_losing_draft_model_is_not_probed_while_catching_it_up_costs_more_than_resting() {
     // As above, but the draft model's cache is 40 plain tokens' work behind
     // the text: a tenth of a 16-token rest cannot pay for that, nor of the
