@@ -148,6 +148,13 @@ impl Loop<'_> {
         // end where its confidence does.)
         let steady =
             self.setup.steady_shapes && alone && spec.ngram && !spec.model && job.grammar.is_none();
+        // Beside other requests on such a backend, lookup drafts change the
+        // batch's shape nearly every step, and the tuner sees only settled
+        // steps' costs: on an H100 with four streams lookup drafting ran at
+        // 0.92x plain decode (docs/benchmarks.md), so these decode plainly.
+        if self.setup.steady_shapes && !alone && !spec.model {
+            return None;
+        }
         let left = match (job.request.max_tokens, steady) {
             (Some(most), false) => most.saturating_sub(job.output.produced) as usize,
             _ => usize::MAX,
