@@ -216,10 +216,13 @@ device_speculate_rows() {
 # Speculation with several requests at once: each server with SLOTS slots
 # (4), as many clients answering the rewrite and prose prompts together,
 # plain and with n-gram drafting; aggregate tokens per second
-# (bench/lib/decode_speed.py with STREAMS). llama-server only when built.
+# (bench/lib/decode_speed.py with STREAMS). llama-server only when built;
+# then the bar: shelf with n-gram at least llama-server with ngram-simple
+# on each task, else exit 1.
 device_speculate_parallel() {
   assemble_model
-  local model=$work/$model_name.gguf threads=${THREADS:-8} slots=${SLOTS:-4} label task
+  local model=$work/$model_name.gguf threads=${THREADS:-8} slots=${SLOTS:-4} label task tps status=0
+  local -A speed
   export SHELF_BIN="$work/shelf" LLAMA_SERVER="$work/server-build/bin/llama-server"
   source bench/lib/servers.sh
   for label in shelf-plain shelf-ngram llama-plain llama-ngram; do
@@ -231,12 +234,19 @@ device_speculate_parallel() {
       llama-ngram) LLAMA_SERVER_ARGS="--spec-type ngram-simple" start_llama_server "$model" "$threads" "$slots" 4096 99 ;;
     esac
     for task in rewrite prose; do
-      printf '%s %s, %s streams: ' "$label" "$task" "$slots"
-      STREAMS=$slots python3 bench/lib/decode_speed.py "$SERVER_URL" "$model_name" "bench/tasks/$task.txt" 256 "${REPS:-2}" \
-        | python3 -c 'import json, sys; print("%.1f t/s" % json.load(sys.stdin)["tps"])'
+      tps=$(STREAMS=$slots python3 bench/lib/decode_speed.py "$SERVER_URL" "$model_name" "bench/tasks/$task.txt" 256 \
+        "${REPS:-2}" | python3 -c 'import json, sys; print("%.1f" % json.load(sys.stdin)["tps"])')
+      speed[$label-$task]=$tps
+      echo "$label $task, $slots streams: $tps t/s"
     done
     stop_server
   done
+  for task in rewrite prose; do
+    [ -n "${speed[llama-ngram-$task]:-}" ] || continue
+    python3 -c "import sys; a, b = map(float, sys.argv[1:]); print('$task: shelf n-gram / llama-server ngram-simple %.3fx' % (a / b)); sys.exit(a < b)" \
+      "${speed[shelf-ngram-$task]}" "${speed[llama-ngram-$task]}" || { echo "MISSED: shelf n-gram below llama-server's on $task"; status=1; }
+  done
+  return $status
 }
 
 case "${1:-}" in

@@ -846,8 +846,9 @@ impl Tuner {
         None
     }
 
-    /// A lookup draft made after a whole one was kept: text being copied
-    /// is kept in long runs, not token by token at a steady rate, so it is
+    /// A lookup draft made within a run (after a whole one was kept, or on
+    /// a dozen-token match): text being copied is kept in long runs, not
+    /// token by token at a steady rate, so it is
     /// priced at the rate seen within runs, and lengthened (by weaker
     /// lookups, up to `max`) wherever a longer draft costs less to verify.
     /// `planned` is the draft at the source's usual rate, kept if better.

@@ -143,9 +143,8 @@ impl Loop<'_> {
         // out to one length and made in runs, so a speculating request's
         // steps keep one shape ([`steady_draft`]). Only for a request
         // generating alone: padded drafts of several would take the batch
-        // past the small-batch kernels, and the tuner prices such batches
-        // by their measured cost. (Not beside a draft model, whose drafts
-        // end where its confidence does.)
+        // past the small-batch kernels. (Not beside a draft model, whose
+        // drafts end where its confidence does.)
         let steady =
             self.setup.steady_shapes && alone && spec.ngram && !spec.model && job.grammar.is_none();
         // Beside other requests on such a backend, lookup drafts change the
