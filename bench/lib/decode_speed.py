@@ -12,6 +12,10 @@ With STREAMS=N (N > 1) in the environment, N clients answer every prompt
 REPS times at once, each starting at a different prompt, and tps is
 aggregate: all answers' tokens over the wall time from the first request to
 the last answer's end (prompts included), as a server under load delivers.
+Those requests send `cache_prompt: false` (unless EXTRA_BODY_JSON says
+otherwise): the clients share their prompts, so a server would otherwise
+read a prompt again or reuse it from another client's slot depending on
+which client ran ahead, and that, not decoding, would decide the figure.
 
 Usage: decode_speed.py URL MODEL TASKFILE MAX_TOKENS REPS [EXTRA_BODY_JSON]
 """
@@ -80,6 +84,7 @@ def main():
 
 def aggregate(url, model, prompts, max_tokens, reps, extra, streams):
     """`streams` clients at once, each through every prompt `reps` times."""
+    extra = {"cache_prompt": False, **extra}
     results = [[] for _ in range(streams)]
     failures = []
 

@@ -235,3 +235,55 @@ fn a_draft_with_another_vocabulary_is_refused() {
         Ok(_) => panic!("a draft with another vocabulary was accepted"),
     }
 }
+
+/// While another request's prompt is being read, a generating request
+/// drafts nothing: the prompt is real work, and drafting backs off for it.
+/// Alone, the same request drafts. A step target too short for more keeps
+/// prompts at 8 tokens a step while anyone generates, so the long prompt is
+/// still being read through the whole short answer; a third request,
+/// generating throughout, makes the first prompt slow enough that the long
+/// one is queued before it ends.
+#[test]
+fn drafting_waits_while_another_prompt_is_read() {
+    let config = LoadConfig {
+        threads: Some(2),
+        ctx: Some(1280),
+        slots: 3,
+        step_target: std::time::Duration::from_millis(1),
+        speculative: SpeculativeConfig {
+            ngram: true,
+            adaptive: false,
+            exact: false,
+            ..SpeculativeConfig::default()
+        },
+        ..LoadConfig::default()
+    };
+    let model = LlamaEngine.load(&path(SMOLLM2), &config).unwrap();
+    let lines = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("Line {i}: the shelf by the window holds box number {i}.\n"))
+            .collect()
+    };
+    let mut copy = chat_request(
+        &model,
+        &format!("Repeat this text exactly:\n\n{}", lines(12)),
+    );
+    copy.max_tokens = Some(12);
+    let (_, alone) = collect(model.submit(copy.clone()).unwrap());
+    assert!(alone.usage.drafted_tokens > 0, "{:?}", alone.usage);
+
+    let mut story = chat_request(&model, "Write a long story about a lighthouse keeper.");
+    story.max_tokens = Some(200);
+    story.speculative.max_draft = Some(0);
+    let mut running = model.submit(story).unwrap();
+    assert!(matches!(running.blocking_next(), Some(Event::Text(_))));
+    let mut long = chat_request(&model, &format!("Summarise:\n\n{}", lines(70)));
+    long.max_tokens = Some(1);
+    assert!(long.prompt.len() > 800, "{}", long.prompt.len());
+    let copying = model.submit(copy).unwrap();
+    let reading = model.submit(long).unwrap();
+    let (_, beside) = collect(copying);
+    assert_eq!(beside.usage.drafted_tokens, 0, "{:?}", beside.usage);
+    collect(reading);
+    collect(running);
+}

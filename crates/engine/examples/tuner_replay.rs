@@ -10,7 +10,12 @@
 //! dump_tokens`). Costs: `rows ms` lines (`--example rows_bench`).
 //!
 //! Usage: cargo run --release -p shelf-engine --example tuner_replay --
-//!        ANSWERS.jsonl ROWS.txt [MAX_DRAFT] [--trace]
+//!        ANSWERS.jsonl ROWS.txt [MAX_DRAFT] [--trace] [--streams N]
+//!
+//! `--streams N` replays each task's answers N at a time, as requests
+//! generating together (each slot's draft priced beside earlier slots'
+//! drafts, as `shelf-engine-llama`'s `propose` does), against plain decode
+//! of the same answers together.
 //!
 //! `--trace` prints each answer's steps: `.` a plain one, ` kept/drafted`
 //! and `l` or `s` for a long or short lookup match.
@@ -36,8 +41,12 @@ fn main() {
     let trace = args.iter().any(|a| a == "--trace");
     let max = args
         .get(3)
-        .filter(|a| *a != "--trace")
+        .filter(|a| !a.starts_with("--"))
         .map_or(32, |m| m.parse().expect(usage));
+    let streams: usize = args
+        .iter()
+        .position(|a| a == "--streams")
+        .map_or(1, |i| args.get(i + 1).expect(usage).parse().expect(usage));
     let table: BTreeMap<usize, f64> = rows
         .lines()
         .filter_map(|l| {
@@ -50,22 +59,17 @@ fn main() {
     for rows in CALIBRATED {
         costs.target.record(rows, cost(rows) / 1000.0);
     }
+    if streams > 1 {
+        return together(&answers, streams, max, &mut costs, &cost);
+    }
     let mut tasks: BTreeMap<String, Tally> = BTreeMap::new();
     for line in answers.lines().filter(|l| !l.trim().is_empty()) {
         let answer: serde_json::Value = serde_json::from_str(line).unwrap();
-        let ids = |key: &str| -> Vec<Token> {
-            answer[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| Token(t.as_i64().unwrap() as i32))
-                .collect()
-        };
         let task = answer["task"].as_str().unwrap().to_string();
         let tally = tasks.entry(task).or_default();
         replay(
-            &ids("prompt"),
-            &ids("output"),
+            &ids(&answer, "prompt"),
+            &ids(&answer, "output"),
             max,
             &mut costs,
             &cost,
@@ -188,5 +192,119 @@ fn replay(
         costs.target.record(rows, cost(rows) / 1000.0);
         tuner.record(draft.source, tokens.len(), kept, costs);
         at += kept + 1;
+    }
+}
+
+type Answer = (Vec<Token>, Vec<Token>);
+
+fn ids(answer: &serde_json::Value, key: &str) -> Vec<Token> {
+    answer[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| Token(t.as_i64().unwrap() as i32))
+        .collect()
+}
+
+/// Each task's answers `streams` at a time (answer i with the next ones,
+/// round the task), with and without drafting; prints the speed-up.
+fn together(
+    answers: &str,
+    streams: usize,
+    max: usize,
+    costs: &mut Costs,
+    cost: &dyn Fn(usize) -> f64,
+) {
+    let mut tasks: BTreeMap<String, Vec<Answer>> = BTreeMap::new();
+    for line in answers.lines().filter(|l| !l.trim().is_empty()) {
+        let answer: serde_json::Value = serde_json::from_str(line).unwrap();
+        let task = answer["task"].as_str().unwrap().to_string();
+        let entry = tasks.entry(task).or_default();
+        entry.push((ids(&answer, "prompt"), ids(&answer, "output")));
+    }
+    for (task, answers) in &tasks {
+        let (mut plain, mut drafting, mut kept_whole, mut long) = (0.0, 0.0, 0, 0);
+        for first in 0..answers.len() {
+            let group: Vec<&Answer> = (0..streams)
+                .map(|k| &answers[(first + k) % answers.len()])
+                .collect();
+            plain += steps_together(&group, 0, costs, cost).0;
+            let (ms, whole, drafts) = steps_together(&group, max, costs, cost);
+            drafting += ms;
+            kept_whole += whole;
+            long += drafts;
+        }
+        println!(
+            "{task}: {:.3}x ({streams} streams; drafts of 8+ kept whole {kept_whole}/{long})",
+            plain / drafting
+        );
+    }
+}
+
+/// Time to decode `group`'s answers together, each slot drafting up to
+/// `max` tokens (0: plain decode); with drafts of 8 or more tokens kept
+/// whole, and made.
+fn steps_together(
+    group: &[&Answer],
+    max: usize,
+    costs: &mut Costs,
+    cost: &dyn Fn(usize) -> f64,
+) -> (f64, usize, usize) {
+    let mut tuners: Vec<Tuner> = group.iter().map(|_| Tuner::new(costs)).collect();
+    let mut at = vec![1; group.len()];
+    let (mut total, mut whole, mut long) = (0.0, 0, 0);
+    loop {
+        let active: Vec<usize> = (0..group.len())
+            .filter(|&s| at[s] < group[s].1.len())
+            .collect();
+        if active.is_empty() {
+            return (total, whole, long);
+        }
+        let rows = active.len();
+        let mut drafts = Vec::new();
+        let mut committed = 0;
+        for &s in &active {
+            let (prompt, output) = group[s];
+            let text: Vec<Token> = prompt.iter().chain(&output[..at[s]]).copied().collect();
+            let found = ngram_draft(&text, SHORTEST, LONGEST, max);
+            let prices = costs.prices_beside(rows, committed, rows);
+            let plan = match max {
+                0 => None,
+                _ => tuners[s].plan(
+                    at[s] as u32,
+                    &prices,
+                    (found.tokens.len(), found.matched),
+                    false,
+                    max,
+                ),
+            };
+            let Some(draft) = plan else {
+                drafts.push((s, None, Vec::new()));
+                continue;
+            };
+            let mut tokens = found.tokens;
+            tokens.truncate(draft.tokens);
+            ngram_extend(&text, &mut tokens, LONGEST, draft.tokens);
+            committed += tokens.len();
+            drafts.push((s, Some(draft.source), tokens));
+        }
+        let step = cost(rows + committed);
+        total += step;
+        costs.target.record(rows + committed, step / 1000.0);
+        for (s, source, tokens) in drafts {
+            let kept = tokens
+                .iter()
+                .zip(&group[s].1[at[s]..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            if let Some(source) = source {
+                tuners[s].record(source, tokens.len(), kept, costs);
+                if tokens.len() >= 8 {
+                    long += 1;
+                    whole += usize::from(kept == tokens.len());
+                }
+            }
+            at[s] += kept + 1;
+        }
     }
 }

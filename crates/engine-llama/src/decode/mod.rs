@@ -351,7 +351,11 @@ impl<'m> Loop<'m> {
             ms = elapsed.as_secs_f64() * 1000.0,
             "step"
         );
-        self.pace.record(plan.generated, plan.prompt, elapsed);
+        // A drafting step says nothing of what the generating slots' plain
+        // tokens cost beside a prompt chunk (the pace's base).
+        if plan.proposals.is_empty() {
+            self.pace.record(plan.generated, plan.prompt, elapsed);
+        }
         // Where shapes must hold still, a step of a new shape (and the one
         // after, which captures the graph) says nothing of what that shape
         // costs once it repeats.

@@ -19,9 +19,6 @@ use crate::sampler;
 use crate::slot::Active;
 use crate::spec::{self, JobSpec, Proposal};
 
-/// Room kept in a step's batch for waiting prompts while slots draft.
-const PROMPT_ROOM: usize = 8;
-
 /// Most tokens a padded draft holds: with the pending token, 8 rows, the
 /// most ggml-cuda's small-batch kernels (MMVQ) take. Measured on an H100
 /// with SmolLM2 (medians): a settled 8-row step costs about 1.5 plain steps, a
@@ -68,12 +65,24 @@ impl Loop<'_> {
     /// The drafted tokens of each generating slot that speculates this step.
     pub(super) fn propose(&mut self) -> Vec<(usize, Proposal)> {
         let foreground = super::has_foreground(&self.slots);
+        let runs = |j: &Active| !(foreground && j.request.background);
+        // A prompt being read is real work: drafting waits until it is in,
+        // so guesses never hold back a newcomer's first token. (On a
+        // 2-core CPU, steps reading a prompt beside drafts took 316–327 ms
+        // on average, 248–279 ms without; docs/benchmarks.md.)
+        if self
+            .slots
+            .iter()
+            .any(|s| s.job.as_ref().is_some_and(|j| j.prefilling() && runs(j)))
+        {
+            return Vec::new();
+        }
         let generating: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 self.slots[i]
                     .job
                     .as_ref()
-                    .is_some_and(|j| j.pending.is_some() && !(foreground && j.request.background))
+                    .is_some_and(|j| j.pending.is_some() && runs(j))
             })
             .collect();
         // Plain decode pays nothing for speculation being possible.
@@ -83,15 +92,10 @@ impl Loop<'_> {
         if !speculating {
             return Vec::new();
         }
-        let prefilling = self
-            .slots
-            .iter()
-            .any(|s| s.job.as_ref().is_some_and(Active::prefilling));
         let rows = generating.len();
-        let reserve = if prefilling { PROMPT_ROOM } else { 0 };
-        let mut room = self.setup.n_batch.saturating_sub(rows + reserve);
+        let mut room = self.setup.n_batch.saturating_sub(rows);
         let prices = self.costs.prices(rows, rows);
-        let alone = rows == 1 && !prefilling;
+        let alone = rows == 1;
         let mut proposals = Vec::new();
         let mut wanted = Vec::new();
         // Tokens the slots planned so far put in the batch: each later
