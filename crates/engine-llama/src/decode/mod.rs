@@ -341,6 +341,7 @@ impl<'m> Loop<'m> {
             let error = EngineError::Decode(e.to_string());
             return self.fail_active(&error);
         }
+        let decoded = started.elapsed();
         self.emit_deferred();
         self.score_prompts(&plan);
         self.sample(&plan);
@@ -349,6 +350,7 @@ impl<'m> Loop<'m> {
             generated = plan.generated,
             prompt = plan.prompt,
             ms = elapsed.as_secs_f64() * 1000.0,
+            decode_ms = decoded.as_secs_f64() * 1000.0,
             "step"
         );
         // A drafting step says nothing of what the generating slots' plain

@@ -100,7 +100,9 @@ pub async fn bench(
 }
 
 /// Plain and speculative decode of every prompt of `task`, `reps` times,
-/// alternating, after one warm-up of each.
+/// alternating, after one warm-up of each. Which of the two goes first
+/// alternates too, from one prompt and rep to the next, so neither always
+/// runs on the heels of the other.
 async fn measure(
     model: &LlamaModelHandle,
     template: &ChatTemplate,
@@ -110,7 +112,7 @@ async fn measure(
     let mut plain = Vec::new();
     let mut speculative = Vec::new();
     let (mut identical, mut answers) = (0, 0);
-    for prompt in &task.prompts {
+    for (p, prompt) in task.prompts.iter().enumerate() {
         let text = template.render(&[ChatMessage::new("user", prompt.clone())], true)?;
         let tokens = model.tokenize(&text)?;
         let request = |speculate: bool| {
@@ -124,9 +126,14 @@ async fn measure(
         };
         answer(model, request(false)).await?;
         answer(model, request(true)).await?;
-        for _ in 0..args.reps {
-            let (plain_text, plain_done) = answer(model, request(false)).await?;
-            let (text, done) = answer(model, request(true)).await?;
+        for rep in 0..args.reps as usize {
+            let speculate_first = (p + rep) % 2 == 1;
+            let first = answer(model, request(speculate_first)).await?;
+            let second = answer(model, request(!speculate_first)).await?;
+            let ((plain_text, plain_done), (text, done)) = match speculate_first {
+                true => (second, first),
+                false => (first, second),
+            };
             identical += usize::from(plain_text == text);
             answers += 1;
             plain.push(plain_done);
