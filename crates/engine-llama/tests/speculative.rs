@@ -241,8 +241,9 @@ fn a_draft_with_another_vocabulary_is_refused() {
 /// Alone, the same request drafts. A step target too short for more keeps
 /// prompts at 8 tokens a step while anyone generates, so the long prompt is
 /// still being read through the whole short answer; a third request,
-/// generating throughout, makes the first prompt slow enough that the long
-/// one is queued before it ends.
+/// generating meanwhile, makes the copying request's own long prompt take
+/// about 80 steps, long enough for the other prompt to be queued before
+/// it ends.
 #[test]
 fn drafting_waits_while_another_prompt_is_read() {
     let config = LoadConfig {
@@ -266,24 +267,26 @@ fn drafting_waits_while_another_prompt_is_read() {
     };
     let mut copy = chat_request(
         &model,
-        &format!("Repeat this text exactly:\n\n{}", lines(12)),
+        &format!("Repeat this text exactly:\n\n{}", lines(35)),
     );
     copy.max_tokens = Some(12);
     let (_, alone) = collect(model.submit(copy.clone()).unwrap());
     assert!(alone.usage.drafted_tokens > 0, "{:?}", alone.usage);
 
     let mut story = chat_request(&model, "Write a long story about a lighthouse keeper.");
-    story.max_tokens = Some(200);
+    story.max_tokens = Some(400);
     story.speculative.max_draft = Some(0);
     let mut running = model.submit(story).unwrap();
     assert!(matches!(running.blocking_next(), Some(Event::Text(_))));
     let mut long = chat_request(&model, &format!("Summarise:\n\n{}", lines(70)));
     long.max_tokens = Some(1);
+    assert!(copy.prompt.len() > 600, "{}", copy.prompt.len());
     assert!(long.prompt.len() > 800, "{}", long.prompt.len());
     let copying = model.submit(copy).unwrap();
     let reading = model.submit(long).unwrap();
     let (_, beside) = collect(copying);
     assert_eq!(beside.usage.drafted_tokens, 0, "{:?}", beside.usage);
+    // Cancelled, so the rest of the long prompt is read at full speed.
+    drop(running);
     collect(reading);
-    collect(running);
 }
