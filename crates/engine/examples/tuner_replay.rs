@@ -162,14 +162,8 @@ fn replay(
             at += 1;
             continue;
         };
-        let mut tokens = found.tokens;
-        tokens.truncate(draft.tokens);
-        ngram_extend(&text, &mut tokens, LONGEST, draft.tokens);
-        let kept = tokens
-            .iter()
-            .zip(&output[at..])
-            .take_while(|(a, b)| a == b)
-            .count();
+        let tokens = drafted(&text, found.tokens, draft.tokens);
+        let kept = kept(&tokens, &output[at..]);
         let rows = tokens.len() + 1;
         let outcome = match kept {
             k if k == tokens.len() => "whole",
@@ -193,6 +187,23 @@ fn replay(
         tuner.record(draft.source, tokens.len(), kept, costs);
         at += kept + 1;
     }
+}
+
+/// The draft the engine makes of what lookup `found`: cut to the planned
+/// length, or continued by weaker lookups up to it.
+fn drafted(text: &[Token], mut found: Vec<Token>, planned: usize) -> Vec<Token> {
+    found.truncate(planned);
+    ngram_extend(text, &mut found, LONGEST, planned);
+    found
+}
+
+/// How many drafted tokens the answer goes on with.
+fn kept(tokens: &[Token], answer_left: &[Token]) -> usize {
+    tokens
+        .iter()
+        .zip(answer_left)
+        .take_while(|(a, b)| a == b)
+        .count()
 }
 
 type Answer = (Vec<Token>, Vec<Token>);
@@ -282,9 +293,7 @@ fn steps_together(
                 drafts.push((s, None, Vec::new()));
                 continue;
             };
-            let mut tokens = found.tokens;
-            tokens.truncate(draft.tokens);
-            ngram_extend(&text, &mut tokens, LONGEST, draft.tokens);
+            let tokens = drafted(&text, found.tokens, draft.tokens);
             committed += tokens.len();
             drafts.push((s, Some(draft.source), tokens));
         }
@@ -292,11 +301,7 @@ fn steps_together(
         total += step;
         costs.target.record(rows + committed, step / 1000.0);
         for (s, source, tokens) in drafts {
-            let kept = tokens
-                .iter()
-                .zip(&group[s].1[at[s]..])
-                .take_while(|(a, b)| a == b)
-                .count();
+            let kept = kept(&tokens, &group[s].1[at[s]..]);
             if let Some(source) = source {
                 tuners[s].record(source, tokens.len(), kept, costs);
                 if tokens.len() >= 8 {

@@ -65,7 +65,7 @@ impl Loop<'_> {
     /// The drafted tokens of each generating slot that speculates this step.
     pub(super) fn propose(&mut self) -> Vec<(usize, Proposal)> {
         let foreground = super::has_foreground(&self.slots);
-        let runs = |j: &Active| !(foreground && j.request.background);
+        let in_turn = |j: &Active| !(foreground && j.request.background);
         // A prompt being read is real work: drafting waits until it is in,
         // so guesses never hold back a newcomer's first token. (On a
         // 2-core CPU, steps reading a prompt beside drafts took 316–327 ms
@@ -73,7 +73,7 @@ impl Loop<'_> {
         if self
             .slots
             .iter()
-            .any(|s| s.job.as_ref().is_some_and(|j| j.prefilling() && runs(j)))
+            .any(|s| s.job.as_ref().is_some_and(|j| j.prefilling() && in_turn(j)))
         {
             return Vec::new();
         }
@@ -82,7 +82,7 @@ impl Loop<'_> {
                 self.slots[i]
                     .job
                     .as_ref()
-                    .is_some_and(|j| j.pending.is_some() && runs(j))
+                    .is_some_and(|j| j.pending.is_some() && in_turn(j))
             })
             .collect();
         // Plain decode pays nothing for speculation being possible.
