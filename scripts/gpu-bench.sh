@@ -11,15 +11,19 @@
 # llama.cpp tree inside the llama-cpp-python sdist (bench/build-llama-server.sh).
 #
 #   here:    scripts/gpu-bench.sh prepare        # .gpu/ (code), .gpu-server/ (sdist tree), .gpu-model-{1,2}/
-#   GPU, 1:  scripts/gpu-bench.sh device-build   # carry .gpu and .gpu-model-1; ~5 min
-#   GPU, 2:  scripts/gpu-bench.sh device-build-server  # carry .gpu-server; ~5 min, while warm
+#   GPU, 1:  scripts/gpu-bench.sh device-build   # carry .gpu; ~5 min
+#   GPU, 2:  scripts/gpu-bench.sh device-build-server  # carry .gpu-server and .gpu-model-1; ~6 min, while warm
 #   GPU, 3:  scripts/gpu-bench.sh device-run     # carry .gpu-model-2; within the machine's warm window
 #   GPU, 4:  scripts/gpu-bench.sh device-serve   # concurrency, fairness, prefix cache against llama-server
 #   GPU, 5:  scripts/gpu-bench.sh device-plan    # the planner against synthetic 8B and 70B (after device-run)
 #   GPU, 6:  scripts/gpu-bench.sh device-speculate  # n-gram speculation against plain decode and llama-server's (carry .gpu-model-2)
 #   GPU, 7:  scripts/gpu-bench.sh device-speculate-rows  # verification cost by rows, gain by draft maximum (carry .gpu-model-2)
 #   GPU, 8:  scripts/gpu-bench.sh device-speculate-parallel  # n-gram speculation with several requests at once (carry .gpu-model-2)
+#            SPLIT=1 adds shelf's n-gram server with every request opting out
+#            (`"speculative": {"n_max": 0}`): the speculating loop's cost without drafts
 #
+# .gpu (~34 MB) and .gpu-model-1 (~33 MB) do not fit one call's 64 MiB
+# together, so the model's first part travels with the server's source.
 # Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8), STREAMS (32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +83,8 @@ device_build() {
 }
 
 device_build_server() {
+  mkdir -p "$work"
+  if [ -f .gpu-model-1/part ]; then cp .gpu-model-1/part "$work/model.part1"; fi
   rm -rf "$work/server-src" && mkdir -p "$work/server-src"
   tar -C "$work/server-src" -xzf .gpu-server/llama.cpp.tar.gz
   LLAMA_SERVER_SRC="$work/server-src/llama.cpp" LLAMA_SERVER_BUILD_DIR="$work/server-build" \
@@ -225,17 +231,25 @@ device_speculate_parallel() {
   local -A speed
   export SHELF_BIN="$work/shelf" LLAMA_SERVER="$work/server-build/bin/llama-server"
   source bench/lib/servers.sh
-  for label in shelf-plain shelf-ngram llama-plain llama-ngram; do
+  local labels="shelf-plain shelf-ngram llama-plain llama-ngram" extra
+  # SPLIT: shelf's three servers before llama-server's and again after, in
+  # the other order, so a drift in the machine's speed falls on all three.
+  [ -z "${SPLIT:-}" ] || labels="shelf-plain shelf-ngram shelf-ngram-off llama-plain llama-ngram shelf-ngram-off shelf-ngram shelf-plain"
+  for label in $labels; do
+    extra='{}'
     case $label in
       shelf-plain) start_shelf "$model" "$threads" "$slots" 4096 99 ;;
       shelf-ngram) SHELF_ARGS="--speculate ngram --inexact" start_shelf "$model" "$threads" "$slots" 4096 99 ;;
+      shelf-ngram-off) extra='{"speculative": {"n_max": 0}}'
+        SHELF_ARGS="--speculate ngram --inexact" start_shelf "$model" "$threads" "$slots" 4096 99 ;;
       llama-*) [ -x "$LLAMA_SERVER" ] || continue ;;&
       llama-plain) start_llama_server "$model" "$threads" "$slots" 4096 99 ;;
       llama-ngram) LLAMA_SERVER_ARGS="--spec-type ngram-simple" start_llama_server "$model" "$threads" "$slots" 4096 99 ;;
     esac
     for task in rewrite prose; do
       tps=$(STREAMS=$slots python3 bench/lib/decode_speed.py "$SERVER_URL" "$model_name" "bench/tasks/$task.txt" 256 \
-        "${REPS:-2}" | python3 -c 'import json, sys; print("%.1f" % json.load(sys.stdin)["tps"])')
+        "${REPS:-2}" "$extra" | python3 -c 'import json, sys; print("%.1f" % json.load(sys.stdin)["tps"])')
+      # With SPLIT, each shelf server runs twice; the bar takes the later.
       speed[$label-$task]=$tps
       echo "$label $task, $slots streams: $tps t/s"
     done
