@@ -12,7 +12,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::speculate::{self, Costs, Runs, Source, Tuner, Uniform};
+use shelf_engine::speculate::{self, Costs, Edits, Runs, Source, Tuner, Uniform};
 use shelf_engine::{GenerateRequest, SpeculativeConfig, Token};
 
 use crate::sampler;
@@ -52,6 +52,8 @@ pub struct JobSpec {
     pub accepted: u32,
     /// Text the answer is expected to repeat, searched by lookup first.
     pub prediction: Vec<LlamaToken>,
+    /// Edits the answer made to text it copies, made again in lookup drafts.
+    pub edits: Edits,
 }
 
 /// What speculative sampling needs beyond the plain sampler.
@@ -120,6 +122,7 @@ impl JobSpec {
             drafted: 0,
             accepted: 0,
             prediction: request.prediction.iter().map(|t| LlamaToken(t.0)).collect(),
+            edits: Edits::default(),
         })
     }
 }
@@ -156,11 +159,14 @@ pub fn lookup_text(
 }
 
 /// What followed the longest (then latest) earlier repeat of `text`'s last
-/// tokens, and how many it matched.
-pub fn lookup(text: &[Token], max: usize) -> (Vec<LlamaToken>, usize) {
+/// tokens, with the request's learnt `edits` made, and how many it matched.
+pub fn lookup(text: &[Token], max: usize, edits: &mut Edits) -> (Vec<LlamaToken>, usize) {
     let found = speculate::ngram_draft(text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
-    let tokens = found.tokens.into_iter().map(|t| LlamaToken(t.0)).collect();
-    (tokens, found.matched)
+    let tokens = edits.draft(text, &found, max);
+    (
+        tokens.into_iter().map(|t| LlamaToken(t.0)).collect(),
+        found.matched,
+    )
 }
 
 /// Continue a lookup `draft` up to `max` tokens with weaker lookups

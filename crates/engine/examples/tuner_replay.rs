@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use shelf_engine::speculate::{ngram_draft, ngram_extend, Costs, Source, Tuner};
+use shelf_engine::speculate::{ngram_draft, ngram_extend, Costs, Edits, Source, Tuner};
 use shelf_engine::Token;
 
 /// As the engine looks up (`shelf-engine-llama`'s `spec::lookup`).
@@ -137,6 +137,7 @@ fn replay(
     trace: bool,
 ) {
     let mut tuner = Tuner::new(costs);
+    let mut edits = Edits::default();
     if trace {
         println!();
     }
@@ -144,7 +145,7 @@ fn replay(
     tally.plain_tokens += output.len().saturating_sub(1);
     while at < output.len() {
         let text: Vec<Token> = prompt.iter().chain(&output[..at]).copied().collect();
-        let found = ngram_draft(&text, SHORTEST, LONGEST, max);
+        let found = looked_up(&text, max, &mut edits);
         let prices = costs.prices(1, 1);
         let plan = tuner.plan(
             at as u32,
@@ -185,8 +186,19 @@ fn replay(
         tally.add(format!("{source} {size} {outcome}"), cost(rows), kept + 1);
         costs.target.record(rows, cost(rows) / 1000.0);
         tuner.record(draft.source, tokens.len(), kept, costs);
+        edits.verified(kept);
         at += kept + 1;
     }
+}
+
+/// What lookup proposes, with the request's learnt edits made (set
+/// `SHELF_NO_EDITS` to replay without them).
+fn looked_up(text: &[Token], max: usize, edits: &mut Edits) -> shelf_engine::speculate::Lookup {
+    let mut found = ngram_draft(text, SHORTEST, LONGEST, max);
+    if std::env::var_os("SHELF_NO_EDITS").is_none() {
+        found.tokens = edits.draft(text, &found, max);
+    }
+    found
 }
 
 /// The draft the engine makes of what lookup `found`: cut to the planned
@@ -262,6 +274,7 @@ fn steps_together(
     cost: &dyn Fn(usize) -> f64,
 ) -> (f64, usize, usize) {
     let mut tuners: Vec<Tuner> = group.iter().map(|_| Tuner::new(costs)).collect();
+    let mut edits: Vec<Edits> = group.iter().map(|_| Edits::default()).collect();
     let mut at = vec![1; group.len()];
     let (mut total, mut whole, mut long) = (0.0, 0, 0);
     loop {
@@ -277,7 +290,7 @@ fn steps_together(
         for &s in &active {
             let (prompt, output) = group[s];
             let text: Vec<Token> = prompt.iter().chain(&output[..at[s]]).copied().collect();
-            let found = ngram_draft(&text, SHORTEST, LONGEST, max);
+            let found = looked_up(&text, max, &mut edits[s]);
             let prices = costs.prices_beside(rows, committed, rows);
             let plan = match max {
                 0 => None,
@@ -304,6 +317,7 @@ fn steps_together(
             let kept = kept(&tokens, &group[s].1[at[s]..]);
             if let Some(source) = source {
                 tuners[s].record(source, tokens.len(), kept, costs);
+                edits[s].verified(kept);
                 if tokens.len() >= 8 {
                     long += 1;
                     whole += usize::from(kept == tokens.len());

@@ -17,6 +17,8 @@ use crate::{SpeculativeConfig, Token};
 pub struct Lookup {
     pub tokens: Vec<Token>,
     pub matched: usize,
+    /// Where in the history `tokens` were copied from.
+    pub from: usize,
 }
 
 /// Matches at least this long are long: text being copied, whose drafts
@@ -59,6 +61,127 @@ pub fn ngram_draft(history: &[Token], min_n: usize, max_n: usize, max_draft: usi
     Lookup {
         tokens: history[after..end].to_vec(),
         matched,
+        from: after,
+    }
+}
+
+/// The edits an answer made to text it copies, learnt so that later
+/// copies of that text make them too: a renamed variable or a changed
+/// value recurs wherever the old text does, and a plain lookup's draft is
+/// refused at each place.
+///
+/// Each long lookup match aligns the answer with the text it copies. When
+/// the next one finds the answer copying the same text again a few tokens
+/// further on, what the answer wrote where it left the copy replaces what
+/// it skipped. An edit whose own tokens are refused is forgotten.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Edits {
+    learnt: Vec<Edit>,
+    /// The last long match's alignment: the text index it copies from,
+    /// and the index where the answer goes on.
+    anchor: Option<(usize, usize)>,
+    /// For each token of the last draft, the learnt edit it comes from.
+    origins: Vec<Option<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Edit {
+    old: Vec<Token>,
+    new: Vec<Token>,
+}
+
+impl Edits {
+    /// Longest side of an edit: longer stretches are rewrites, not edits.
+    const LONGEST: usize = 8;
+    /// Most edits a request keeps, so applying them stays cheap.
+    const MOST: usize = 16;
+
+    /// The draft for lookup's `found` in `text`: its source copied again
+    /// from `found.from` with the learnt edits made, up to `max` tokens.
+    /// A long match first teaches the edit it closes.
+    pub fn draft(&mut self, text: &[Token], found: &Lookup, max: usize) -> Vec<Token> {
+        self.origins.clear();
+        if found.tokens.is_empty() {
+            return Vec::new();
+        }
+        if found.matched >= LONG_MATCH {
+            self.learn(text, found);
+            self.anchor = Some((found.from, text.len()));
+        }
+        let mut tokens = Vec::with_capacity(max);
+        let mut at = found.from;
+        while tokens.len() < max && at < text.len() {
+            match self
+                .learnt
+                .iter()
+                .position(|e| text[at..].starts_with(&e.old))
+            {
+                Some(e) => {
+                    let edit = &self.learnt[e];
+                    tokens.extend_from_slice(&edit.new);
+                    self.origins
+                        .extend(std::iter::repeat_n(Some(e), edit.new.len()));
+                    at += edit.old.len();
+                }
+                None => {
+                    tokens.push(text[at]);
+                    self.origins.push(None);
+                    at += 1;
+                }
+            }
+        }
+        tokens.truncate(max);
+        self.origins.truncate(max);
+        tokens
+    }
+
+    /// After the last draft was judged and `kept` of its tokens kept: an
+    /// edit whose token was refused is wrong here, and is forgotten.
+    pub fn verified(&mut self, kept: usize) {
+        if let Some(&Some(e)) = self.origins.get(kept) {
+            self.learnt.remove(e);
+        }
+        self.origins.clear();
+    }
+
+    /// From the last alignment, follow the copy (and the edits already
+    /// learnt) to where the answer left it; if `found`'s match picks the
+    /// same text up again within [`Self::LONGEST`] tokens, learn the edit.
+    fn learn(&mut self, text: &[Token], found: &Lookup) {
+        let Some((mut source, mut answer)) = self.anchor else {
+            return;
+        };
+        let source_end = found.from.saturating_sub(found.matched);
+        let answer_end = text.len().saturating_sub(found.matched);
+        while answer < answer_end && source < source_end {
+            if text[source] == text[answer] {
+                (source, answer) = (source + 1, answer + 1);
+                continue;
+            }
+            let known = self
+                .learnt
+                .iter()
+                .find(|e| text[source..].starts_with(&e.old) && text[answer..].starts_with(&e.new));
+            match known {
+                Some(e) => (source, answer) = (source + e.old.len(), answer + e.new.len()),
+                None => break,
+            }
+        }
+        if answer >= answer_end || source > source_end {
+            return;
+        }
+        let old = &text[source..source_end];
+        let new = &text[answer..answer_end];
+        let sizes = 1..=Self::LONGEST;
+        if !sizes.contains(&old.len()) || !sizes.contains(&new.len()) || old == new {
+            return;
+        }
+        if self.learnt.len() < Self::MOST && !self.learnt.iter().any(|e| e.old == old) {
+            self.learnt.push(Edit {
+                old: old.to_vec(),
+                new: new.to_vec(),
+            });
+        }
     }
 }
 

@@ -187,7 +187,7 @@ impl Loop<'_> {
             true => spec::lookup_text(&spec.prediction, &slot.cached, pending),
             false => Vec::new(),
         };
-        let (mut looked, matched) = spec::lookup(&text, max);
+        let (mut looked, matched) = spec::lookup(&text, max, &mut spec.edits);
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
         }
@@ -397,6 +397,9 @@ impl Loop<'_> {
             let predicted = drafted - proposal.filler;
             spec.drafted += predicted as u32;
             spec.accepted += kept.min(predicted) as u32;
+            if proposal.source != Source::Model {
+                spec.edits.verified(kept);
+            }
             if proposal.steady {
                 spec.runs.record(kept);
             } else if let Some(tuner) = spec.tuner.as_mut() {

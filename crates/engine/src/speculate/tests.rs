@@ -573,3 +573,74 @@ fn catching_up_is_priced_in_plain_tokens() {
     assert!((costs.catch_up(2, 4) - 1.0).abs() < 1e-9);
     assert_eq!(costs.catch_up(1, 0), 0.0);
 }
+
+/// The prompt of the edit tests: `50` is a name the answer renames to
+/// `60`; it recurs at index 10.
+const RENAMED: [i32; 16] = [
+    100, 101, 102, 103, 50, 104, 105, 106, 107, 108, 50, 109, 110, 111, 112, 113,
+];
+
+/// What the engine drafts for `text` (prompt then answer so far).
+fn edited(edits: &mut Edits, text: &[i32], max: usize) -> Vec<Token> {
+    let text = tokens(text);
+    let found = ngram_draft(&text, 2, 16, max);
+    edits.draft(&text, &found, max)
+}
+
+fn with_answer(answer: &[i32]) -> Vec<i32> {
+    RENAMED.iter().chain(answer).copied().collect()
+}
+
+#[test]
+fn a_rename_seen_once_is_drafted_where_the_old_name_recurs() {
+    let mut edits = Edits::default();
+    // Copying the prompt's start, lookup drafts the old name.
+    let before = edited(&mut edits, &with_answer(&[100, 101, 102, 103]), 4);
+    assert_eq!(before, tokens(&[50, 104, 105, 106]));
+    // The answer wrote 60 there and copied on; the next long match picks
+    // the prompt up again after the old name, so 50 → 60 is learnt and
+    // made where 50 comes again.
+    let text = with_answer(&[100, 101, 102, 103, 60, 104, 105, 106, 107]);
+    assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 60, 109, 110]));
+    // Without the edits, the same lookup drafts the old name.
+    let plain = ngram_draft(&tokens(&text), 2, 16, 4).tokens;
+    assert_eq!(plain, tokens(&[108, 50, 109, 110]));
+}
+
+#[test]
+fn an_edit_whose_token_is_refused_is_forgotten() {
+    let mut edits = Edits::default();
+    edited(&mut edits, &with_answer(&[100, 101, 102, 103]), 4);
+    let text = with_answer(&[100, 101, 102, 103, 60, 104, 105, 106, 107]);
+    assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 60, 109, 110]));
+    // The target kept 108 and refused the edit's 60.
+    edits.verified(1);
+    assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 50, 109, 110]));
+}
+
+#[test]
+fn a_refused_copied_token_keeps_the_edits() {
+    let mut edits = Edits::default();
+    edited(&mut edits, &with_answer(&[100, 101, 102, 103]), 4);
+    let text = with_answer(&[100, 101, 102, 103, 60, 104, 105, 106, 107]);
+    edited(&mut edits, &text, 4);
+    // 108 itself refused: the edit's token was never judged.
+    edits.verified(0);
+    assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 60, 109, 110]));
+}
+
+#[test]
+fn a_long_rewrite_is_not_learnt_as_an_edit() {
+    let mut edits = Edits::default();
+    edited(&mut edits, &with_answer(&[100, 101, 102, 103]), 4);
+    // Nine tokens written where the prompt had one: a rewrite, not an edit.
+    let written = [61, 62, 63, 64, 65, 66, 67, 68, 69];
+    let answer: Vec<i32> = [100, 101, 102, 103]
+        .iter()
+        .chain(&written)
+        .chain(&[104, 105, 106, 107])
+        .copied()
+        .collect();
+    let text = with_answer(&answer);
+    assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 50, 109, 110]));
+}
