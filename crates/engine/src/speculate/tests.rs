@@ -607,12 +607,19 @@ fn a_rename_seen_once_is_drafted_where_the_old_name_recurs() {
     assert_eq!(plain, tokens(&[108, 50, 109, 110]));
 }
 
-#[test]
-fn an_edit_whose_token_is_refused_is_forgotten() {
+/// Edits that learnt the rename 50 → 60, and the text after it, whose
+/// draft (just made) is 108, 60, 109, 110.
+fn renamed_once() -> (Edits, Vec<i32>) {
     let mut edits = Edits::default();
     edited(&mut edits, &with_answer(&[100, 101, 102, 103]), 4);
     let text = with_answer(&[100, 101, 102, 103, 60, 104, 105, 106, 107]);
     assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 60, 109, 110]));
+    (edits, text)
+}
+
+#[test]
+fn an_edit_whose_token_is_refused_is_forgotten() {
+    let (mut edits, text) = renamed_once();
     // The target kept 108 and refused the edit's 60.
     edits.verified(1);
     assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 50, 109, 110]));
@@ -620,10 +627,7 @@ fn an_edit_whose_token_is_refused_is_forgotten() {
 
 #[test]
 fn a_refused_copied_token_keeps_the_edits() {
-    let mut edits = Edits::default();
-    edited(&mut edits, &with_answer(&[100, 101, 102, 103]), 4);
-    let text = with_answer(&[100, 101, 102, 103, 60, 104, 105, 106, 107]);
-    edited(&mut edits, &text, 4);
+    let (mut edits, text) = renamed_once();
     // 108 itself refused: the edit's token was never judged.
     edits.verified(0);
     assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 60, 109, 110]));
