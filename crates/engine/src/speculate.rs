@@ -80,7 +80,8 @@ pub struct Edits {
     /// The last long match's alignment: the text index it copies from,
     /// and the index where the answer goes on.
     anchor: Option<(usize, usize)>,
-    /// For each token of the last draft, the learnt edit it comes from.
+    /// For each token of the last draft, the learnt edit it comes from
+    /// (empty when no edit was made).
     origins: Vec<Option<usize>>,
 }
 
@@ -107,6 +108,10 @@ impl Edits {
         if found.matched >= LONG_MATCH {
             self.learn(text, found);
             self.anchor = Some((found.from, text.len()));
+        }
+        // Nothing learnt (most requests): lookup's own proposal is the draft.
+        if self.learnt.is_empty() {
+            return found.tokens.clone();
         }
         let mut tokens = Vec::with_capacity(max);
         let mut at = found.from;
