@@ -159,14 +159,28 @@ pub fn lookup_text(
 }
 
 /// What followed the longest (then latest) earlier repeat of `text`'s last
-/// tokens, with the request's learnt `edits` made, and how many it matched.
-pub fn lookup(text: &[Token], max: usize, edits: &mut Edits) -> (Vec<LlamaToken>, usize) {
+/// tokens, with the request's learnt `edits` made; how many it matched;
+/// and whether it copies the first `given` tokens of `text` (the
+/// request's own).
+pub fn lookup(
+    text: &[Token],
+    given: usize,
+    max: usize,
+    edits: &mut Edits,
+) -> (Vec<LlamaToken>, usize, bool) {
     let found = speculate::ngram_draft(text, LOOKUP_SHORTEST, LOOKUP_LONGEST, max);
     let tokens = edits.draft(text, &found, max);
     (
         tokens.into_iter().map(|t| LlamaToken(t.0)).collect(),
         found.matched,
+        found.from < given,
     )
+}
+
+/// Where in a lookup `draft` its first end-of-generation token is (copied
+/// from where an earlier turn ended).
+pub fn end_of(model: &LlamaModel, draft: &[LlamaToken]) -> Option<usize> {
+    draft.iter().position(|&t| model.vocab().is_eog(t))
 }
 
 /// Continue a lookup `draft` up to `max` tokens with weaker lookups

@@ -290,3 +290,28 @@ fn drafting_waits_while_another_prompt_is_read() {
     drop(running);
     collect(reading);
 }
+
+/// A lookup draft stops before an end of generation it copies (here the
+/// end of the prompt's turn): the row before it predicts the end, and no
+/// row past it could be kept. An answer repeating the prompt's sentence
+/// word for word then keeps every token drafted, the last draft included.
+#[test]
+fn lookup_drafts_stop_before_the_end_they_copy() {
+    // Drafts long enough to reach past the prompt's end into the template.
+    let model = load(SpeculativeConfig {
+        max_draft: 16,
+        ..fixed(true, None)
+    });
+    let sentence = "The quick brown fox jumps over the lazy dog.";
+    let ask = format!("Repeat this sentence exactly and say nothing else: {sentence}");
+    let mut request = chat_request(&model, &ask);
+    request.speculative.exact = Some(false);
+    let (text, done) = collect(model.submit(request).unwrap());
+    assert_eq!(text, sentence);
+    assert!(done.usage.drafted_tokens > 0, "{:?}", done.usage);
+    assert_eq!(
+        done.usage.accepted_tokens, done.usage.drafted_tokens,
+        "{:?}",
+        done.usage
+    );
+}

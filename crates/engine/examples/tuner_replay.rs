@@ -24,11 +24,16 @@
 
 use std::collections::BTreeMap;
 
-use shelf_engine::speculate::{ngram_draft, ngram_extend, Costs, Edits, Source, Tuner};
+use shelf_engine::speculate::{
+    ngram_draft, ngram_extend, Costs, Edits, Lookup, Offer, Prices, Source, Tuner,
+};
 use shelf_engine::Token;
 
 /// As the engine looks up (`shelf-engine-llama`'s `spec::lookup`).
 const SHORTEST: usize = 2;
+/// Qwen2.5's end-of-generation tokens (`<|endoftext|>`, `<|im_end|>`), as
+/// llama.cpp reads them from the answers' model: the answers hold none.
+const END: [Token; 2] = [Token(151643), Token(151645)];
 const LONGEST: usize = 16;
 /// The sizes the engine times at load.
 const CALIBRATED: [usize; 6] = [1, 2, 4, 8, 16, 32];
@@ -145,15 +150,9 @@ fn replay(
     tally.plain_tokens += output.len().saturating_sub(1);
     while at < output.len() {
         let text: Vec<Token> = prompt.iter().chain(&output[..at]).copied().collect();
-        let found = looked_up(&text, max, &mut edits);
+        let (found, end) = looked_up(&text, max, &mut edits);
         let prices = costs.prices(1, 1);
-        let plan = tuner.plan(
-            at as u32,
-            &prices,
-            (found.tokens.len(), found.matched),
-            false,
-            max,
-        );
+        let plan = tuner.plan(at as u32, &prices, offer(&found, prompt.len()), false, max);
         let Some(draft) = plan else {
             if trace {
                 print!(".");
@@ -163,7 +162,7 @@ fn replay(
             at += 1;
             continue;
         };
-        let tokens = drafted(&text, found.tokens, draft.tokens);
+        let tokens = drafted(&text, found.tokens, draft.tokens, (end, &prices));
         let kept = kept(&tokens, &output[at..]);
         let rows = tokens.len() + 1;
         let outcome = match kept {
@@ -191,23 +190,47 @@ fn replay(
     }
 }
 
+/// What the engine tells the tuner of lookup's `found`: it copies the
+/// request's own text when it starts within the prompt's `given` tokens.
+fn offer(found: &Lookup, given: usize) -> Offer {
+    Offer {
+        tokens: found.tokens.len(),
+        matched: found.matched,
+        given: found.from < given,
+    }
+}
+
 /// What lookup proposes, with the request's learnt edits made (set
-/// `SHELF_NO_EDITS` to replay without them).
-fn looked_up(text: &[Token], max: usize, edits: &mut Edits) -> shelf_engine::speculate::Lookup {
+/// `SHELF_NO_EDITS` to replay without them), cut before an end of
+/// generation it copies; and where that end was (as the engine's `plan`
+/// does).
+fn looked_up(text: &[Token], max: usize, edits: &mut Edits) -> (Lookup, Option<usize>) {
     let mut found = ngram_draft(text, SHORTEST, LONGEST, max);
     if std::env::var_os("SHELF_NO_EDITS").is_none() {
         found.tokens = edits.draft(text, &found, max);
     }
-    found
+    let end = found.tokens.iter().position(|t| END.contains(t));
+    if let Some(end) = end {
+        found.tokens.truncate(end);
+    }
+    (found, end)
 }
 
 /// The draft the engine makes of what lookup `found`: cut to the planned
 /// length, or continued by weaker lookups up to it.
-fn drafted(text: &[Token], mut found: Vec<Token>, planned: usize) -> Vec<Token> {
+fn drafted(text: &[Token], mut found: Vec<Token>, planned: usize, ending: Ending) -> Vec<Token> {
     found.truncate(planned);
     ngram_extend(text, &mut found, LONGEST, planned);
+    let (end, prices) = ending;
+    if let Some(end) = end.filter(|&end| end < found.len()) {
+        found.truncate(prices.cheapest(end, found.len()).0);
+    }
     found
 }
+
+/// Where lookup found the answer's end, and the step's prices: rows past
+/// the end go unless they make the batch cheaper.
+type Ending<'a> = (Option<usize>, &'a Prices);
 
 /// How many drafted tokens the answer goes on with.
 fn kept(tokens: &[Token], answer_left: &[Token]) -> usize {
@@ -290,14 +313,14 @@ fn steps_together(
         for &s in &active {
             let (prompt, output) = group[s];
             let text: Vec<Token> = prompt.iter().chain(&output[..at[s]]).copied().collect();
-            let found = looked_up(&text, max, &mut edits[s]);
+            let (found, end) = looked_up(&text, max, &mut edits[s]);
             let prices = costs.prices_beside(rows, committed, rows);
             let plan = match max {
                 0 => None,
                 _ => tuners[s].plan(
                     at[s] as u32,
                     &prices,
-                    (found.tokens.len(), found.matched),
+                    offer(&found, prompt.len()),
                     false,
                     max,
                 ),
@@ -306,7 +329,7 @@ fn steps_together(
                 drafts.push((s, None, Vec::new()));
                 continue;
             };
-            let tokens = drafted(&text, found.tokens, draft.tokens);
+            let tokens = drafted(&text, found.tokens, draft.tokens, (end, &prices));
             committed += tokens.len();
             drafts.push((s, Some(draft.source), tokens));
         }

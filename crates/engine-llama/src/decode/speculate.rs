@@ -10,7 +10,7 @@ use std::time::Instant;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use shelf_engine::speculate::{self, Draft, Judged, Prices, Source};
+use shelf_engine::speculate::{self, Draft, Judged, Offer, Prices, Source};
 use shelf_engine::{EngineError, Token};
 
 use super::{add, finish, pick, take, Logits, Loop, Position, Taken};
@@ -187,9 +187,21 @@ impl Loop<'_> {
             true => spec::lookup_text(&spec.prediction, &slot.cached, pending),
             false => Vec::new(),
         };
-        let (mut looked, matched) = spec::lookup(&text, max, &mut spec.edits);
+        // The request's own text: what it predicted, then its prompt.
+        let given = spec.prediction.len() + job.prompt.len();
+        let (mut looked, matched, given) = spec::lookup(&text, given, max, &mut spec.edits);
         if let Some(grammar) = job.grammar.as_ref() {
             spec::allowed_prefix(grammar, &mut looked);
+        }
+        // Where lookup copies the end of an earlier turn, the answer ends
+        // there if the rest is kept: the row before the end predicts it,
+        // and no row from it on can be kept.
+        let end = match job.request.ignore_eos {
+            false => spec::end_of(self.model, &looked),
+            true => None,
+        };
+        if let Some(end) = end {
+            looked.truncate(end);
         }
         if steady {
             return steady_draft(spec, &text, looked, (matched, pending), max);
@@ -209,7 +221,11 @@ impl Loop<'_> {
             Some(tuner) => tuner.plan(
                 job.output.produced,
                 &prices,
-                (looked.len(), matched),
+                Offer {
+                    tokens: looked.len(),
+                    matched,
+                    given,
+                },
                 spec.model,
                 max,
             ),
@@ -232,6 +248,10 @@ impl Loop<'_> {
                 spec::extend(&text, &mut looked, draft.tokens);
                 if let Some(grammar) = job.grammar.as_ref() {
                     spec::allowed_prefix(grammar, &mut looked);
+                }
+                // Rows past the end go unless they make the batch cheaper.
+                if let Some(end) = end.filter(|&end| end < looked.len()) {
+                    looked.truncate(prices.cheapest(end, looked.len()).0);
                 }
                 looked_up(lookup, looked, 0, false)
             }

@@ -207,7 +207,7 @@ fn the_cost_curve_follows_measured_sizes_not_a_line() {
     );
     // So at a rate of 0.5, a short lookup draft loses and is not made.
     let mut tuner = Tuner::new(&costs);
-    assert_eq!(tuner.plan(0, &prices, (1, 2), false, 1), None);
+    assert_eq!(tuner.plan(0, &prices, Offer::lookup(1, 2), false, 1), None);
 }
 
 #[test]
@@ -219,7 +219,13 @@ fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     // step.
     for produced in 0..10 {
         let plan = tuner
-            .plan(produced * 10, &cheap, (12, LONG_MATCH), false, 16)
+            .plan(
+                produced * 10,
+                &cheap,
+                Offer::lookup(12, LONG_MATCH),
+                false,
+                16,
+            )
             .unwrap();
         assert_eq!(plan.source, Source::NgramLong);
         tuner.record(plan.source, plan.tokens, plan.tokens, &mut costs);
@@ -227,7 +233,7 @@ fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     // In a run, with verification this cheap, the draft is lengthened past
     // what lookup offers, to the most allowed.
     let plan = tuner
-        .plan(100, &cheap, (12, LONG_MATCH), false, 16)
+        .plan(100, &cheap, Offer::lookup(12, LONG_MATCH), false, 16)
         .unwrap();
     assert_eq!(plan.tokens, 16);
     // A whole draft kept: the request is in a run, and the next draft is
@@ -235,20 +241,26 @@ fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     let dear = Prices::linear(0.4, 0.0);
     let mut tuner = Tuner::new(&Costs::new(0.5));
     let first = tuner
-        .plan(0, &dear, (40, LONG_MATCH), false, 32)
+        .plan(0, &dear, Offer::lookup(40, LONG_MATCH), false, 32)
         .unwrap()
         .tokens;
     assert!(first >= Tuner::RUN_START, "{first}");
     tuner.record(Source::NgramLong, first, first, &mut costs);
     let second = tuner
-        .plan(first as u32 + 1, &dear, (40, LONG_MATCH), false, 32)
+        .plan(
+            first as u32 + 1,
+            &dear,
+            Offer::lookup(40, LONG_MATCH),
+            false,
+            32,
+        )
         .unwrap()
         .tokens;
     assert!(second > first, "{first} then {second}");
     // A refusal ends the run.
     tuner.record(Source::NgramLong, second, 1, &mut costs);
     let third = tuner
-        .plan(50, &dear, (40, LONG_MATCH), false, 32)
+        .plan(50, &dear, Offer::lookup(40, LONG_MATCH), false, 32)
         .unwrap()
         .tokens;
     assert!(third < second, "{second} then {third}");
@@ -257,14 +269,18 @@ fn the_tuner_drafts_long_when_drafts_are_kept_and_rests_when_they_lose() {
     // probe once, then rest twice as long.
     let dear = Prices::linear(0.3, 0.5);
     let mut tuner = Tuner::new(&Costs::new(1.0));
-    assert_eq!(tuner.plan(0, &dear, (0, 0), true, 16), None);
-    assert_eq!(tuner.plan(5, &dear, (0, 0), true, 16), None);
-    let probe = tuner.plan(16, &dear, (0, 0), true, 16).unwrap();
+    assert_eq!(tuner.plan(0, &dear, Offer::lookup(0, 0), true, 16), None);
+    assert_eq!(tuner.plan(5, &dear, Offer::lookup(0, 0), true, 16), None);
+    let probe = tuner
+        .plan(16, &dear, Offer::lookup(0, 0), true, 16)
+        .unwrap();
     assert_eq!(probe.source, Source::Model);
     tuner.record(Source::Model, probe.tokens, 0, &mut costs);
-    assert_eq!(tuner.plan(17, &dear, (0, 0), true, 16), None);
-    assert_eq!(tuner.plan(40, &dear, (0, 0), true, 16), None);
-    assert!(tuner.plan(17 + 32, &dear, (0, 0), true, 16).is_some());
+    assert_eq!(tuner.plan(17, &dear, Offer::lookup(0, 0), true, 16), None);
+    assert_eq!(tuner.plan(40, &dear, Offer::lookup(0, 0), true, 16), None);
+    assert!(tuner
+        .plan(17 + 32, &dear, Offer::lookup(0, 0), true, 16)
+        .is_some());
 }
 
 #[test]
@@ -274,7 +290,10 @@ fn a_source_that_cannot_win_is_never_tried() {
     let hopeless = Prices::linear(0.6, 0.6);
     let mut tuner = Tuner::new(&Costs::new(1.0));
     for produced in 0..2000 {
-        assert_eq!(tuner.plan(produced, &hopeless, (0, 0), true, 16), None);
+        assert_eq!(
+            tuner.plan(produced, &hopeless, Offer::lookup(0, 0), true, 16),
+            None
+        );
     }
 }
 
@@ -284,10 +303,14 @@ fn the_cheaper_useful_source_wins() {
     let prices = Prices::linear(0.1, 0.5);
     let mut tuner = Tuner::new(&costs);
     // At equal acceptance, lookup's drafts cost less than the model's.
-    let plan = tuner.plan(0, &prices, (4, 3), true, 8).unwrap();
+    let plan = tuner
+        .plan(0, &prices, Offer::lookup(4, 3), true, 8)
+        .unwrap();
     assert_eq!(plan.source, Source::Ngram);
     // Without a lookup proposal, the model drafts.
-    let plan = tuner.plan(0, &prices, (0, 0), true, 8).unwrap();
+    let plan = tuner
+        .plan(0, &prices, Offer::lookup(0, 0), true, 8)
+        .unwrap();
     assert_eq!(plan.source, Source::Model);
 }
 
@@ -296,10 +319,10 @@ fn long_matches_are_trusted_more_than_short_ones() {
     let costs = Costs::new(0.5);
     let prices = Prices::linear(0.3, 0.0);
     let short = Tuner::new(&costs)
-        .plan(0, &prices, (32, 2), false, 32)
+        .plan(0, &prices, Offer::lookup(32, 2), false, 32)
         .unwrap();
     let long = Tuner::new(&costs)
-        .plan(0, &prices, (32, LONG_MATCH), false, 32)
+        .plan(0, &prices, Offer::lookup(32, LONG_MATCH), false, 32)
         .unwrap();
     assert_eq!(
         (short.source, long.source),
@@ -331,7 +354,8 @@ fn a_request_unlearns_the_models_copying_quickly() {
     // This request's text is not copied: every draft is refused at once.
     let mut drafted_steps = 0;
     for produced in 0..8 {
-        if let Some(plan) = tuner.plan(produced, &prices, (16, LONG_MATCH), false, 16) {
+        if let Some(plan) = tuner.plan(produced, &prices, Offer::lookup(16, LONG_MATCH), false, 16)
+        {
             drafted_steps += 1;
             tuner.record(plan.source, plan.tokens, 0, &mut costs);
         }
@@ -345,7 +369,7 @@ fn a_source_that_kept_losing_rests_longer_on_the_next_request() {
     let dear = Prices::linear(0.3, 0.5);
     let mut tuner = Tuner::new(&costs);
     for produced in 0..200 {
-        if let Some(plan) = tuner.plan(produced, &dear, (0, 0), true, 16) {
+        if let Some(plan) = tuner.plan(produced, &dear, Offer::lookup(0, 0), true, 16) {
             tuner.record(plan.source, plan.tokens, 0, &mut costs);
         }
     }
@@ -353,7 +377,10 @@ fn a_source_that_kept_losing_rests_longer_on_the_next_request() {
     // rests had grown (capped so it still probes within an answer).
     let mut next = Tuner::new(&costs);
     let first_probe = (0..600)
-        .find(|&produced| next.plan(produced, &dear, (0, 0), true, 16).is_some())
+        .find(|&produced| {
+            next.plan(produced, &dear, Offer::lookup(0, 0), true, 16)
+                .is_some()
+        })
         .unwrap();
     assert_eq!(first_probe, 128);
 }
@@ -449,28 +476,32 @@ fn a_run_drafts_where_the_kernels_are_cheapest_and_ends_at_a_refusal() {
     let (mut costs, prices) = this_cpu();
     let mut tuner = Tuner::new(&costs);
     // A long match outside any run: a short probe.
-    let probe = tuner.plan(0, &prices, (32, LONG_MATCH), false, 32).unwrap();
+    let probe = tuner
+        .plan(0, &prices, Offer::lookup(32, LONG_MATCH), false, 32)
+        .unwrap();
     assert!((Tuner::RUN_START..=4).contains(&probe.tokens), "{probe:?}");
     tuner.record(probe.source, probe.tokens, probe.tokens, &mut costs);
     // Kept whole: the run drafts 15 (16 rows), though lookup offered 9.
-    let run = tuner.plan(3, &prices, (9, LONG_MATCH), false, 32).unwrap();
+    let run = tuner
+        .plan(3, &prices, Offer::lookup(9, LONG_MATCH), false, 32)
+        .unwrap();
     assert_eq!(run.tokens, 15, "{run:?}");
     // Refused within the run: back to short probes, and the run's refusal
     // did not count against the source outside runs.
     tuner.record(run.source, run.tokens, 6, &mut costs);
     let next = tuner
-        .plan(10, &prices, (32, LONG_MATCH), false, 32)
+        .plan(10, &prices, Offer::lookup(32, LONG_MATCH), false, 32)
         .unwrap();
     assert_eq!(next.tokens, probe.tokens, "{next:?}");
     // A one-token draft kept starts no run.
     tuner.record(next.source, 1, 1, &mut costs);
     let after_one = tuner
-        .plan(12, &prices, (32, LONG_MATCH), false, 32)
+        .plan(12, &prices, Offer::lookup(32, LONG_MATCH), false, 32)
         .unwrap();
     assert!(after_one.tokens <= 4, "{after_one:?}");
     // Nor does a short match's draft kept whole (code's boilerplate).
     let mut tuner = Tuner::new(&costs);
-    let short = (32, LONG_MATCH - 1);
+    let short = Offer::lookup(32, LONG_MATCH - 1);
     tuner.record(Source::Ngram, 3, 3, &mut costs);
     let next = tuner.plan(3, &prices, short, false, 32);
     assert!(next.is_none_or(|d| d.tokens <= 3), "{next:?}");
@@ -478,8 +509,35 @@ fn a_run_drafts_where_the_kernels_are_cheapest_and_ends_at_a_refusal() {
 
 #[test]
 fn a_very_long_match_starts_a_run_even_while_probes_rest() {
-    // This box on a day when small batches cost nearly a plain step a row
-    // (4 rows 3.4 steps) and 16 rows 8.5: probes barely pay.
+    let (mut tuner, prices, produced) = resting();
+    // Resting, a match just short of a run's is not drafted; a dozen
+    // tokens repeating an earlier place starts a run at 16 rows.
+    let almost = Offer::lookup(32, Tuner::RUN_MATCH - 1);
+    assert_eq!(tuner.plan(produced, &prices, almost, false, 32), None);
+    let copied = Offer::lookup(32, Tuner::RUN_MATCH);
+    let run = tuner.plan(produced, &prices, copied, false, 32).unwrap();
+    assert_eq!((run.source, run.tokens), (Source::NgramLong, 15));
+}
+
+#[test]
+fn a_shorter_match_into_the_requests_own_text_starts_a_run_while_probes_rest() {
+    let (mut tuner, prices, produced) = resting();
+    let matched = Tuner::GIVEN_RUN_MATCH;
+    // The same match into the answer's own text stays at rest.
+    let repeat = Offer::lookup(32, matched);
+    assert_eq!(tuner.plan(produced, &prices, repeat, false, 32), None);
+    let almost = Offer::given(32, matched - 1);
+    assert_eq!(tuner.plan(produced, &prices, almost, false, 32), None);
+    let copied = Offer::given(32, matched);
+    let run = tuner.plan(produced, &prices, copied, false, 32).unwrap();
+    assert_eq!((run.source, run.tokens), (Source::NgramLong, 15));
+}
+
+/// A tuner whose long-match probes were all refused until the source
+/// rests, on this box on a day when small batches cost nearly a plain
+/// step a row (4 rows 3.4 steps) and 16 rows 8.5: probes barely pay.
+/// Also the prices and the tokens produced by then.
+fn resting() -> (Tuner, Prices, u32) {
     let (mut costs, prices) = measured(&[
         (1, 30.6),
         (2, 59.1),
@@ -489,8 +547,7 @@ fn a_very_long_match_starts_a_run_even_while_probes_rest() {
         (32, 473.1),
     ]);
     let mut tuner = Tuner::new(&costs);
-    let long = (32, LONG_MATCH);
-    // Refused probes put the long-match source to rest.
+    let long = Offer::lookup(32, LONG_MATCH);
     let mut produced = 0;
     while let Some(probe) = tuner.plan(produced, &prices, long, false, 32) {
         assert!(probe.tokens <= 3, "{probe:?}");
@@ -498,13 +555,7 @@ fn a_very_long_match_starts_a_run_even_while_probes_rest() {
         produced += 1;
         assert!(produced < 10, "the probes never rest");
     }
-    // Resting, a match just short of a run's is not drafted; a dozen
-    // tokens repeating an earlier place starts a run at 16 rows.
-    let almost = (32, Tuner::RUN_MATCH - 1);
-    assert_eq!(tuner.plan(produced, &prices, almost, false, 32), None);
-    let copied = (32, Tuner::RUN_MATCH);
-    let run = tuner.plan(produced, &prices, copied, false, 32).unwrap();
-    assert_eq!((run.source, run.tokens), (Source::NgramLong, 15));
+    (tuner, prices, produced)
 }
 
 #[test]
@@ -543,18 +594,25 @@ fn a_losing_draft_model_is_not_probed_while_catching_it_up_costs_more_than_resti
     behind.catch_up = 40.0;
     let mut tuner = Tuner::new(&costs);
     let drafted = (0..200)
-        .filter(|&produced| tuner.plan(produced, &behind, (0, 0), true, 16).is_some())
+        .filter(|&produced| {
+            tuner
+                .plan(produced, &behind, Offer::lookup(0, 0), true, 16)
+                .is_some()
+        })
         .count();
     assert_eq!(drafted, 0);
     // Caught up (a few tokens behind), the next probe is made.
     behind.catch_up = 0.5;
-    let probe = (200..800).find_map(|produced| tuner.plan(produced, &behind, (0, 0), true, 16));
+    let probe = (200..800)
+        .find_map(|produced| tuner.plan(produced, &behind, Offer::lookup(0, 0), true, 16));
     assert_eq!(probe.map(|p| p.source), Some(Source::Model));
     // Catching up is no cost to a draft model that wins.
     let mut winning = Prices::linear(0.05, 0.05);
     winning.catch_up = 40.0;
     tuner.record(Source::Model, 16, 16, &mut costs);
-    assert!(tuner.plan(900, &winning, (0, 0), true, 16).is_some());
+    assert!(tuner
+        .plan(900, &winning, Offer::lookup(0, 0), true, 16)
+        .is_some());
 }
 
 #[test]
