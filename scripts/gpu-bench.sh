@@ -22,8 +22,10 @@
 #            SPLIT=1 adds shelf's n-gram server with every request opting out
 #            (`"speculative": {"n_max": 0}`): the speculating loop's cost without drafts
 #
-# .gpu (~34 MB) and .gpu-model-1 (~33 MB) do not fit one call's 64 MiB
+# .gpu (~34 MB) and .gpu-model-1 (~48 MB) do not fit one call's 64 MiB
 # together, so the model's first part travels with the server's source.
+# Each call also carries the working tree (~2.6 MB), which left no room
+# for a 64 MB second part.
 # Env: WORK (/tmp/shelf-gpu on the device), CUDA_ARCH (90a), THREADS (8), STREAMS (32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,9 +62,9 @@ print(os.path.dirname(p["manifest_path"]))')
     --exclude='llama.cpp/ggml/src/ggml-metal' --exclude='llama.cpp/ggml/src/ggml-webgpu' llama.cpp
   python3 scripts/fetch-models.py "$model_name"
   models=${SHELF_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/shelf/test-models}
-  # The first part travels beside .gpu (the binaries, ~28 MB) within one
+  # The first part travels beside the server's source (~8 MB) within one
   # call's 64 MiB; the second alone.
-  first=34000000
+  first=48000000
   head -c "$first" "$models/$model_name.gguf" > .gpu-model-1/part
   tail -c +$((first + 1)) "$models/$model_name.gguf" > .gpu-model-2/part
   for d in .gpu .gpu-server .gpu-model-1 .gpu-model-2; do grep -qx "/$d/" .git/info/exclude || echo "/$d/" >> .git/info/exclude; done
