@@ -162,7 +162,7 @@ fn replay(
             at += 1;
             continue;
         };
-        let tokens = drafted(&text, found.tokens, draft.tokens, (end, &prices));
+        let tokens = drafted(&text, found.tokens, draft.tokens, end, &prices);
         let kept = kept(&tokens, &output[at..]);
         let rows = tokens.len() + 1;
         let outcome = match kept {
@@ -218,19 +218,19 @@ fn looked_up(text: &[Token], max: usize, edits: &mut Edits) -> (Lookup, Option<u
 
 /// The draft the engine makes of what lookup `found`: cut to the planned
 /// length, or continued by weaker lookups up to it.
-fn drafted(text: &[Token], mut found: Vec<Token>, planned: usize, ending: Ending) -> Vec<Token> {
+/// Past an `end` lookup found, rows go unless they make the batch cheaper.
+fn drafted(
+    text: &[Token],
+    mut found: Vec<Token>,
+    planned: usize,
+    end: Option<usize>,
+    prices: &Prices,
+) -> Vec<Token> {
     found.truncate(planned);
     ngram_extend(text, &mut found, LONGEST, planned);
-    let (end, prices) = ending;
-    if let Some(end) = end.filter(|&end| end < found.len()) {
-        found.truncate(prices.cheapest(end, found.len()).0);
-    }
+    found.truncate(prices.up_to_end(end, found.len()));
     found
 }
-
-/// Where lookup found the answer's end, and the step's prices: rows past
-/// the end go unless they make the batch cheaper.
-type Ending<'a> = (Option<usize>, &'a Prices);
 
 /// How many drafted tokens the answer goes on with.
 fn kept(tokens: &[Token], answer_left: &[Token]) -> usize {
@@ -329,7 +329,7 @@ fn steps_together(
                 drafts.push((s, None, Vec::new()));
                 continue;
             };
-            let tokens = drafted(&text, found.tokens, draft.tokens, (end, &prices));
+            let tokens = drafted(&text, found.tokens, draft.tokens, end, &prices);
             committed += tokens.len();
             drafts.push((s, Some(draft.source), tokens));
         }

@@ -662,6 +662,17 @@ impl Prices {
             })
             .unwrap_or((k, self.verify(k)))
     }
+
+    /// How much of a `len`-token lookup draft to verify when it copies an
+    /// end of generation at `end`: the row before the end predicts it and
+    /// no row from it on can be kept, so those rows go unless a longer
+    /// batch costs less to verify.
+    pub fn up_to_end(&self, end: Option<usize>, len: usize) -> usize {
+        match end {
+            Some(end) if end < len => self.cheapest(end, len).0,
+            _ => len,
+        }
+    }
 }
 
 /// What drafting and verifying cost on one loaded model, learnt from its

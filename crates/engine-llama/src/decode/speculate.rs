@@ -249,10 +249,7 @@ impl Loop<'_> {
                 if let Some(grammar) = job.grammar.as_ref() {
                     spec::allowed_prefix(grammar, &mut looked);
                 }
-                // Rows past the end go unless they make the batch cheaper.
-                if let Some(end) = end.filter(|&end| end < looked.len()) {
-                    looked.truncate(prices.cheapest(end, looked.len()).0);
-                }
+                looked.truncate(prices.up_to_end(end, looked.len()));
                 looked_up(lookup, looked, 0, false)
             }
         })

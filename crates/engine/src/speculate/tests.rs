@@ -706,3 +706,13 @@ fn a_long_rewrite_is_not_learnt_as_an_edit() {
     let text = with_answer(&answer);
     assert_eq!(edited(&mut edits, &text, 4), tokens(&[108, 50, 109, 110]));
 }
+
+#[test]
+fn a_draft_copying_an_end_stops_there_unless_more_rows_cost_less() {
+    // 16 rows cost less than 12 here, 4 rows far less than 16.
+    let (_, prices) = measured(&[(1, 30.0), (4, 100.0), (12, 320.0), (16, 280.0)]);
+    assert_eq!(prices.up_to_end(None, 15), 15);
+    assert_eq!(prices.up_to_end(Some(20), 15), 15);
+    assert_eq!(prices.up_to_end(Some(3), 15), 3);
+    assert_eq!(prices.up_to_end(Some(11), 15), 15);
+}
