@@ -37,10 +37,11 @@ if [ -n "${FETCH_ONLY:-}" ]; then echo "$src"; exit 0; fi
 # Another program of the same tree (llama-embedding) needs the examples.
 target=${TARGET:-llama-server}
 examples=OFF; [ "$target" = llama-server ] || examples=ON
+. bench/lib/no-amx.sh
 # No network at build time (no prebuilt web UI, no curl), no TLS.
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=$examples -DLLAMA_BUILD_SERVER=ON \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_LLGUIDANCE=OFF "$@" >&2
+  -DLLAMA_LLGUIDANCE=OFF "${no_amx[@]}" "$@" >&2
 cmake --build "$build" --target "$target" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" >&2
 echo "$build/bin/$target"

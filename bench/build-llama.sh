@@ -14,7 +14,8 @@ meta = json.load(sys.stdin)
 [pkg] = [p for p in meta["packages"] if p["name"] == "llama-cpp-sys-2"]
 print(os.path.join(os.path.dirname(pkg["manifest_path"]), "llama.cpp"))')}
 build=${LLAMA_BUILD_DIR:-.bench/llama-build}
+. bench/lib/no-amx.sh
 # GGML_NATIVE matches shelf's own build (.cargo/config.toml sets target-cpu=native).
-cmake -S bench -B "$build" -DLLAMA_SRC="$src" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON "$@" >&2
+cmake -S bench -B "$build" -DLLAMA_SRC="$src" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON "${no_amx[@]}" "$@" >&2
 cmake --build "$build" --target llama-bench-lite -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" >&2
 echo "$build/llama-bench-lite"
