@@ -76,3 +76,13 @@ def mock_registry(model, path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def settled(ask):
+    """What `ask()` answers when asked a second time, over its own prompt now
+    cached, as a later identical request (a stream of it) will meet it.
+    llama.cpp's kernels are not batch-invariant: a greedy answer to a prompt
+    computed fresh may differ from one over the cached prompt
+    (docs/serving.md), so two answers compared must meet the same cache."""
+    ask()
+    return ask()
