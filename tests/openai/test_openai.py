@@ -8,6 +8,10 @@ import pytest
 
 from conftest import MODEL, shelf_server
 
+# Each answer compared computes its whole prompt: one over a cached prompt may
+# flip a greedy near tie (docs/serving.md), and the stream is what is under test.
+FRESH = {"cache_prompt": False}
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -34,14 +38,11 @@ def test_chat_non_streamed(client):
 def test_chat_streamed_equals_non_streamed(client):
     """Streaming yields the same greedy text, then a usage chunk when asked."""
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
-    # Each computes its whole prompt: a cached one may flip a greedy near tie
-    # (docs/serving.md), and the stream is what is under test.
-    fresh = {"cache_prompt": False}
     whole = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=12,
-                                           extra_body=fresh)
+                                           extra_body=FRESH)
     stream = client.chat.completions.create(
         model=MODEL, messages=messages, temperature=0, max_tokens=12, stream=True,
-        stream_options={"include_usage": True}, extra_body=fresh)
+        stream_options={"include_usage": True}, extra_body=FRESH)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
@@ -51,15 +52,14 @@ def test_chat_streamed_equals_non_streamed(client):
 
 def test_completions(client):
     """The legacy completions API continues a prompt, streamed or not."""
-    fresh = {"cache_prompt": False}  # as in test_chat_streamed_equals_non_streamed
     r = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0,
-                                  extra_body=fresh)
+                                  extra_body=FRESH)
     assert r.object == "text_completion"
     assert r.usage.completion_tokens <= 8
     streamed = "".join(
         c.choices[0].text for c in client.completions.create(
             model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0, stream=True,
-            extra_body=fresh) if c.choices)
+            extra_body=FRESH) if c.choices)
     assert streamed == r.choices[0].text
 
 

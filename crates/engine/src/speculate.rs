@@ -821,6 +821,7 @@ pub struct Offer {
     pub given: bool,
 }
 
+#[cfg(test)]
 impl Offer {
     /// An offer copying the answer's own earlier text.
     pub const fn lookup(tokens: usize, matched: usize) -> Self {
